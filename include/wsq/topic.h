@@ -1,0 +1,30 @@
+/*
+ * Topic names and topic patterns. Pure functions, no allocation, any thread.
+ *
+ * A topic name is 1-255 bytes from [A-Za-z0-9._/-]; '.' and '/' separate segments and no
+ * segment is empty (so no leading, trailing or doubled separator).
+ *
+ * A pattern is a topic name in which a whole segment may be a wildcard:
+ *   '*'  matches exactly one segment;
+ *   '>'  (last segment only) matches one or more remaining segments.
+ * "chat.*" matches "chat.room1" but not "chat.room1.typing"; "chat.>" matches both; ">" matches
+ * every topic. Separators must match literally ("a.b" and "a/b" are different topics).
+ */
+#ifndef WSQ_TOPIC_H
+#define WSQ_TOPIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define WSQ_TOPIC_MAX 255
+
+/* True when name[0..len) is a valid topic name. */
+bool wsq_topic_valid(const char *name, size_t len);
+
+/* True when pattern[0..plen) is a valid pattern (a valid name, or one with wildcard segments). */
+bool wsq_topic_pattern_valid(const char *pattern, size_t plen);
+
+/* True when the NUL-terminated pattern matches name[0..len). Invalid patterns match nothing. */
+bool wsq_topic_match(const char *pattern, const char *name, size_t len);
+
+#endif

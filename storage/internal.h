@@ -1,0 +1,83 @@
+/* Storage internals, shared by the storage/ sources only. Nothing outside storage/ includes it. */
+#ifndef WSQ_STORAGE_INTERNAL_H
+#define WSQ_STORAGE_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "bytes.h"
+#include "wsq/store.h"
+
+/* Key of a message: topic_id (u32 BE) | seq (u64 BE), so byte order is numeric order. */
+#define MSG_KEY_LEN 12
+/* Value of a message: ts_ms (i64 LE) | flags (u32 LE) | crc32 (u32 LE) | payload. */
+#define MSG_HDR_LEN 16
+/* Consumer key: topic_id (u32 BE) | name. */
+#define CONSUMER_KEY_MAX (4 + WSQ_CONSUMER_NAME_MAX)
+
+/* Topic record as stored in the topics table (key: id u32 BE). */
+typedef struct {
+    uint32_t id;
+    uint64_t epoch;
+    uint64_t next_seq;
+    uint64_t first_seq;
+    uint64_t count;
+    uint64_t bytes;
+    int64_t created_ms;
+    int64_t first_ts_ms;
+    int64_t last_ts_ms; /* timestamp of the newest message ever appended (keeps ts monotonic) */
+    uint64_t purged_upto; /* highest seq removed by an explicit purge (else retention removed it) */
+    uint16_t name_len;
+    char name[WSQ_TOPIC_MAX + 1];
+} wsq__topic_rec_t;
+
+/* Encoded topic record: fixed header then the name. */
+#define TOPIC_REC_HDR 84u
+
+typedef struct wsq__writer wsq__writer_t;
+
+struct wsq_store {
+    MDB_env *env;
+    MDB_dbi dbi_meta;      /* "meta": format version, next topic id */
+    MDB_dbi dbi_names;     /* "names": topic name -> id (u32 BE) */
+    MDB_dbi dbi_topics;    /* "topics": id (u32 BE) -> topic record */
+    MDB_dbi dbi_msgs;      /* "messages": MSG key -> MSG value */
+    MDB_dbi dbi_consumers; /* "consumers": consumer key -> cstate */
+    wsq_store_opts_t opts; /* copy; opts.path points to path */
+    char *path;
+    uint32_t format;
+    int lock_fd; /* -1 unless WSQ_STORE_EXCLUSIVE */
+    bool readonly;
+    /* Every transaction of this process holds maplock shared; map growth holds it exclusively,
+     * because mdb_env_set_mapsize under a live read transaction would remap under its feet. */
+    pthread_rwlock_t maplock;
+    _Atomic uint64_t map_size;
+    wsq__writer_t *writer; /* NULL when read-only */
+};
+
+/* Encoding of records */
+void wsq__msg_key(unsigned char *key, uint32_t topic_id, uint64_t seq);
+size_t wsq__topic_rec_encode(const wsq__topic_rec_t *t, unsigned char *buf);
+wsq_err wsq__topic_rec_decode(wsq__topic_rec_t *t, const void *buf, size_t len);
+void wsq__topic_info_from_rec(wsq_topic_info_t *info, const wsq__topic_rec_t *t);
+size_t wsq__consumer_key(unsigned char *key, uint32_t topic_id, const char *name, size_t len);
+
+/* Read transactions: begin takes maplock shared and handles MDB_MAP_RESIZED; end aborts and
+ * releases. */
+wsq_err wsq__rtxn_begin(wsq_store_t *store, MDB_txn **txn);
+void wsq__rtxn_end(wsq_store_t *store, MDB_txn **txn);
+
+/* Reads a topic record by id inside txn. WSQ_ERR_NOTFOUND, WSQ_ERR_CORRUPT, WSQ_ERR_IO. */
+wsq_err wsq__topic_load(MDB_txn *txn, wsq_store_t *store, uint32_t id, wsq__topic_rec_t *t);
+
+/* Maps an LMDB or errno error to wsq_err. */
+wsq_err wsq__mdb_err(int rc);
+
+/* Writer lifecycle (writer.c) */
+wsq_err wsq__writer_create(wsq_store_t *store);
+void wsq__writer_destroy(wsq_store_t *store);
+
+int64_t wsq__now(const wsq_store_t *store);
+
+#endif

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Builds wsq and runs every test: once in a normal build, once under ASan+UBSan.
+# Usage: tools/test.sh [ctest args...]     (e.g. tools/test.sh -R unit)
+# Env: WSQ_JOBS (parallel build/test jobs, default: number of cores),
+#      WSQ_SKIP_SANITIZE=1 to skip the sanitizer pass (local iteration only; CI runs both).
+set -eu
+cd "$(dirname "$0")/.."
+tools/deps.sh
+JOBS=${WSQ_JOBS:-$(nproc)}
+
+build() { # dir, extra cmake args...
+    dir=$1; shift
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake --build "$dir" -j "$JOBS"
+}
+
+build build
+echo "== tests (release build)"
+(cd build && ctest --output-on-failure -j "$JOBS" "$@")
+
+if [ "${WSQ_SKIP_SANITIZE:-0}" != 1 ]; then
+    build build-asan -DWSQ_SANITIZE=ON
+    echo "== tests (ASan+UBSan build)"
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --output-on-failure -j "$JOBS" "$@")
+fi
+echo "== all tests passed"
