@@ -139,7 +139,8 @@ static wsq_err check_topic(wsq_store_t *store, uint32_t id, reporter_t *rep)
 #undef NOTE
 }
 
-/* Walks one table in chunks of keys, calling visit for each key in a fresh transaction per chunk. */
+/* Walks one table in chunks of keys, calling visit for each key in a fresh transaction per chunk.
+ */
 static wsq_err check_consumers(wsq_store_t *store, reporter_t *rep)
 {
     unsigned char after[CONSUMER_KEY_MAX];
@@ -197,8 +198,8 @@ static wsq_err check_consumers(wsq_store_t *store, reporter_t *rep)
                          (unsigned long long)cs.ack_floor, (unsigned long long)(t.next_seq - 1));
             } else if (cs.delivered_upto >= t.next_seq) {
                 snprintf(note, sizeof(notes[0]),
-                         "consumer '%s' delivered seq %llu beyond the topic's last seq %llu",
-                         cname, (unsigned long long)cs.delivered_upto,
+                         "consumer '%s' delivered seq %llu beyond the topic's last seq %llu", cname,
+                         (unsigned long long)cs.delivered_upto,
                          (unsigned long long)(t.next_seq - 1));
             } else if (cs.n_acked && cs.acked[cs.n_acked - 1] >= t.next_seq) {
                 snprintf(note, sizeof(notes[0]), "consumer '%s' acked a seq beyond the topic",

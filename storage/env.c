@@ -302,10 +302,18 @@ static wsq_err open_tables(wsq_store_t *store)
     if (rc != 0)
         return wsq__mdb_err(rc);
     wsq_err err = WSQ_OK;
-    rc = mdb_dbi_open(txn, "meta", dflags, &store->dbi_meta);
+    rc = mdb_dbi_open(txn, "meta", 0, &store->dbi_meta);
     if (rc == MDB_NOTFOUND) {
-        err = WSQ_ERR_CORRUPT; /* an LMDB file, but not a wsq store */
-        goto fail;
+        /* No meta table: a brand-new file (empty main table) becomes a store; anything else is
+         * an LMDB file of someone else's, which we must not touch. */
+        MDB_dbi main_dbi;
+        MDB_stat st;
+        if (store->readonly || mdb_dbi_open(txn, NULL, 0, &main_dbi) != 0 ||
+            mdb_stat(txn, main_dbi, &st) != 0 || st.ms_entries != 0) {
+            err = WSQ_ERR_CORRUPT;
+            goto fail;
+        }
+        rc = mdb_dbi_open(txn, "meta", dflags, &store->dbi_meta);
     }
     if (rc != 0 || (rc = mdb_dbi_open(txn, "names", dflags, &store->dbi_names)) != 0 ||
         (rc = mdb_dbi_open(txn, "topics", dflags, &store->dbi_topics)) != 0 ||

@@ -26,7 +26,7 @@ typedef struct {
     uint64_t bytes;
     int64_t created_ms;
     int64_t first_ts_ms;
-    int64_t last_ts_ms; /* timestamp of the newest message ever appended (keeps ts monotonic) */
+    int64_t last_ts_ms;   /* timestamp of the newest message ever appended (keeps ts monotonic) */
     uint64_t purged_upto; /* highest seq removed by an explicit purge (else retention removed it) */
     uint16_t name_len;
     char name[WSQ_TOPIC_MAX + 1];

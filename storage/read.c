@@ -171,8 +171,7 @@ wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uin
     return err;
 }
 
-wsq_err wsq_store_seq_at_time(wsq_store_t *store, uint32_t topic_id, int64_t ts_ms,
-                              uint64_t *seq)
+wsq_err wsq_store_seq_at_time(wsq_store_t *store, uint32_t topic_id, int64_t ts_ms, uint64_t *seq)
 {
     MDB_txn *txn;
     wsq_err err = wsq__rtxn_begin(store, &txn);
@@ -208,8 +207,8 @@ wsq_err wsq_store_seq_at_time(wsq_store_t *store, uint32_t topic_id, int64_t ts_
     return err;
 }
 
-wsq_err wsq_store_consumer_get(wsq_store_t *store, uint32_t topic_id, const char *name,
-                               size_t len, wsq_cstate_t *out)
+wsq_err wsq_store_consumer_get(wsq_store_t *store, uint32_t topic_id, const char *name, size_t len,
+                               wsq_cstate_t *out)
 {
     if (len == 0 || len > WSQ_CONSUMER_NAME_MAX)
         return WSQ_ERR_INVAL;

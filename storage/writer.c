@@ -55,15 +55,15 @@ typedef struct wcons {
 typedef enum { JOB_PURGE, JOB_DELETE_MSGS, JOB_DELETE_CONSUMERS } job_kind_t;
 
 typedef struct job {
-    wsq_wreq_t *req;     /* completed when the job finishes */
-    job_kind_t kind;     /* current phase */
+    wsq_wreq_t *req; /* completed when the job finishes */
+    job_kind_t kind; /* current phase */
     job_kind_t saved_kind;
-    uint32_t topic_id;   /* topic being purged or deleted */
-    uint64_t upto;       /* PURGE_ALL/BEFORE: remove seqs <= upto */
-    uint64_t removed;    /* committed so far */
+    uint32_t topic_id;    /* topic being purged or deleted */
+    uint64_t upto;        /* PURGE_ALL/BEFORE: remove seqs <= upto */
+    uint64_t removed;     /* committed so far */
     uint64_t removed_txn; /* in the running txn */
-    bool started;        /* first txn done (the request was validated) */
-    bool done_txn;       /* finished in the running txn */
+    bool started;         /* first txn done (the request was validated) */
+    bool done_txn;        /* finished in the running txn */
     struct job *next;
 } job_t;
 
@@ -100,11 +100,11 @@ struct wsq__writer {
     wsq_err fatal; /* set after MDB_PANIC: every later request fails with it */
     int64_t next_reader_check;
     MDB_txn *txn;
-    MDB_cursor *mcur; /* messages cursor of the running txn */
-    unsigned budget;  /* deletes left in the running txn */
+    MDB_cursor *mcur;    /* messages cursor of the running txn */
+    unsigned budget;     /* deletes left in the running txn */
     unsigned budget_max; /* deletes per txn; shrinks while the map is full */
-    bool map_full;    /* the last failed txn hit MDB_MAP_FULL (not ENOSPC) */
-    bool any_age;     /* some topic has a max_age policy */
+    bool map_full;       /* the last failed txn hit MDB_MAP_FULL (not ENOSPC) */
+    bool any_age;        /* some topic has a max_age policy */
 };
 
 /* --- requests -------------------------------------------------------------------------------- */
@@ -469,7 +469,7 @@ static wsq_err topic_create(wsq__writer_t *w, const char *name, size_t len, wtop
 static wsq_err topic_for(wsq__writer_t *w, wsq_wreq_t *r, bool create, wtopic_t **out)
 {
     wtopic_t *t = r->topic_id && r->topic_len == 0 ? topic_by_id(w, r->topic_id)
-                                                    : topic_by_name(w, r->topic, r->topic_len);
+                                                   : topic_by_name(w, r->topic, r->topic_len);
     if (t && t->txn_deleted)
         t = NULL;
     if (t == NULL) {
@@ -725,8 +725,7 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
     t->appended++;
     r->seq = seq;
     r->ts_ms = ts;
-    if (ret->discard == WSQ_DISCARD_OLD && (ret->max_messages || ret->max_bytes) &&
-        over_limits(t, now))
+    if (over_limits(t, now))
         trim_enqueue(w, t);
     return WSQ_OK;
 }
@@ -772,8 +771,7 @@ static wsq_err do_consumer(wsq__writer_t *w, wsq_wreq_t *r)
         err = wsq_cstate_ack(&c->cs, r->seq, NULL);
         break;
     case WSQ_WOP_CONSUMER_ACK_UPTO:
-        wsq_cstate_ack_upto(&c->cs, r->seq < t->rec.next_seq ? r->seq : t->rec.next_seq - 1,
-                            NULL);
+        wsq_cstate_ack_upto(&c->cs, r->seq < t->rec.next_seq ? r->seq : t->rec.next_seq - 1, NULL);
         break;
     case WSQ_WOP_CONSUMER_DELIVERED:
         err = wsq_cstate_delivered(&c->cs, r->seq, &r->count);
@@ -974,6 +972,20 @@ static bool is_growth(const wsq_wreq_t *r)
            r->op == WSQ_WOP_CONSUMER_OPEN;
 }
 
+static bool set_map(wsq__writer_t *w, uint64_t want)
+{
+    wsq_store_t *s = w->store;
+    pthread_rwlock_wrlock(&s->maplock);
+    int rc = mdb_env_set_mapsize(s->env, want); /* never below what is in use */
+    if (rc == 0) {
+        MDB_envinfo ei;
+        mdb_env_info(s->env, &ei);
+        atomic_store(&s->map_size, (uint64_t)ei.me_mapsize);
+    }
+    pthread_rwlock_unlock(&s->maplock);
+    return rc == 0;
+}
+
 static bool grow_map(wsq__writer_t *w)
 {
     wsq_store_t *s = w->store;
@@ -982,15 +994,36 @@ static bool grow_map(wsq__writer_t *w)
         return false;
     uint64_t step = cur < MAX_GROW_STEP ? cur : MAX_GROW_STEP;
     uint64_t want = cur + step > s->opts.map_size_max ? s->opts.map_size_max : cur + step;
-    pthread_rwlock_wrlock(&s->maplock);
-    int rc = mdb_env_set_mapsize(s->env, want);
-    if (rc == 0) {
-        MDB_envinfo ei;
-        mdb_env_info(s->env, &ei);
-        atomic_store(&s->map_size, (uint64_t)ei.me_mapsize);
+    return set_map(w, want);
+}
+
+/* Deletes need copy-on-write pages too, so a store filled to map_size_max could never purge its
+ * way out. Transactions that only free space may borrow this much above the maximum. */
+static uint64_t map_reserve(const wsq_store_t *s)
+{
+    uint64_t r = s->opts.map_size_max / 64;
+    if (r < (1u << 20))
+        r = 1u << 20;
+    if (r > (64u << 20))
+        r = 64u << 20;
+    return r;
+}
+
+/* Commits a tiny transaction. LMDB reuses pages freed by transaction T only from T+2 on, so after
+ * a purge a full store needs one more commit before the freed pages can take new messages. */
+static bool tick(wsq__writer_t *w)
+{
+    MDB_txn *txn;
+    if (mdb_txn_begin(w->store->env, NULL, 0, &txn) != 0)
+        return false;
+    unsigned char b[8];
+    wsq__put_le64(b, w->txn_id);
+    MDB_val k = {4, "tick"}, v = {8, b};
+    if (mdb_put(txn, w->store->dbi_meta, &k, &v, 0) != 0) {
+        mdb_txn_abort(txn);
+        return false;
     }
-    pthread_rwlock_unlock(&s->maplock);
-    return rc == 0;
+    return mdb_txn_commit(txn) == 0;
 }
 
 /* Runs one transaction over the batch. Returns WSQ_OK after a commit, or the hard error that
@@ -1096,6 +1129,7 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
 {
     int64_t commit_ns = 0;
     wsq_err err;
+    bool reserve = false, ticked = false;
     for (wsq_wreq_t *r = batch; r; r = r->next)
         r->err = WSQ_OK;
     if (w->fatal != WSQ_OK) {
@@ -1107,6 +1141,11 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
                 break;
             if (w->map_full && grow_map(w))
                 continue;
+            if (w->map_full && !ticked) {
+                ticked = true;
+                if (tick(w))
+                    continue;
+            }
             /* At the maximum (or the disk is full): refuse what needs space, keep what frees it
              * (purges, deletes, acks) and try again; then try smaller delete chunks. */
             bool shed = false;
@@ -1118,6 +1157,11 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
             }
             if (shed)
                 continue;
+            if (w->map_full && !reserve) {
+                reserve = set_map(w, w->store->opts.map_size_max + map_reserve(w->store));
+                if (reserve)
+                    continue;
+            }
             if (w->budget_max > 16) {
                 w->budget_max /= 8;
                 continue;
@@ -1126,6 +1170,8 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
         }
         if (err == WSQ_ERR_PANIC)
             w->fatal = err;
+        if (reserve) /* give the reserve back, keeping what the deletions used */
+            set_map(w, w->store->opts.map_size_max);
     }
     if (err == WSQ_OK && w->budget_max < w->store->opts.trim_chunk) {
         w->budget_max *= 2; /* space came back: grow the delete chunk again */
@@ -1162,11 +1208,11 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
         nx = t->dnext;
         if (nt < w->cap_ctopics)
             w->ctopics[nt++] = (wsq_commit_topic_t){.id = t->rec.id,
-                                                     .first_seq = t->rec.first_seq,
-                                                     .next_seq = t->rec.next_seq,
-                                                     .appended = t->appended,
-                                                     .trimmed = t->trimmed,
-                                                     .deleted = t->txn_deleted};
+                                                    .first_seq = t->rec.first_seq,
+                                                    .next_seq = t->rec.next_seq,
+                                                    .appended = t->appended,
+                                                    .trimmed = t->trimmed,
+                                                    .deleted = t->txn_deleted};
         nappends += t->appended;
         t->txn_dirty = t->txn_created = t->trimmed = false;
         t->appended = 0;
@@ -1199,8 +1245,7 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
     }
     for (wsq_wreq_t *r = batch, *nx; r; r = nx) {
         nx = r->next;
-        bool is_job = (r->op == WSQ_WOP_PURGE || r->op == WSQ_WOP_TOPIC_DELETE) &&
-                      r->err == WSQ_OK;
+        bool is_job = (r->op == WSQ_WOP_PURGE || r->op == WSQ_WOP_TOPIC_DELETE) && r->err == WSQ_OK;
         if (is_job)
             continue; /* completed with its job */
         r->next = NULL;

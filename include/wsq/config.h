@@ -7,10 +7,9 @@
  * Unknown keys, wrong types, out-of-range values and duplicate keys are errors.
  *
  * Units accepted in values:
- *   sizes:     an integer (bytes) or an integer with a suffix B, KiB, MiB, GiB, TiB (also KB/MB/GB/TB
- *              as powers of 1000), e.g. "64MiB";
- *   durations: an integer (milliseconds) or an integer with a suffix ms, s, m, h, d, e.g. "30s";
- *              0 means "off" where a key says so.
+ *   sizes:     an integer (bytes) or an integer with a suffix B, KiB, MiB, GiB, TiB (also
+ * KB/MB/GB/TB as powers of 1000), e.g. "64MiB"; durations: an integer (milliseconds) or an integer
+ * with a suffix ms, s, m, h, d, e.g. "30s"; 0 means "off" where a key says so.
  *
  * A wsq_config_t is immutable once loaded; a reload builds a new one. Any thread may read it.
  */
@@ -37,11 +36,11 @@ typedef struct {
 } wsq_rights_t;
 
 typedef struct {
-    char *address;             /* "127.0.0.1", "::1", "0.0.0.0", "::" (default "127.0.0.1") */
-    uint16_t port;             /* default 8080 */
-    char *tls_cert;            /* PEM certificate chain; NULL = plain (ws://, http://) */
-    char *tls_key;             /* PEM private key; required with tls_cert */
-    char *tls_ca;              /* CA bundle for client certificates; NULL = none */
+    char *address;                /* "127.0.0.1", "::1", "0.0.0.0", "::" (default "127.0.0.1") */
+    uint16_t port;                /* default 8080 */
+    char *tls_cert;               /* PEM certificate chain; NULL = plain (ws://, http://) */
+    char *tls_key;                /* PEM private key; required with tls_cert */
+    char *tls_ca;                 /* CA bundle for client certificates; NULL = none */
     bool tls_require_client_cert; /* refuse clients without a certificate signed by tls_ca */
 } wsq_listener_conf_t;
 
@@ -51,8 +50,8 @@ typedef struct {
 } wsq_retention_rule_t;
 
 typedef struct {
-    char *name;                /* identity name (logs, metrics) */
-    unsigned char sha256[32];  /* SHA-256 of the token; the token itself is never stored */
+    char *name;               /* identity name (logs, metrics) */
+    unsigned char sha256[32]; /* SHA-256 of the token; the token itself is never stored */
     wsq_rights_t rights;
 } wsq_token_conf_t;
 
@@ -70,50 +69,50 @@ typedef struct {
     size_t n_listeners;
 
     struct {
-        char *path;                 /* default "./data" */
-        wsq_sync_t sync;            /* default full */
-        uint64_t map_size_initial;  /* default 64MiB */
-        uint64_t map_size_max;      /* default 64GiB */
-        uint32_t max_readers;       /* default 1024 */
+        char *path;                  /* default "./data" */
+        wsq_sync_t sync;             /* default full */
+        uint64_t map_size_initial;   /* default 64MiB */
+        uint64_t map_size_max;       /* default 64GiB */
+        uint32_t max_readers;        /* default 1024 */
         uint32_t batch_max_messages; /* default 4096 */
-        uint64_t batch_max_bytes;   /* default 8MiB */
-        uint32_t trim_chunk;        /* default 10000 */
+        uint64_t batch_max_bytes;    /* default 8MiB */
+        uint32_t trim_chunk;         /* default 10000 */
     } storage;
 
     struct {
-        wsq_retention_t defaults;     /* retention.default; all 0 (unlimited), discard old */
-        wsq_retention_rule_t *rules;  /* retention.topics, first match wins */
+        wsq_retention_t defaults;    /* retention.default; all 0 (unlimited), discard old */
+        wsq_retention_rule_t *rules; /* retention.topics, first match wins */
         size_t n_rules;
     } retention;
 
     struct {
-        uint64_t max_message_size;     /* default 1MiB; range 1B..256MiB */
-        uint32_t max_connections;      /* default 10000; 0 = unlimited */
+        uint64_t max_message_size;       /* default 1MiB; range 1B..256MiB */
+        uint32_t max_connections;        /* default 10000; 0 = unlimited */
         uint32_t max_connections_per_ip; /* default 0 = unlimited */
-        uint32_t max_subscriptions;    /* per connection, default 100 */
-        uint32_t default_window;       /* default 256 */
-        uint32_t max_window;           /* default 10000 */
+        uint32_t max_subscriptions;      /* per connection, default 100 */
+        uint32_t default_window;         /* default 256 */
+        uint32_t max_window;             /* default 10000 */
         uint32_t max_inflight_publishes; /* unconfirmed publishes per connection, default 1024 */
-        uint32_t max_publish_rate;     /* publishes/s per connection, default 0 = unlimited */
-        uint64_t writer_queue_high;    /* bytes queued for the writer before publishers pause,
-                                        * default 64MiB (resume at half) */
-        int64_t ping_interval_ms;      /* default 30s */
-        int64_t idle_timeout_ms;       /* hang up after this without pong, default 75s;
-                                        * must be > ping_interval */
-        int64_t ack_wait_ms;           /* redeliver unacked wsq.v1 messages after, default 30s;
-                                        * 0 = only on reconnect */
-        uint32_t max_deliver;          /* deliveries per message before it is skipped, 0 = ∞ */
-        int64_t consumer_ttl_ms;       /* delete consumers idle this long, default 0 = never */
-        int64_t shutdown_timeout_ms;   /* default 5s */
-        uint32_t max_http_body;        /* HTTP request bodies, default = max_message_size */
-        uint32_t max_header_size;      /* HTTP headers (JWTs), default 16KiB */
+        uint32_t max_publish_rate;       /* publishes/s per connection, default 0 = unlimited */
+        uint64_t writer_queue_high;      /* bytes queued for the writer before publishers pause,
+                                          * default 64MiB (resume at half) */
+        int64_t ping_interval_ms;        /* default 30s */
+        int64_t idle_timeout_ms;         /* hang up after this without pong, default 75s;
+                                          * must be > ping_interval */
+        int64_t ack_wait_ms;             /* redeliver unacked wsq.v1 messages after, default 30s;
+                                          * 0 = only on reconnect */
+        uint32_t max_deliver;            /* deliveries per message before it is skipped, 0 = ∞ */
+        int64_t consumer_ttl_ms;         /* delete consumers idle this long, default 0 = never */
+        int64_t shutdown_timeout_ms;     /* default 5s */
+        uint32_t max_http_body;          /* HTTP request bodies, default = max_message_size */
+        uint32_t max_header_size;        /* HTTP headers (JWTs), default 16KiB */
     } limits;
 
     struct {
-        wsq_rights_t anonymous;        /* rights without credentials (default none: see conf) */
+        wsq_rights_t anonymous; /* rights without credentials (default none: see conf) */
         wsq_token_conf_t *tokens;
         size_t n_tokens;
-        char *jwt_secret;              /* HS256 secret (from auth.jwt.secret or secret_file) */
+        char *jwt_secret; /* HS256 secret (from auth.jwt.secret or secret_file) */
         size_t jwt_secret_len;
         char *jwt_issuer;              /* required "iss" when set */
         char *jwt_audience;            /* required "aud" when set */

@@ -8,7 +8,8 @@
  *
  * Invariants (checked by wsq_cstate_check):
  *   - every seq <= ack_floor is acknowledged;
- *   - acked[] is strictly increasing, every entry > ack_floor + 1 (floor+1 would have been absorbed);
+ *   - acked[] is strictly increasing, every entry > ack_floor + 1 (floor+1 would have been
+ * absorbed);
  *   - pend[] is strictly increasing by seq, every entry > ack_floor and not in acked[];
  *   - a seq in (ack_floor, delivered_upto] that is in neither list was delivered exactly once.
  */

@@ -25,7 +25,7 @@
     X(WSQ_ERR_CORRUPT, -9, "corrupt", "store is corrupt or is not a wsq store")                    \
     X(WSQ_ERR_BAD_TOPIC, -10, "bad_topic",                                                         \
       "bad topic name: 1-255 bytes of [A-Za-z0-9._/-], no empty segment")                          \
-    X(WSQ_ERR_TOO_LARGE, -11, "too_large", "message is larger than limits.max_message_size")      \
+    X(WSQ_ERR_TOO_LARGE, -11, "too_large", "message is larger than limits.max_message_size")       \
     X(WSQ_ERR_BUSY, -12, "busy", "data directory is locked by another process")                    \
     X(WSQ_ERR_CLOSED, -13, "closed", "shutting down")                                              \
     X(WSQ_ERR_PANIC, -14, "storage_panic", "storage failed fatally; restart wsqd")                 \
@@ -39,11 +39,11 @@
     X(WSQ_ERR_FORBIDDEN, -22, "forbidden", "not allowed for this identity")                        \
     X(WSQ_ERR_NOT_SUBSCRIBED, -23, "not_subscribed", "no subscription on this topic")              \
     X(WSQ_ERR_ALREADY_SUBSCRIBED, -24, "already_subscribed",                                       \
-      "this connection already has a subscription on this topic")                                 \
+      "this connection already has a subscription on this topic")                                  \
     X(WSQ_ERR_LIMIT, -25, "limit_exceeded", "a configured limit was exceeded")                     \
     X(WSQ_ERR_RATE_LIMITED, -26, "rate_limited", "publish rate limit exceeded")                    \
     X(WSQ_ERR_BAD_UTF8, -27, "bad_utf8", "text is not valid UTF-8")                                \
-    X(WSQ_ERR_TAKEN_OVER, -28, "taken_over", "another session took over this consumer")           \
+    X(WSQ_ERR_TAKEN_OVER, -28, "taken_over", "another session took over this consumer")            \
     X(WSQ_ERR_UNAVAILABLE, -29, "unavailable", "broker unreachable")                               \
     X(WSQ_ERR_BAD_CONFIG, -30, "bad_config", "invalid configuration")                              \
     X(WSQ_ERR_STALE_EPOCH, -31, "stale_epoch", "topic was recreated; the epoch changed")           \

@@ -72,19 +72,19 @@ typedef struct {
     char consumer[129]; /* "" = ephemeral */
     size_t consumer_len;
     wsq_from_t from;
-    uint64_t from_seq;   /* WSQ_FROM_SEQ */
-    int64_t from_time;   /* WSQ_FROM_TIME, Unix ms */
-    uint32_t window;     /* 0 = not given */
+    uint64_t from_seq; /* WSQ_FROM_SEQ */
+    int64_t from_time; /* WSQ_FROM_TIME, Unix ms */
+    uint32_t window;   /* 0 = not given */
     bool has_epoch;
-    uint64_t epoch;      /* "epoch" the client knows, 16 hex digits */
+    uint64_t epoch; /* "epoch" the client knows, 16 hex digits */
     /* ack / nack */
     bool has_seq;
-    uint64_t seq;        /* "seq" */
+    uint64_t seq; /* "seq" */
     bool has_upto;
-    uint64_t upto;       /* "upto" (ack only): cumulative */
-    int64_t delay_ms;    /* "delay" (nack), >= 0 */
+    uint64_t upto;    /* "upto" (ack only): cumulative */
+    int64_t delay_ms; /* "delay" (nack), >= 0 */
     /* auth */
-    char *token;         /* "token" (owned by the frame; malloc'd) */
+    char *token; /* "token" (owned by the frame; malloc'd) */
 } wsq_frame_t;
 
 /* Details of a decode error, for the err frame. */
@@ -174,7 +174,7 @@ typedef struct {
     size_t topic_len;
     char consumer[129]; /* "" = none */
     size_t consumer_len;
-    wsq_from_t from;   /* earliest|latest|resume, a seq number, or time:<ms> */
+    wsq_from_t from; /* earliest|latest|resume, a seq number, or time:<ms> */
     uint64_t from_seq;
     int64_t from_time;
     char *token; /* owned (malloc'd) or NULL */
@@ -185,8 +185,8 @@ void wsq_raw_target_clear(wsq_raw_target_t *t);
 /* Parses the request path ("/topics/chat.room1", percent-decoded by this function) and the query
  * string (without '?', may be NULL). Unknown query parameters are errors. WSQ_ERR_NOTFOUND when
  * the path is not under /topics/, WSQ_ERR_BAD_TOPIC, WSQ_ERR_BAD_REQUEST (message in errbuf). */
-wsq_err wsq_raw_parse_target(const char *path, const char *query, wsq_raw_target_t *t,
-                             char *errbuf, size_t errlen);
+wsq_err wsq_raw_parse_target(const char *path, const char *query, wsq_raw_target_t *t, char *errbuf,
+                             size_t errlen);
 
 /* ------------------------------------------------------------------------------------------- */
 /* Helpers                                                                                      */

@@ -36,8 +36,8 @@ typedef struct wsq_store wsq_store_t;
 /* Durability of a commit (storage.sync). */
 typedef enum {
     WSQ_SYNC_FULL = 0, /* fsync data and meta page: a confirmed message survives power loss */
-    WSQ_SYNC_BATCH,    /* fsync data, not the meta page: the last commit may roll back on power loss */
-    WSQ_SYNC_NONE,     /* no fsync: survives a process crash, not an OS crash. NOT durable. */
+    WSQ_SYNC_BATCH, /* fsync data, not the meta page: the last commit may roll back on power loss */
+    WSQ_SYNC_NONE,  /* no fsync: survives a process crash, not an OS crash. NOT durable. */
 } wsq_sync_t;
 
 /* What a topic does at its message/byte limits. */
@@ -147,18 +147,18 @@ void wsq_store_stop(wsq_store_t *store);
 
 /* Writer operations. */
 typedef enum {
-    WSQ_WOP_APPEND = 1,       /* append one message to topic (created if missing) */
-    WSQ_WOP_TOPIC_ENSURE,     /* create topic if missing; fills topic_id, topic_epoch */
-    WSQ_WOP_TOPIC_DELETE,     /* delete a topic with all its messages and consumers */
-    WSQ_WOP_PURGE,            /* remove messages from a topic's head (purge_* fields) */
-    WSQ_WOP_CONSUMER_OPEN,    /* get or create consumer (topic created if missing); fills state */
-    WSQ_WOP_CONSUMER_ACK,     /* ack seq. The consumer ops may name the topic by topic_id instead
-                               * of by name (topic_len 0). */
-    WSQ_WOP_CONSUMER_ACK_UPTO, /* ack every seq <= seq */
+    WSQ_WOP_APPEND = 1,         /* append one message to topic (created if missing) */
+    WSQ_WOP_TOPIC_ENSURE,       /* create topic if missing; fills topic_id, topic_epoch */
+    WSQ_WOP_TOPIC_DELETE,       /* delete a topic with all its messages and consumers */
+    WSQ_WOP_PURGE,              /* remove messages from a topic's head (purge_* fields) */
+    WSQ_WOP_CONSUMER_OPEN,      /* get or create consumer (topic created if missing); fills state */
+    WSQ_WOP_CONSUMER_ACK,       /* ack seq. The consumer ops may name the topic by topic_id instead
+                                 * of by name (topic_len 0). */
+    WSQ_WOP_CONSUMER_ACK_UPTO,  /* ack every seq <= seq */
     WSQ_WOP_CONSUMER_DELIVERED, /* record one delivery of seq */
-    WSQ_WOP_CONSUMER_NACK,    /* nack seq, redeliver from due_ms */
-    WSQ_WOP_CONSUMER_DELETE,  /* delete consumer */
-    WSQ_WOP_BARRIER,          /* nothing; completes once everything submitted before it did */
+    WSQ_WOP_CONSUMER_NACK,      /* nack seq, redeliver from due_ms */
+    WSQ_WOP_CONSUMER_DELETE,    /* delete consumer */
+    WSQ_WOP_BARRIER,            /* nothing; completes once everything submitted before it did */
 } wsq_wop_t;
 
 /* WSQ_WOP_PURGE modes */
@@ -246,13 +246,13 @@ void wsq_store_retention_changed(wsq_store_t *store);
 
 typedef struct {
     uint32_t id;
-    uint64_t epoch;      /* random, chosen at creation */
-    uint64_t first_seq;  /* first retained seq; == next_seq when empty */
-    uint64_t next_seq;   /* seq of the next append; last seq = next_seq - 1 */
-    uint64_t count;      /* retained messages */
-    uint64_t bytes;      /* retained payload bytes */
-    int64_t created_ms;  /* broker time of creation */
-    int64_t first_ts_ms; /* timestamp of the first retained message; 0 when empty */
+    uint64_t epoch;       /* random, chosen at creation */
+    uint64_t first_seq;   /* first retained seq; == next_seq when empty */
+    uint64_t next_seq;    /* seq of the next append; last seq = next_seq - 1 */
+    uint64_t count;       /* retained messages */
+    uint64_t bytes;       /* retained payload bytes */
+    int64_t created_ms;   /* broker time of creation */
+    int64_t first_ts_ms;  /* timestamp of the first retained message; 0 when empty */
     uint64_t purged_upto; /* highest seq removed by an explicit purge; seqs below first_seq and
                            * above it were removed by retention */
     char name[WSQ_TOPIC_MAX + 1];
@@ -285,13 +285,13 @@ typedef struct {
 typedef int (*wsq_read_fn)(void *arg, const wsq_msg_view_t *msg);
 
 typedef struct {
-    uint64_t epoch;     /* the topic's epoch */
-    uint64_t first_seq; /* first retained seq at the time of the read */
-    uint64_t next_seq;  /* next seq at the time of the read */
-    uint64_t last_seq;  /* seq of the last message passed to the callback; 0 when none */
-    uint32_t count;     /* messages passed to the callback */
-    uint64_t bytes;     /* their payload bytes */
-    bool gap;           /* from < first_seq: [from, first_seq) no longer exists */
+    uint64_t epoch;       /* the topic's epoch */
+    uint64_t first_seq;   /* first retained seq at the time of the read */
+    uint64_t next_seq;    /* next seq at the time of the read */
+    uint64_t last_seq;    /* seq of the last message passed to the callback; 0 when none */
+    uint32_t count;       /* messages passed to the callback */
+    uint64_t bytes;       /* their payload bytes */
+    bool gap;             /* from < first_seq: [from, first_seq) no longer exists */
     uint64_t purged_upto; /* see wsq_topic_info_t: tells a purge gap from a retention gap */
 } wsq_read_info_t;
 
@@ -305,13 +305,12 @@ wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uin
 
 /* Finds the first retained seq whose timestamp is >= ts_ms (binary search over the topic). *seq
  * gets next_seq when no such message exists. WSQ_ERR_NOTFOUND (no such topic), WSQ_ERR_IO. */
-wsq_err wsq_store_seq_at_time(wsq_store_t *store, uint32_t topic_id, int64_t ts_ms,
-                              uint64_t *seq);
+wsq_err wsq_store_seq_at_time(wsq_store_t *store, uint32_t topic_id, int64_t ts_ms, uint64_t *seq);
 
 /* Reads a consumer's state into *out (initialised by the caller; the caller frees it with
  * wsq_cstate_fini). WSQ_ERR_NOTFOUND, WSQ_ERR_CORRUPT, WSQ_ERR_IO. */
-wsq_err wsq_store_consumer_get(wsq_store_t *store, uint32_t topic_id, const char *name,
-                               size_t len, wsq_cstate_t *out);
+wsq_err wsq_store_consumer_get(wsq_store_t *store, uint32_t topic_id, const char *name, size_t len,
+                               wsq_cstate_t *out);
 
 typedef struct {
     uint32_t topic_id;

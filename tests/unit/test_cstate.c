@@ -1,0 +1,205 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "wsq/cstate.h"
+
+static void test_cstate_ack_in_order_advances_floor(void **state)
+{
+    (void)state;
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    bool changed;
+    assert_int_equal(wsq_cstate_ack(&cs, 1, &changed), WSQ_OK);
+    assert_true(changed);
+    assert_int_equal(wsq_cstate_ack(&cs, 2, NULL), WSQ_OK);
+    assert_int_equal(cs.ack_floor, 2);
+    assert_int_equal(cs.n_acked, 0);
+    assert_int_equal(wsq_cstate_ack(&cs, 2, &changed), WSQ_OK);
+    assert_false(changed);
+    wsq_cstate_fini(&cs);
+}
+
+static void test_cstate_ack_out_of_order_is_absorbed(void **state)
+{
+    (void)state;
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    assert_int_equal(wsq_cstate_ack(&cs, 5, NULL), WSQ_OK);
+    assert_int_equal(wsq_cstate_ack(&cs, 3, NULL), WSQ_OK);
+    assert_int_equal(wsq_cstate_ack(&cs, 4, NULL), WSQ_OK);
+    assert_int_equal(cs.ack_floor, 0);
+    assert_int_equal(cs.n_acked, 3);
+    assert_true(wsq_cstate_is_acked(&cs, 4));
+    assert_false(wsq_cstate_is_acked(&cs, 2));
+    assert_int_equal(wsq_cstate_ack(&cs, 2, NULL), WSQ_OK);
+    assert_int_equal(cs.ack_floor, 0);
+    assert_int_equal(wsq_cstate_ack(&cs, 1, NULL), WSQ_OK);
+    assert_int_equal(cs.ack_floor, 5);
+    assert_int_equal(cs.n_acked, 0);
+    assert_int_equal(wsq_cstate_check(&cs), WSQ_OK);
+    wsq_cstate_fini(&cs);
+}
+
+static void test_cstate_ack_upto(void **state)
+{
+    (void)state;
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    wsq_cstate_ack(&cs, 7, NULL);
+    wsq_cstate_ack(&cs, 9, NULL);
+    bool changed;
+    wsq_cstate_ack_upto(&cs, 6, &changed);
+    assert_true(changed);
+    assert_int_equal(cs.ack_floor, 7); /* 7 was acked: absorbed */
+    assert_int_equal(cs.n_acked, 1);
+    wsq_cstate_ack_upto(&cs, 3, &changed);
+    assert_false(changed);
+    wsq_cstate_ack_upto(&cs, 20, &changed);
+    assert_int_equal(cs.ack_floor, 20);
+    assert_int_equal(cs.n_acked, 0);
+    wsq_cstate_fini(&cs);
+}
+
+static void test_cstate_delivery_counts(void **state)
+{
+    (void)state;
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    uint32_t n;
+    assert_int_equal(wsq_cstate_count(&cs, 1), 0);
+    assert_int_equal(wsq_cstate_delivered(&cs, 1, &n), WSQ_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(wsq_cstate_delivered(&cs, 2, &n), WSQ_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(cs.n_pend, 0); /* first deliveries cost no entry */
+    assert_int_equal(wsq_cstate_delivered(&cs, 1, &n), WSQ_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(wsq_cstate_delivered(&cs, 1, &n), WSQ_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(wsq_cstate_count(&cs, 1), 3);
+    assert_int_equal(wsq_cstate_count(&cs, 2), 1);
+    assert_int_equal(wsq_cstate_pending(&cs), 2);
+    wsq_cstate_ack(&cs, 1, NULL);
+    assert_int_equal(cs.n_pend, 0);
+    assert_int_equal(wsq_cstate_pending(&cs), 1);
+    wsq_cstate_fini(&cs);
+}
+
+static void test_cstate_nack_sets_due(void **state)
+{
+    (void)state;
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    uint32_t n;
+    wsq_cstate_nack(&cs, 1, 1000); /* never delivered: ignored */
+    assert_int_equal(cs.n_pend, 0);
+    wsq_cstate_delivered(&cs, 1, &n);
+    assert_int_equal(wsq_cstate_nack(&cs, 1, 5000), WSQ_OK);
+    assert_int_equal(wsq_cstate_due(&cs, 1), 5000);
+    assert_int_equal(wsq_cstate_count(&cs, 1), 1);
+    wsq_cstate_delivered(&cs, 1, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(wsq_cstate_due(&cs, 1), 0);
+    wsq_cstate_fini(&cs);
+}
+
+static void test_cstate_lag(void **state)
+{
+    (void)state;
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    assert_int_equal(wsq_cstate_lag(&cs, 1, 10), 10);
+    wsq_cstate_ack_upto(&cs, 3, NULL);
+    wsq_cstate_ack(&cs, 5, NULL);
+    assert_int_equal(wsq_cstate_lag(&cs, 1, 10), 6);
+    assert_int_equal(wsq_cstate_lag(&cs, 8, 10), 3);  /* head trimmed beyond the floor */
+    assert_int_equal(wsq_cstate_lag(&cs, 11, 10), 0); /* empty topic */
+    wsq_cstate_fini(&cs);
+}
+
+static void test_cstate_encode_decode_roundtrip(void **state)
+{
+    (void)state;
+    wsq_cstate_t a, b;
+    wsq_cstate_init(&a);
+    wsq_cstate_init(&b);
+    uint32_t n;
+    a.topic_epoch = 0x1122334455667788ull;
+    a.created_ms = 1700000000000;
+    a.last_seen_ms = 1700000001000;
+    for (uint64_t s = 1; s <= 50; s++)
+        wsq_cstate_delivered(&a, s, &n);
+    for (uint64_t s = 10; s <= 50; s += 3)
+        wsq_cstate_ack(&a, s, NULL);
+    wsq_cstate_delivered(&a, 2, &n);
+    wsq_cstate_nack(&a, 3, 12345);
+    size_t len = wsq_cstate_encoded_size(&a);
+    unsigned char *buf = malloc(len);
+    wsq_cstate_encode(&a, buf);
+    assert_int_equal(wsq_cstate_decode(&b, buf, len), WSQ_OK);
+    assert_int_equal(b.ack_floor, a.ack_floor);
+    assert_int_equal(b.delivered_upto, 50);
+    assert_int_equal(b.topic_epoch, a.topic_epoch);
+    assert_int_equal(b.created_ms, a.created_ms);
+    assert_int_equal(b.last_seen_ms, a.last_seen_ms);
+    assert_int_equal(b.n_acked, a.n_acked);
+    assert_memory_equal(b.acked, a.acked, a.n_acked * sizeof(uint64_t));
+    assert_int_equal(b.n_pend, a.n_pend);
+    assert_int_equal(wsq_cstate_count(&b, 2), 2);
+    assert_int_equal(wsq_cstate_due(&b, 3), 12345);
+
+    /* truncated, bad version and broken invariants are refused */
+    assert_int_equal(wsq_cstate_decode(&b, buf, len - 1), WSQ_ERR_CORRUPT);
+    assert_int_equal(b.n_acked, 0);
+    buf[0] = 9;
+    assert_int_equal(wsq_cstate_decode(&b, buf, len), WSQ_ERR_FORMAT_NEWER);
+    buf[0] = 1;
+    if (a.n_acked >= 2) {
+        unsigned char tmp[8];
+        memcpy(tmp, buf + 56, 8);
+        memcpy(buf + 56, buf + 64, 8);
+        memcpy(buf + 64, tmp, 8); /* acked[] no longer sorted */
+        assert_int_equal(wsq_cstate_decode(&b, buf, len), WSQ_ERR_CORRUPT);
+    }
+    free(buf);
+    wsq_cstate_fini(&a);
+    wsq_cstate_fini(&b);
+}
+
+static void test_cstate_copy(void **state)
+{
+    (void)state;
+    wsq_cstate_t a, b;
+    wsq_cstate_init(&a);
+    wsq_cstate_init(&b);
+    wsq_cstate_ack(&a, 4, NULL);
+    wsq_cstate_ack(&a, 6, NULL);
+    assert_int_equal(wsq_cstate_copy(&b, &a), WSQ_OK);
+    assert_int_equal(b.n_acked, 2);
+    assert_true(b.acked != a.acked);
+    wsq_cstate_ack(&a, 8, NULL);
+    assert_int_equal(b.n_acked, 2);
+    wsq_cstate_fini(&a);
+    wsq_cstate_fini(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cstate_ack_in_order_advances_floor),
+        cmocka_unit_test(test_cstate_ack_out_of_order_is_absorbed),
+        cmocka_unit_test(test_cstate_ack_upto),
+        cmocka_unit_test(test_cstate_delivery_counts),
+        cmocka_unit_test(test_cstate_nack_sets_due),
+        cmocka_unit_test(test_cstate_lag),
+        cmocka_unit_test(test_cstate_encode_decode_roundtrip),
+        cmocka_unit_test(test_cstate_copy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
