@@ -69,6 +69,11 @@ void wsq_store_opts_init(wsq_store_opts_t *opts)
     memset(opts, 0, sizeof(*opts));
 }
 
+const char *wsq_store_backend_version(void)
+{
+    return mdb_version(NULL, NULL, NULL); /* "LMDB 0.9.24: (July 24, 2019)", static */
+}
+
 uint32_t wsq_store_format(const wsq_store_t *store)
 {
     return store->format;

@@ -162,17 +162,24 @@ static bool consumer_name_valid(const char *s, size_t len)
     return true;
 }
 
+static bool is_consumer_op(wsq_wop_t op)
+{
+    return (op >= WSQ_WOP_CONSUMER_OPEN && op <= WSQ_WOP_CONSUMER_DELETE) ||
+           op == WSQ_WOP_CONSUMER_PUT;
+}
+
 static wsq_err validate(const wsq_wreq_t *r)
 {
-    if (r->op < WSQ_WOP_APPEND || r->op > WSQ_WOP_BARRIER)
+    if (r->op < WSQ_WOP_APPEND || r->op > WSQ_WOP_CONSUMER_PUT)
         return WSQ_ERR_INVAL;
     if (r->op == WSQ_WOP_BARRIER)
         return WSQ_OK;
-    bool by_id_ok = r->op >= WSQ_WOP_CONSUMER_ACK && r->op <= WSQ_WOP_CONSUMER_DELETE;
+    bool by_id_ok = is_consumer_op(r->op) && r->op != WSQ_WOP_CONSUMER_OPEN;
     if (!(by_id_ok && r->topic_id != 0) && !wsq_topic_valid(r->topic, r->topic_len))
         return WSQ_ERR_BAD_TOPIC;
-    if (r->op >= WSQ_WOP_CONSUMER_OPEN && r->op <= WSQ_WOP_CONSUMER_DELETE &&
-        !consumer_name_valid(r->consumer, r->consumer_len))
+    if (is_consumer_op(r->op) && !consumer_name_valid(r->consumer, r->consumer_len))
+        return WSQ_ERR_INVAL;
+    if (r->op == WSQ_WOP_CONSUMER_PUT && wsq_cstate_check(&r->state) != WSQ_OK)
         return WSQ_ERR_INVAL;
     if (r->op == WSQ_WOP_PURGE &&
         (r->purge_mode < WSQ_PURGE_ALL || r->purge_mode > WSQ_PURGE_OLDER))
@@ -764,6 +771,15 @@ static wsq_err do_consumer(wsq__writer_t *w, wsq_wreq_t *r)
         c->exists = false;
         return WSQ_OK;
     }
+    if (r->op == WSQ_WOP_CONSUMER_PUT) {
+        if (r->state.ack_floor >= t->rec.next_seq || r->state.delivered_upto >= t->rec.next_seq)
+            return WSQ_ERR_BAD_SEQ;
+        if ((err = wsq_cstate_copy(&c->cs, &r->state)) != WSQ_OK)
+            return err;
+        c->cs.last_seen_ms = now;
+        c->dirty = true;
+        return WSQ_OK;
+    }
     if (r->op != WSQ_WOP_CONSUMER_ACK_UPTO && (r->seq == 0 || r->seq >= t->rec.next_seq))
         return WSQ_ERR_BAD_SEQ;
     switch (r->op) {
@@ -1188,6 +1204,10 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
             complete(r);
         }
         fail_jobs(w, err);
+        if (w->store->opts.on_commit) {
+            wsq_commit_info_t info = {.err = err, .txn_id = w->txn_id};
+            w->store->opts.on_commit(w->store->opts.commit_arg, &info);
+        }
         return;
     }
 
@@ -1260,6 +1280,7 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
     }
     if (w->store->opts.on_commit) {
         wsq_commit_info_t info = {
+            .err = WSQ_OK,
             .txn_id = w->txn_id,
             .n_requests = nreq,
             .n_appends = nappends,

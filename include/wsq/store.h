@@ -69,8 +69,9 @@ typedef struct {
     bool deleted;       /* the topic itself was deleted */
 } wsq_commit_topic_t;
 
-/* Summary of one successful commit, for on_commit. Valid only during the callback. */
+/* Summary of one batch, for on_commit. Valid only during the callback. */
 typedef struct {
+    wsq_err err;                      /* WSQ_OK: committed; else why the whole batch failed */
     uint64_t txn_id;                  /* increasing commit counter */
     uint32_t n_requests;              /* requests completed by this commit */
     uint32_t n_appends;               /* messages appended */
@@ -81,8 +82,9 @@ typedef struct {
     int64_t commit_ns;                /* duration of mdb commit (including sync), ns */
 } wsq_commit_info_t;
 
-/* Called on the writer thread after every successful commit, after every request of that commit
- * has been completed. Must not block; typically it wakes other threads. */
+/* Called on the writer thread after every batch, after every request of it has been completed:
+ * after a commit (err == WSQ_OK) or after the batch failed as a whole (err set, no topic
+ * changed). Must not block; typically it wakes other threads. */
 typedef void (*wsq_commit_fn)(void *arg, const wsq_commit_info_t *info);
 
 /* Clock for message timestamps and age retention, in ms. Tests inject one; NULL = realtime. */
@@ -130,6 +132,9 @@ void wsq_store_close(wsq_store_t *store);
 /* Format version found on disk (the build's own for a new store). */
 uint32_t wsq_store_format(const wsq_store_t *store);
 
+/* The storage backend and its version, e.g. "LMDB 0.9.24". Static storage. */
+const char *wsq_store_backend_version(void);
+
 /* Current time in ms from the store's clock. Any thread. */
 int64_t wsq_store_now_ms(const wsq_store_t *store);
 
@@ -159,6 +164,9 @@ typedef enum {
     WSQ_WOP_CONSUMER_NACK,      /* nack seq, redeliver from due_ms */
     WSQ_WOP_CONSUMER_DELETE,    /* delete consumer */
     WSQ_WOP_BARRIER,            /* nothing; completes once everything submitted before it did */
+    WSQ_WOP_CONSUMER_PUT, /* replace an existing consumer's state with req->state (the broker's
+                           * consumer thread persists its in-memory copy this way; several PUTs
+                           * in one batch cost one write) */
 } wsq_wop_t;
 
 /* WSQ_WOP_PURGE modes */
@@ -206,7 +214,8 @@ struct wsq_wreq {
     uint64_t removed;       /* out (PURGE, TOPIC_DELETE): messages removed */
     uint32_t count;         /* out (DELIVERED): delivery count including this one */
     bool created;           /* out (TOPIC_ENSURE, CONSUMER_OPEN): newly created */
-    wsq_cstate_t state;     /* out (CONSUMER_OPEN): the consumer's state, owned by the request */
+    wsq_cstate_t state;     /* out (CONSUMER_OPEN): the consumer's state; in (CONSUMER_PUT).
+                             * Owned by the request. */
     size_t len;             /* in (APPEND): payload length */
     unsigned char *data;    /* in (APPEND): payload (points into the request) */
 };

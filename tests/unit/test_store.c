@@ -674,6 +674,40 @@ static void test_store_consumer_lifecycle(void **state)
     assert_int_equal(n, 1);
 }
 
+static void test_store_consumer_put_replaces_state(void **state)
+{
+    fixture_t *f = *state;
+    for (int i = 0; i < 10; i++)
+        append_str(f->store, "put", "m");
+    assert_int_equal(simple(f->store, WSQ_WOP_CONSUMER_OPEN, "put", "c", 0, NULL), WSQ_OK);
+    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_CONSUMER_PUT, "put", 3, "c", 1, 0);
+    r->state.ack_floor = 5;
+    r->state.delivered_upto = 8;
+    assert_int_equal(wsq_cstate_ack(&r->state, 7, NULL), WSQ_OK);
+    assert_int_equal(wsq_store_call(f->store, r), WSQ_OK);
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    assert_int_equal(wsq_store_consumer_get(f->store, topic_id(f->store, "put"), "c", 1, &cs),
+                     WSQ_OK);
+    assert_int_equal(cs.ack_floor, 5);
+    assert_int_equal(cs.delivered_upto, 8);
+    assert_true(wsq_cstate_is_acked(&cs, 7));
+    wsq_cstate_fini(&cs);
+    /* beyond the topic, or on a missing consumer, is refused */
+    r->state.ack_floor = 11;
+    r->state.delivered_upto = 11;
+    r->state.n_acked = 0;
+    assert_int_equal(wsq_store_call(f->store, r), WSQ_ERR_BAD_SEQ);
+    wsq_wreq_free(&r);
+    r = wsq_wreq_new(WSQ_WOP_CONSUMER_PUT, "put", 3, "ghost", 5, 0);
+    assert_int_equal(wsq_store_call(f->store, r), WSQ_ERR_NOTFOUND);
+    /* a state that breaks its invariants is refused at submit */
+    r->state.ack_floor = 3;
+    r->state.delivered_upto = 1;
+    assert_int_equal(wsq_store_submit(f->store, r), WSQ_ERR_INVAL);
+    wsq_wreq_free(&r);
+}
+
 static void test_store_consumer_ops_coalesce_in_one_batch(void **state)
 {
     fixture_t *f = *state;
@@ -898,6 +932,7 @@ int main(void)
         T(test_store_discard_new_refuses),
         T(test_store_map_grows_then_storage_full),
         T(test_store_consumer_lifecycle),
+        T(test_store_consumer_put_replaces_state),
         T(test_store_consumer_ops_coalesce_in_one_batch),
         T(test_store_topic_delete_and_recreate),
         T(test_store_seq_at_time),
