@@ -1,0 +1,240 @@
+/*
+ * Raw mode target parser: "/topics/<topic>" plus the query parameters consumer, from and token.
+ * Pure: no I/O, no globals, any thread. Every decoded size is capped by a fixed buffer or by
+ * WSQ_TOKEN_MAX.
+ */
+#include "wsq/proto.h"
+#include "wsq/topic.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Defined in proto_util.c. */
+bool wsq__consumer_valid(const char *s, size_t len);
+void wsq__sanitize_ascii(char *s);
+
+#define TOPICS_PREFIX "/topics/"
+
+__attribute__((format(printf, 4, 5))) static wsq_err fail_msg(char *errbuf, size_t errlen,
+                                                              wsq_err code, const char *fmt, ...)
+{
+    if (errbuf != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+        wsq__sanitize_ascii(errbuf);
+    }
+    return code;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into dst (cap bytes, no NUL written). '+' stays '+': this is RFC 3986
+ * percent-encoding, not form encoding, so tokens holding base64's '+' survive unencoded.
+ * Returns WSQ_ERR_INVAL for a malformed escape, WSQ_ERR_TOO_LARGE when the result exceeds cap. */
+static wsq_err pct_decode(const char *s, size_t n, char *dst, size_t cap, size_t *outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            if (n - i < 3)
+                return WSQ_ERR_INVAL;
+            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return WSQ_ERR_INVAL;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (o == cap)
+            return WSQ_ERR_TOO_LARGE;
+        dst[o++] = c;
+    }
+    *outlen = o;
+    return WSQ_OK;
+}
+
+/* Parses 1..20 decimal digits into *out; false on anything else or on overflow. */
+static bool parse_u64(const char *s, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+static bool lit_eq(const char *s, size_t n, const char *lit)
+{
+    return strlen(lit) == n && memcmp(s, lit, n) == 0;
+}
+
+static wsq_err parse_from(const char *v, size_t n, wsq_raw_target_t *t, char *errbuf, size_t errlen)
+{
+    uint64_t x;
+    if (lit_eq(v, n, "earliest")) {
+        t->from = WSQ_FROM_EARLIEST;
+    } else if (lit_eq(v, n, "latest")) {
+        t->from = WSQ_FROM_LATEST;
+    } else if (lit_eq(v, n, "resume")) {
+        t->from = WSQ_FROM_RESUME;
+    } else if (n > 5 && memcmp(v, "time:", 5) == 0) {
+        if (!parse_u64(v + 5, n - 5, &x) || x > INT64_MAX)
+            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
+                            "\"from=time:\" needs Unix milliseconds >= 0");
+        t->from = WSQ_FROM_TIME;
+        t->from_time = (int64_t)x;
+    } else if (parse_u64(v, n, &x) && x >= 1) {
+        t->from = WSQ_FROM_SEQ;
+        t->from_seq = x;
+    } else {
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
+                        "\"from\" must be earliest, latest, resume, a seq >= 1 or time:<ms>");
+    }
+    return WSQ_OK;
+}
+
+/* One "name=value" query parameter (raw, still percent-encoded). */
+static wsq_err parse_param(const char *p, size_t n, wsq_raw_target_t *t, unsigned *seen,
+                           char *errbuf, size_t errlen)
+{
+    enum { SEEN_CONSUMER = 1, SEEN_FROM = 2, SEEN_TOKEN = 4 };
+    const char *eq = memchr(p, '=', n);
+    size_t rname = eq ? (size_t)(eq - p) : n;
+    const char *rval = eq ? eq + 1 : p + n;
+    size_t rvlen = n - rname - (eq != NULL);
+
+    char name[32];
+    size_t name_len;
+    wsq_err e = pct_decode(p, rname, name, sizeof name - 1, &name_len);
+    if (e == WSQ_ERR_INVAL)
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "bad percent-encoding in query");
+    if (e != WSQ_OK)
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "unknown query parameter \"%.*s\"",
+                        (int)(rname < 24 ? rname : 24), p);
+    name[name_len] = '\0';
+
+    unsigned bit;
+    if (lit_eq(name, name_len, "consumer"))
+        bit = SEEN_CONSUMER;
+    else if (lit_eq(name, name_len, "from"))
+        bit = SEEN_FROM;
+    else if (lit_eq(name, name_len, "token"))
+        bit = SEEN_TOKEN;
+    else
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "unknown query parameter \"%.*s\"",
+                        (int)name_len, name);
+    if (*seen & bit)
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "duplicate query parameter \"%s\"",
+                        name);
+    *seen |= bit;
+
+    if (bit == SEEN_TOKEN) {
+        /* Each decoded byte takes 1..3 encoded ones, so this bounds the allocation. */
+        if (rvlen > 3 * (size_t)WSQ_TOKEN_MAX)
+            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "\"token\" is too long");
+        char *tok = malloc(rvlen + 1);
+        if (tok == NULL)
+            return fail_msg(errbuf, errlen, WSQ_ERR_NOMEM, "out of memory");
+        size_t tlen;
+        e = pct_decode(rval, rvlen, tok, rvlen, &tlen);
+        if (e != WSQ_OK || tlen == 0 || tlen > WSQ_TOKEN_MAX || memchr(tok, '\0', tlen)) {
+            free(tok);
+            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
+                            e == WSQ_ERR_INVAL ? "bad percent-encoding in \"token\""
+                                               : "\"token\" must be 1..8192 bytes, no NUL");
+        }
+        tok[tlen] = '\0';
+        t->token = tok;
+        return WSQ_OK;
+    }
+
+    char val[136]; /* fits the longest consumer name and any valid from spec */
+    size_t vlen;
+    e = pct_decode(rval, rvlen, val, sizeof val - 1, &vlen);
+    if (e == WSQ_ERR_INVAL)
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "bad percent-encoding in \"%s\"",
+                        name);
+    if (bit == SEEN_CONSUMER) {
+        if (e != WSQ_OK || !wsq__consumer_valid(val, vlen))
+            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
+                            "\"consumer\" must be 1..128 characters of [A-Za-z0-9._-]");
+        memcpy(t->consumer, val, vlen);
+        t->consumer[vlen] = '\0';
+        t->consumer_len = vlen;
+        return WSQ_OK;
+    }
+    if (e != WSQ_OK)
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "\"from\" is too long");
+    return parse_from(val, vlen, t, errbuf, errlen);
+}
+
+void wsq_raw_target_clear(wsq_raw_target_t *t)
+{
+    free(t->token);
+    memset(t, 0, sizeof *t);
+    t->from = WSQ_FROM_DEFAULT;
+}
+
+/* t is an output: it is overwritten without being freed (clear a previous target first). On error
+ * t is left cleared. */
+wsq_err wsq_raw_parse_target(const char *path, const char *query, wsq_raw_target_t *t, char *errbuf,
+                             size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    t->from = WSQ_FROM_DEFAULT;
+    if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+
+    size_t plen = sizeof TOPICS_PREFIX - 1;
+    if (path == NULL || strncmp(path, TOPICS_PREFIX, plen) != 0)
+        return fail_msg(errbuf, errlen, WSQ_ERR_NOTFOUND, "not found: use /topics/<topic>");
+
+    const char *rt = path + plen;
+    wsq_err e = pct_decode(rt, strlen(rt), t->topic, WSQ_TOPIC_MAX, &t->topic_len);
+    if (e == WSQ_ERR_INVAL) {
+        wsq_raw_target_clear(t);
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "bad percent-encoding in path");
+    }
+    if (e != WSQ_OK || !wsq_topic_valid(t->topic, t->topic_len)) {
+        wsq_raw_target_clear(t);
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_TOPIC, "%s", wsq_strerror(WSQ_ERR_BAD_TOPIC));
+    }
+    t->topic[t->topic_len] = '\0';
+
+    unsigned seen = 0;
+    const char *q = query != NULL ? query : "";
+    while (*q != '\0') {
+        const char *amp = strchr(q, '&');
+        size_t n = amp ? (size_t)(amp - q) : strlen(q);
+        if (n > 0) { /* "a=1&&b=2" and a trailing '&' are tolerated */
+            e = parse_param(q, n, t, &seen, errbuf, errlen);
+            if (e != WSQ_OK) {
+                wsq_raw_target_clear(t);
+                return e;
+            }
+        }
+        q += n + (amp != NULL);
+    }
+    return WSQ_OK;
+}

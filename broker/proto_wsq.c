@@ -1,0 +1,1117 @@
+/*
+ * wsq.v1 codec: client frames (decoded by the broker with jansson, encoded by clients) and server
+ * frames (encoded by hand, since the msg encoder runs once per delivered message, and decoded by
+ * clients with jansson). Pure: no I/O, no globals except const tables, any thread.
+ *
+ * Size caps: the decoder refuses input larger than 6 * max_payload + FRAME_SLACK before parsing
+ * (a payload byte costs at most 6 bytes of JSON, "\u0000"), so jansson's memory is bounded by the
+ * caller's max_payload; ref, topic, consumer and token are capped by their fixed limits.
+ */
+#include "wsq/proto.h"
+#include "wsq/topic.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Defined in proto_util.c. */
+bool wsq__consumer_valid(const char *s, size_t len);
+void wsq__sanitize_ascii(char *s);
+
+/* Room for every member of a client frame other than the payload: a token of WSQ_TOKEN_MAX bytes
+ * fully \u-escaped, a ref, a topic, and any unknown members a newer client adds. */
+#define FRAME_SLACK (64 * 1024)
+
+#define JSON_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL)
+
+#define NACK_DELAY_MAX (24 * 60 * 60 * 1000) /* ms */
+#define WINDOW_MAX (1u << 31)
+
+/* ------------------------------------------------------------------------------------------- */
+/* Frames                                                                                      */
+
+void wsq_frame_init(wsq_frame_t *f)
+{
+    memset(f, 0, sizeof *f);
+    f->from = WSQ_FROM_DEFAULT;
+}
+
+void wsq_frame_clear(wsq_frame_t *f)
+{
+    free(f->data);
+    free(f->token);
+    wsq_frame_init(f);
+}
+
+void wsq_server_frame_clear(wsq_server_frame_t *f)
+{
+    free(f->data);
+    memset(f, 0, sizeof *f);
+}
+
+const char *wsq_gap_reason_name(wsq_gap_reason_t r)
+{
+    switch (r) {
+    case WSQ_GAP_RETENTION:
+        return "retention";
+    case WSQ_GAP_PURGE:
+        return "purge";
+    }
+    return "unknown";
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Decoding helpers (jansson)                                                                   */
+
+__attribute__((format(printf, 3, 4))) static wsq_err set_err(wsq_proto_error_t *perr, wsq_err code,
+                                                             const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(perr->message, sizeof perr->message, fmt, ap);
+    va_end(ap);
+    wsq__sanitize_ascii(perr->message);
+    perr->code = code;
+    return code;
+}
+
+/* String equality that respects embedded NULs ("pub\u0000" is not "pub"). */
+static bool str_is(const json_t *s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return json_string_length(s) == n && memcmp(json_string_value(s), lit, n) == 0;
+}
+
+static bool parse_hex64(const char *s, size_t n, uint64_t *out)
+{
+    if (n != 16)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return false;
+        v = v << 4 | d;
+    }
+    *out = v;
+    return true;
+}
+
+/* Stores the compact JSON text of a string or integer ref into ref[WSQ_REF_MAX + 1]. */
+static wsq_err dump_ref(const json_t *v, char *ref)
+{
+    if (!json_is_string(v) && !json_is_integer(v))
+        return WSQ_ERR_BAD_TYPE;
+    size_t n = json_dumpb(v, ref, WSQ_REF_MAX, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (n == 0 || n > WSQ_REF_MAX) {
+        ref[0] = '\0';
+        return WSQ_ERR_BAD_REQUEST;
+    }
+    ref[n] = '\0';
+    return WSQ_OK;
+}
+
+/*
+ * Reads integer member `name` of obj into *out. Absent: *present = false (or bad_request when
+ * required). Not an integer: bad_type. Outside [min, max]: bad_request. label names the member in
+ * messages ("from.seq").
+ */
+static wsq_err get_int(const json_t *obj, const char *name, const char *label, bool required,
+                       int64_t min, int64_t max, bool *present, int64_t *out,
+                       wsq_proto_error_t *perr)
+{
+    const json_t *v = json_object_get(obj, name);
+    if (present != NULL)
+        *present = v != NULL;
+    if (v == NULL) {
+        if (required)
+            return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"%s\" is required", label);
+        return WSQ_OK;
+    }
+    if (!json_is_integer(v))
+        return set_err(perr, WSQ_ERR_BAD_TYPE, "\"%s\" must be an integer", label);
+    json_int_t x = json_integer_value(v);
+    if (x < min || x > max)
+        return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"%s\" must be an integer in %lld..%lld", label,
+                       (long long)min, (long long)max);
+    *out = (int64_t)x;
+    return WSQ_OK;
+}
+
+/* Reads string member `name`: NULL when absent (bad_request if required), bad_type if not a
+ * string. */
+static wsq_err get_str(const json_t *obj, const char *name, bool required, const json_t **out,
+                       wsq_proto_error_t *perr)
+{
+    const json_t *v = json_object_get(obj, name);
+    *out = NULL;
+    if (v == NULL) {
+        if (required)
+            return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"%s\" is required", name);
+        return WSQ_OK;
+    }
+    if (!json_is_string(v))
+        return set_err(perr, WSQ_ERR_BAD_TYPE, "\"%s\" must be a string", name);
+    *out = v;
+    return WSQ_OK;
+}
+
+static wsq_err get_topic(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+{
+    const json_t *v;
+    wsq_err e = get_str(root, "topic", true, &v, perr);
+    if (e != WSQ_OK)
+        return e;
+    size_t n = json_string_length(v);
+    if (!wsq_topic_valid(json_string_value(v), n))
+        return set_err(perr, WSQ_ERR_BAD_TOPIC, "%s", wsq_strerror(WSQ_ERR_BAD_TOPIC));
+    memcpy(f->topic, json_string_value(v), n);
+    f->topic[n] = '\0';
+    f->topic_len = n;
+    return WSQ_OK;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Client frame decoding, one function per op                                                   */
+
+static wsq_err dec_pub(const json_t *root, size_t max_payload, wsq_frame_t *f,
+                       wsq_proto_error_t *perr)
+{
+    const json_t *data, *enc;
+    wsq_err e = get_topic(root, f, perr);
+    if (e == WSQ_OK)
+        e = get_str(root, "data", true, &data, perr);
+    if (e == WSQ_OK)
+        e = get_str(root, "enc", false, &enc, perr);
+    if (e != WSQ_OK)
+        return e;
+    if (enc != NULL && !str_is(enc, "base64") && !str_is(enc, "text"))
+        return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"enc\" must be \"base64\" or \"text\"");
+
+    const char *s = json_string_value(data);
+    size_t n = json_string_length(data);
+    if (enc != NULL && str_is(enc, "base64")) {
+        if (n % 4 != 0)
+            return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"data\" is not valid base64");
+        size_t pad = (n >= 1 && s[n - 1] == '=') + (n >= 2 && s[n - 2] == '=');
+        size_t dlen = n / 4 * 3 - pad;
+        if (dlen > max_payload)
+            return set_err(perr, WSQ_ERR_TOO_LARGE, "payload of %zu bytes exceeds %zu", dlen,
+                           max_payload);
+        f->data = malloc(dlen + 1);
+        if (f->data == NULL)
+            return set_err(perr, WSQ_ERR_NOMEM, "out of memory");
+        if (wsq_base64_decode(s, n, f->data, &f->data_len) != WSQ_OK)
+            return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"data\" is not valid base64");
+        f->binary = true;
+    } else {
+        /* jansson only yields valid UTF-8 (lone surrogate escapes are rejected), NULs allowed. */
+        if (n > max_payload)
+            return set_err(perr, WSQ_ERR_TOO_LARGE, "payload of %zu bytes exceeds %zu", n,
+                           max_payload);
+        f->data = malloc(n + 1);
+        if (f->data == NULL)
+            return set_err(perr, WSQ_ERR_NOMEM, "out of memory");
+        memcpy(f->data, s, n);
+        f->data_len = n;
+    }
+    f->data[f->data_len] = '\0'; /* convenience only; the payload may hold NULs */
+    return WSQ_OK;
+}
+
+static wsq_err dec_from(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+{
+    const json_t *v = json_object_get(root, "from");
+    if (v == NULL)
+        return WSQ_OK;
+    if (json_is_string(v)) {
+        if (str_is(v, "resume"))
+            f->from = WSQ_FROM_RESUME;
+        else if (str_is(v, "earliest"))
+            f->from = WSQ_FROM_EARLIEST;
+        else if (str_is(v, "latest"))
+            f->from = WSQ_FROM_LATEST;
+        else
+            return set_err(perr, WSQ_ERR_BAD_REQUEST,
+                           "\"from\" must be \"resume\", \"earliest\", \"latest\", "
+                           "{\"seq\":N} or {\"time\":MS}");
+        return WSQ_OK;
+    }
+    if (!json_is_object(v))
+        return set_err(perr, WSQ_ERR_BAD_TYPE, "\"from\" must be a string or an object");
+    bool has_seq, has_time;
+    int64_t seq = 0, ms = 0;
+    wsq_err e = get_int(v, "seq", "from.seq", false, 1, INT64_MAX, &has_seq, &seq, perr);
+    if (e == WSQ_OK)
+        e = get_int(v, "time", "from.time", false, 0, INT64_MAX, &has_time, &ms, perr);
+    if (e != WSQ_OK)
+        return e;
+    if (has_seq == has_time)
+        return set_err(perr, WSQ_ERR_BAD_REQUEST,
+                       "\"from\" object needs exactly one of \"seq\" or \"time\"");
+    if (has_seq) {
+        f->from = WSQ_FROM_SEQ;
+        f->from_seq = (uint64_t)seq;
+    } else {
+        f->from = WSQ_FROM_TIME;
+        f->from_time = ms;
+    }
+    return WSQ_OK;
+}
+
+static wsq_err dec_sub(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+{
+    const json_t *consumer, *epoch;
+    int64_t window = 0;
+    wsq_err e = get_topic(root, f, perr);
+    if (e == WSQ_OK)
+        e = get_str(root, "consumer", false, &consumer, perr);
+    if (e != WSQ_OK)
+        return e;
+    if (consumer != NULL) {
+        size_t n = json_string_length(consumer);
+        if (!wsq__consumer_valid(json_string_value(consumer), n))
+            return set_err(perr, WSQ_ERR_BAD_REQUEST,
+                           "\"consumer\" must be 1..128 characters of [A-Za-z0-9._-]");
+        memcpy(f->consumer, json_string_value(consumer), n);
+        f->consumer[n] = '\0';
+        f->consumer_len = n;
+    }
+    e = dec_from(root, f, perr);
+    if (e == WSQ_OK)
+        e = get_int(root, "window", "window", false, 1, WINDOW_MAX, NULL, &window, perr);
+    if (e == WSQ_OK)
+        e = get_str(root, "epoch", false, &epoch, perr);
+    if (e != WSQ_OK)
+        return e;
+    f->window = (uint32_t)window;
+    if (epoch != NULL) {
+        if (!parse_hex64(json_string_value(epoch), json_string_length(epoch), &f->epoch))
+            return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"epoch\" must be 16 hex digits");
+        f->has_epoch = true;
+    }
+    return WSQ_OK;
+}
+
+static wsq_err dec_ack(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+{
+    int64_t seq = 0, upto = 0;
+    wsq_err e = get_topic(root, f, perr);
+    if (e == WSQ_OK)
+        e = get_int(root, "seq", "seq", false, 1, INT64_MAX, &f->has_seq, &seq, perr);
+    if (e == WSQ_OK)
+        e = get_int(root, "upto", "upto", false, 0, INT64_MAX, &f->has_upto, &upto, perr);
+    if (e != WSQ_OK)
+        return e;
+    if (f->has_seq == f->has_upto)
+        return set_err(perr, WSQ_ERR_BAD_REQUEST, "ack needs exactly one of \"seq\" or \"upto\"");
+    f->seq = (uint64_t)seq;
+    f->upto = (uint64_t)upto;
+    return WSQ_OK;
+}
+
+static wsq_err dec_nack(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+{
+    int64_t seq = 0;
+    wsq_err e = get_topic(root, f, perr);
+    if (e == WSQ_OK)
+        e = get_int(root, "seq", "seq", true, 1, INT64_MAX, &f->has_seq, &seq, perr);
+    if (e == WSQ_OK)
+        e = get_int(root, "delay", "delay", false, 0, NACK_DELAY_MAX, NULL, &f->delay_ms, perr);
+    f->seq = (uint64_t)seq;
+    return e;
+}
+
+static wsq_err dec_auth(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+{
+    const json_t *tok;
+    wsq_err e = get_str(root, "token", true, &tok, perr);
+    if (e != WSQ_OK)
+        return e;
+    size_t n = json_string_length(tok);
+    /* The token is handed on as a C string, so an embedded NUL could only truncate it. */
+    if (n == 0 || n > WSQ_TOKEN_MAX || memchr(json_string_value(tok), '\0', n) != NULL)
+        return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"token\" must be 1..%d bytes, no NUL",
+                       WSQ_TOKEN_MAX);
+    f->token = malloc(n + 1);
+    if (f->token == NULL)
+        return set_err(perr, WSQ_ERR_NOMEM, "out of memory");
+    memcpy(f->token, json_string_value(tok), n + 1);
+    return WSQ_OK;
+}
+
+static const struct {
+    const char *name;
+    wsq_op_t op;
+} client_ops[] = {
+    {"pub", WSQ_OP_PUB},   {"sub", WSQ_OP_SUB},   {"unsub", WSQ_OP_UNSUB}, {"ack", WSQ_OP_ACK},
+    {"nack", WSQ_OP_NACK}, {"ping", WSQ_OP_PING}, {"auth", WSQ_OP_AUTH},
+};
+
+static size_t sat_add(size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+/* f and perr are outputs: both are overwritten (clear a previous frame first). */
+wsq_err wsq_proto_decode(const void *json, size_t len, size_t max_payload, wsq_frame_t *f,
+                         wsq_proto_error_t *perr)
+{
+    wsq_frame_init(f);
+    memset(perr, 0, sizeof *perr);
+    json_t *root = NULL;
+    wsq_err e;
+
+    size_t cap = sat_add(max_payload > SIZE_MAX / 6 ? SIZE_MAX : max_payload * 6, FRAME_SLACK);
+    if (len > cap) {
+        e = set_err(perr, WSQ_ERR_TOO_LARGE, "frame of %zu bytes is too large", len);
+        goto fail;
+    }
+    json_error_t jerr;
+    root = json_loadb(json != NULL ? json : "", json != NULL ? len : 0, JSON_FLAGS, &jerr);
+    if (root == NULL) {
+        e = set_err(perr, WSQ_ERR_BAD_JSON, "invalid JSON at line %d column %d: %s", jerr.line,
+                    jerr.column, jerr.text);
+        goto fail;
+    }
+    if (!json_is_object(root)) {
+        e = set_err(perr, WSQ_ERR_BAD_REQUEST, "a frame must be a JSON object");
+        goto fail;
+    }
+
+    /* The ref first, so that every later error can be echoed with it. */
+    const json_t *ref = json_object_get(root, "ref");
+    if (ref != NULL) {
+        e = dump_ref(ref, perr->ref);
+        if (e == WSQ_ERR_BAD_TYPE) {
+            set_err(perr, e, "\"ref\" must be a string or an integer");
+            goto fail;
+        }
+        if (e != WSQ_OK) {
+            set_err(perr, e, "\"ref\" is longer than %d bytes of JSON", WSQ_REF_MAX);
+            goto fail;
+        }
+    }
+
+    const json_t *op = json_object_get(root, "op");
+    if (op == NULL || !json_is_string(op)) {
+        e = set_err(perr, WSQ_ERR_BAD_REQUEST, "\"op\" must be a string");
+        goto fail;
+    }
+    f->op = 0;
+    for (size_t i = 0; i < sizeof client_ops / sizeof client_ops[0]; i++) {
+        if (str_is(op, client_ops[i].name)) {
+            f->op = client_ops[i].op;
+            break;
+        }
+    }
+    switch (f->op) {
+    case WSQ_OP_PUB:
+        e = dec_pub(root, max_payload, f, perr);
+        break;
+    case WSQ_OP_SUB:
+        e = dec_sub(root, f, perr);
+        break;
+    case WSQ_OP_UNSUB:
+        e = get_topic(root, f, perr);
+        break;
+    case WSQ_OP_ACK:
+        e = dec_ack(root, f, perr);
+        break;
+    case WSQ_OP_NACK:
+        e = dec_nack(root, f, perr);
+        break;
+    case WSQ_OP_PING:
+        e = WSQ_OK;
+        break;
+    case WSQ_OP_AUTH:
+        e = dec_auth(root, f, perr);
+        break;
+    default: {
+        size_t n = json_string_length(op);
+        e = set_err(perr, WSQ_ERR_UNKNOWN_OP, "unknown op \"%.*s\"%s", (int)(n > 32 ? 32 : n),
+                    json_string_value(op), n > 32 ? "..." : "");
+        break;
+    }
+    }
+    if (e != WSQ_OK)
+        goto fail;
+    memcpy(f->ref, perr->ref, sizeof f->ref);
+    json_decref(root);
+    return WSQ_OK;
+
+fail:
+    json_decref(root);
+    wsq_frame_clear(f);
+    return e;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Hand-written encoders                                                                        */
+
+/*
+ * An append cursor that remembers where the frame started and the first error: the encoders
+ * write straight-line code, and on failure the buffer is rolled back to its previous length, so
+ * out never holds half a frame.
+ */
+typedef struct {
+    wsq_buf_t *b;
+    size_t start; /* b->len before this frame */
+    wsq_err e;    /* first error; later writes are skipped */
+} enc_t;
+
+static enc_t enc_begin(wsq_buf_t *b)
+{
+    enc_t w = {b, b->len, WSQ_OK};
+    return w;
+}
+
+static wsq_err enc_end(enc_t *w)
+{
+    if (w->e != WSQ_OK)
+        w->b->len = w->start;
+    return w->e;
+}
+
+static inline unsigned char *room(enc_t *w, size_t n)
+{
+    if (w->e != WSQ_OK)
+        return NULL;
+    if (w->b->cap - w->b->len < n && (w->e = wsq_buf_reserve(w->b, n)) != WSQ_OK)
+        return NULL;
+    return w->b->data + w->b->len;
+}
+
+static inline void put(enc_t *w, const void *p, size_t n)
+{
+    unsigned char *d = room(w, n);
+    if (d != NULL) {
+        memcpy(d, p, n);
+        w->b->len += n;
+    }
+}
+
+#define PUT_LIT(w, s) put((w), (s), sizeof(s) - 1)
+
+static const char digits2[201] = "00010203040506070809"
+                                 "10111213141516171819"
+                                 "20212223242526272829"
+                                 "30313233343536373839"
+                                 "40414243444546474849"
+                                 "50515253545556575859"
+                                 "60616263646566676869"
+                                 "70717273747576777879"
+                                 "80818283848586878889"
+                                 "90919293949596979899";
+
+/* Writes the digits straight into the buffer, last pair first. The 64-bit value is cut into
+ * 8-digit chunks so that most of the divisions are the cheaper 32-bit ones. */
+static void put_u64(enc_t *w, uint64_t v)
+{
+    unsigned n = 1;
+    for (uint64_t p = 10; n < 20 && v >= p; p *= 10) /* p wraps only once n is 20 */
+        n++;
+    unsigned char *d = room(w, n);
+    if (d == NULL)
+        return;
+    w->b->len += n;
+    d += n;
+    while (v >= 100000000) {
+        uint32_t lo = (uint32_t)(v % 100000000);
+        v /= 100000000;
+        for (int k = 0; k < 4; k++) {
+            d -= 2;
+            memcpy(d, digits2 + 2 * (lo % 100), 2);
+            lo /= 100;
+        }
+    }
+    uint32_t x = (uint32_t)v;
+    while (x >= 100) {
+        d -= 2;
+        memcpy(d, digits2 + 2 * (x % 100), 2);
+        x /= 100;
+    }
+    if (x >= 10)
+        memcpy(d - 2, digits2 + 2 * x, 2);
+    else
+        d[-1] = (unsigned char)('0' + x);
+}
+
+static void put_i64(enc_t *w, int64_t v)
+{
+    if (v < 0) {
+        PUT_LIT(w, "-");
+        put_u64(w, (uint64_t)0 - (uint64_t)v); /* well-defined for INT64_MIN too */
+    } else {
+        put_u64(w, (uint64_t)v);
+    }
+}
+
+static void put_bool(enc_t *w, bool v)
+{
+    if (v)
+        PUT_LIT(w, "true");
+    else
+        PUT_LIT(w, "false");
+}
+
+/* A quoted, escaped JSON string. */
+static void put_str(enc_t *w, const char *s, size_t n)
+{
+    if (room(w, n + 2) == NULL)
+        return;
+    w->b->data[w->b->len++] = '"';
+    if ((w->e = wsq_json_escape(w->b, s, n)) != WSQ_OK)
+        return;
+    PUT_LIT(w, "\"");
+}
+
+static void put_hex16(enc_t *w, uint64_t v)
+{
+    static const char hex[16] = "0123456789abcdef";
+    char tmp[18];
+    tmp[0] = tmp[17] = '"';
+    for (int i = 0; i < 16; i++)
+        tmp[1 + i] = hex[(v >> (60 - 4 * i)) & 15];
+    put(w, tmp, sizeof tmp);
+}
+
+/* ,"ref":R when ref is given (JSON text, written verbatim). */
+static void put_ref(enc_t *w, const char *ref)
+{
+    if (ref != NULL && ref[0] != '\0') {
+        PUT_LIT(w, ",\"ref\":");
+        put(w, ref, strlen(ref));
+    }
+}
+
+static bool topic_arg_ok(const char *topic, size_t topic_len)
+{
+    return topic != NULL && topic_len > 0 && topic_len <= WSQ_TOPIC_MAX;
+}
+
+wsq_err wsq_proto_enc_ok(wsq_buf_t *out, const char *ref, const char *topic, size_t topic_len,
+                         uint64_t seq, bool has_seq)
+{
+    if (topic_len > WSQ_TOPIC_MAX)
+        return WSQ_ERR_INVAL;
+    enc_t w = enc_begin(out);
+    PUT_LIT(&w, "{\"op\":\"ok\"");
+    put_ref(&w, ref);
+    if (topic != NULL && topic_len > 0) {
+        PUT_LIT(&w, ",\"topic\":");
+        put_str(&w, topic, topic_len);
+    }
+    if (has_seq) {
+        PUT_LIT(&w, ",\"seq\":");
+        put_u64(&w, seq);
+    }
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+wsq_err wsq_proto_enc_err(wsq_buf_t *out, const char *ref, wsq_err code, const char *message)
+{
+    enc_t w = enc_begin(out);
+    PUT_LIT(&w, "{\"op\":\"err\"");
+    put_ref(&w, ref);
+    PUT_LIT(&w, ",\"code\":");
+    const char *name = wsq_errname(code);
+    put_str(&w, name, strlen(name));
+    PUT_LIT(&w, ",\"message\":");
+    if (message == NULL)
+        message = wsq_strerror(code);
+    size_t mark = out->len;
+    put_str(&w, message, strlen(message));
+    if (w.e == WSQ_ERR_BAD_UTF8) {
+        /* The message is ours, but it may quote something; never emit an invalid text frame. */
+        out->len = mark;
+        w.e = WSQ_OK;
+        message = wsq_strerror(code);
+        put_str(&w, message, strlen(message));
+    }
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+wsq_err wsq_proto_enc_pong(wsq_buf_t *out, const char *ref)
+{
+    enc_t w = enc_begin(out);
+    PUT_LIT(&w, "{\"op\":\"pong\"");
+    put_ref(&w, ref);
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+wsq_err wsq_proto_enc_subscribed(wsq_buf_t *out, const char *ref, const wsq_subscribed_t *s)
+{
+    if (!topic_arg_ok(s->topic, s->topic_len))
+        return WSQ_ERR_INVAL;
+    enc_t w = enc_begin(out);
+    PUT_LIT(&w, "{\"op\":\"subscribed\"");
+    put_ref(&w, ref);
+    PUT_LIT(&w, ",\"topic\":");
+    put_str(&w, s->topic, s->topic_len);
+    if (s->consumer != NULL && s->consumer[0] != '\0') {
+        PUT_LIT(&w, ",\"consumer\":");
+        put_str(&w, s->consumer, strlen(s->consumer));
+    }
+    PUT_LIT(&w, ",\"epoch\":");
+    put_hex16(&w, s->epoch);
+    PUT_LIT(&w, ",\"first_seq\":");
+    put_u64(&w, s->first_seq);
+    PUT_LIT(&w, ",\"next_seq\":");
+    put_u64(&w, s->next_seq);
+    PUT_LIT(&w, ",\"start_seq\":");
+    put_u64(&w, s->start_seq);
+    PUT_LIT(&w, ",\"window\":");
+    put_u64(&w, s->window);
+    PUT_LIT(&w, ",\"resumed\":");
+    put_bool(&w, s->resumed);
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+/* The hot path: one reservation up front covers the whole frame unless the text payload needs
+ * escapes, so each append below is a capacity compare and a memcpy. */
+wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
+                          int64_t ts_ms, const void *data, size_t len, bool binary,
+                          uint32_t deliveries)
+{
+    if (!topic_arg_ok(topic, topic_len) || (data == NULL && len > 0) ||
+        (binary && len > SIZE_MAX / 2))
+        return WSQ_ERR_INVAL;
+    size_t body = binary ? wsq_base64_enc_len(len) : len;
+    enc_t w = enc_begin(out);
+    /* fixed text 80 bytes, three numbers of at most 20 digits each, the topic unescaped */
+    if (room(&w, sat_add(160 + topic_len, body)) == NULL)
+        return enc_end(&w);
+    PUT_LIT(&w, "{\"op\":\"msg\",\"topic\":");
+    put_str(&w, topic, topic_len);
+    PUT_LIT(&w, ",\"seq\":");
+    put_u64(&w, seq);
+    PUT_LIT(&w, ",\"ts\":");
+    put_i64(&w, ts_ms);
+    PUT_LIT(&w, ",\"data\":");
+    if (binary) {
+        unsigned char *d = room(&w, body + 2);
+        if (d != NULL) {
+            d[0] = '"';
+            wsq_base64_encode(data, len, (char *)d + 1);
+            d[body + 1] = '"';
+            out->len += body + 2;
+        }
+        PUT_LIT(&w, ",\"enc\":\"base64\"");
+    } else {
+        put_str(&w, data, len);
+    }
+    if (deliveries > 1) {
+        PUT_LIT(&w, ",\"deliveries\":");
+        put_u64(&w, deliveries);
+    }
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+wsq_err wsq_proto_enc_gap(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t from,
+                          uint64_t to, wsq_gap_reason_t reason)
+{
+    if (!topic_arg_ok(topic, topic_len) || (reason != WSQ_GAP_RETENTION && reason != WSQ_GAP_PURGE))
+        return WSQ_ERR_INVAL;
+    enc_t w = enc_begin(out);
+    PUT_LIT(&w, "{\"op\":\"gap\",\"topic\":");
+    put_str(&w, topic, topic_len);
+    PUT_LIT(&w, ",\"from\":");
+    put_u64(&w, from);
+    PUT_LIT(&w, ",\"to\":");
+    put_u64(&w, to);
+    PUT_LIT(&w, ",\"reason\":");
+    const char *r = wsq_gap_reason_name(reason);
+    put_str(&w, r, strlen(r));
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+wsq_err wsq_proto_enc_reset(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t epoch,
+                            uint64_t first_seq, uint64_t next_seq)
+{
+    if (!topic_arg_ok(topic, topic_len))
+        return WSQ_ERR_INVAL;
+    enc_t w = enc_begin(out);
+    PUT_LIT(&w, "{\"op\":\"reset\",\"topic\":");
+    put_str(&w, topic, topic_len);
+    PUT_LIT(&w, ",\"epoch\":");
+    put_hex16(&w, epoch);
+    PUT_LIT(&w, ",\"first_seq\":");
+    put_u64(&w, first_seq);
+    PUT_LIT(&w, ",\"next_seq\":");
+    put_u64(&w, next_seq);
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Client frame encoding                                                                        */
+
+static const char *from_name(wsq_from_t from)
+{
+    switch (from) {
+    case WSQ_FROM_RESUME:
+        return "resume";
+    case WSQ_FROM_EARLIEST:
+        return "earliest";
+    case WSQ_FROM_LATEST:
+        return "latest";
+    default:
+        return NULL;
+    }
+}
+
+/* The frame must be one decode would accept; what decode would refuse is WSQ_ERR_INVAL here, so
+ * a client learns about a bad frame before the broker does. */
+wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
+{
+    bool needs_topic = f->op == WSQ_OP_PUB || f->op == WSQ_OP_SUB || f->op == WSQ_OP_UNSUB ||
+                       f->op == WSQ_OP_ACK || f->op == WSQ_OP_NACK;
+    if (needs_topic && !wsq_topic_valid(f->topic, f->topic_len))
+        return WSQ_ERR_INVAL;
+    enc_t w = enc_begin(out);
+    switch (f->op) {
+    case WSQ_OP_PUB:
+        if (f->data == NULL && f->data_len > 0)
+            return WSQ_ERR_INVAL;
+        PUT_LIT(&w, "{\"op\":\"pub\"");
+        put_ref(&w, f->ref);
+        PUT_LIT(&w, ",\"topic\":");
+        put_str(&w, f->topic, f->topic_len);
+        PUT_LIT(&w, ",\"data\":");
+        if (f->binary) {
+            if (f->data_len > SIZE_MAX / 2)
+                return WSQ_ERR_INVAL;
+            size_t body = wsq_base64_enc_len(f->data_len);
+            unsigned char *d = room(&w, body + 2);
+            if (d != NULL) {
+                d[0] = '"';
+                wsq_base64_encode(f->data, f->data_len, (char *)d + 1);
+                d[body + 1] = '"';
+                out->len += body + 2;
+            }
+            PUT_LIT(&w, ",\"enc\":\"base64\"");
+        } else {
+            put_str(&w, (const char *)f->data, f->data_len);
+        }
+        break;
+    case WSQ_OP_SUB:
+        if (f->consumer_len > 0 && !wsq__consumer_valid(f->consumer, f->consumer_len))
+            return WSQ_ERR_INVAL;
+        if (f->window > WINDOW_MAX || (f->from == WSQ_FROM_SEQ && f->from_seq == 0) ||
+            (f->from == WSQ_FROM_TIME && f->from_time < 0))
+            return WSQ_ERR_INVAL;
+        PUT_LIT(&w, "{\"op\":\"sub\"");
+        put_ref(&w, f->ref);
+        PUT_LIT(&w, ",\"topic\":");
+        put_str(&w, f->topic, f->topic_len);
+        if (f->consumer_len > 0) {
+            PUT_LIT(&w, ",\"consumer\":");
+            put_str(&w, f->consumer, f->consumer_len);
+        }
+        if (f->from == WSQ_FROM_SEQ) {
+            PUT_LIT(&w, ",\"from\":{\"seq\":");
+            put_u64(&w, f->from_seq);
+            PUT_LIT(&w, "}");
+        } else if (f->from == WSQ_FROM_TIME) {
+            PUT_LIT(&w, ",\"from\":{\"time\":");
+            put_i64(&w, f->from_time);
+            PUT_LIT(&w, "}");
+        } else if (from_name(f->from) != NULL) {
+            const char *name = from_name(f->from);
+            PUT_LIT(&w, ",\"from\":");
+            put_str(&w, name, strlen(name));
+        }
+        if (f->window > 0) {
+            PUT_LIT(&w, ",\"window\":");
+            put_u64(&w, f->window);
+        }
+        if (f->has_epoch) {
+            PUT_LIT(&w, ",\"epoch\":");
+            put_hex16(&w, f->epoch);
+        }
+        break;
+    case WSQ_OP_UNSUB:
+        PUT_LIT(&w, "{\"op\":\"unsub\"");
+        put_ref(&w, f->ref);
+        PUT_LIT(&w, ",\"topic\":");
+        put_str(&w, f->topic, f->topic_len);
+        break;
+    case WSQ_OP_ACK:
+        if (f->has_seq == f->has_upto || (f->has_seq && f->seq == 0))
+            return WSQ_ERR_INVAL;
+        PUT_LIT(&w, "{\"op\":\"ack\"");
+        put_ref(&w, f->ref);
+        PUT_LIT(&w, ",\"topic\":");
+        put_str(&w, f->topic, f->topic_len);
+        if (f->has_seq) {
+            PUT_LIT(&w, ",\"seq\":");
+            put_u64(&w, f->seq);
+        } else {
+            PUT_LIT(&w, ",\"upto\":");
+            put_u64(&w, f->upto);
+        }
+        break;
+    case WSQ_OP_NACK:
+        if (f->seq == 0 || f->delay_ms < 0 || f->delay_ms > NACK_DELAY_MAX)
+            return WSQ_ERR_INVAL;
+        PUT_LIT(&w, "{\"op\":\"nack\"");
+        put_ref(&w, f->ref);
+        PUT_LIT(&w, ",\"topic\":");
+        put_str(&w, f->topic, f->topic_len);
+        PUT_LIT(&w, ",\"seq\":");
+        put_u64(&w, f->seq);
+        if (f->delay_ms > 0) {
+            PUT_LIT(&w, ",\"delay\":");
+            put_i64(&w, f->delay_ms);
+        }
+        break;
+    case WSQ_OP_PING:
+        PUT_LIT(&w, "{\"op\":\"ping\"");
+        put_ref(&w, f->ref);
+        break;
+    case WSQ_OP_AUTH: {
+        size_t n = f->token != NULL ? strlen(f->token) : 0;
+        if (n == 0 || n > WSQ_TOKEN_MAX)
+            return WSQ_ERR_INVAL;
+        PUT_LIT(&w, "{\"op\":\"auth\"");
+        put_ref(&w, f->ref);
+        PUT_LIT(&w, ",\"token\":");
+        put_str(&w, f->token, n);
+        break;
+    }
+    default:
+        return WSQ_ERR_INVAL;
+    }
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Server frame decoding (clients)                                                              */
+
+/* Unsigned integer member: absent is WSQ_ERR_BAD_REQUEST when required, else leaves *out. */
+static wsq_err srv_u64(const json_t *root, const char *name, bool required, uint64_t max,
+                       uint64_t *out)
+{
+    const json_t *v = json_object_get(root, name);
+    if (v == NULL)
+        return required ? WSQ_ERR_BAD_REQUEST : WSQ_OK;
+    if (!json_is_integer(v))
+        return WSQ_ERR_BAD_TYPE;
+    json_int_t x = json_integer_value(v);
+    if (x < 0 || (uint64_t)x > max)
+        return WSQ_ERR_BAD_REQUEST;
+    *out = (uint64_t)x;
+    return WSQ_OK;
+}
+
+/* Short identifier-like string member into dst[cap] (no NUL inside, fits with its terminator). */
+static wsq_err srv_word(const json_t *root, const char *name, bool required, char *dst, size_t cap)
+{
+    const json_t *v = json_object_get(root, name);
+    if (v == NULL)
+        return required ? WSQ_ERR_BAD_REQUEST : WSQ_OK;
+    if (!json_is_string(v))
+        return WSQ_ERR_BAD_TYPE;
+    size_t n = json_string_length(v);
+    if (n >= cap || memchr(json_string_value(v), '\0', n) != NULL)
+        return WSQ_ERR_BAD_REQUEST;
+    memcpy(dst, json_string_value(v), n + 1);
+    return WSQ_OK;
+}
+
+/* A present topic must be a valid name, even where the member is optional. */
+static wsq_err srv_topic(const json_t *root, bool required, wsq_server_frame_t *f)
+{
+    const json_t *v = json_object_get(root, "topic");
+    if (v == NULL)
+        return required ? WSQ_ERR_BAD_REQUEST : WSQ_OK;
+    if (!json_is_string(v))
+        return WSQ_ERR_BAD_TYPE;
+    size_t n = json_string_length(v);
+    if (!wsq_topic_valid(json_string_value(v), n))
+        return WSQ_ERR_BAD_TOPIC;
+    memcpy(f->topic, json_string_value(v), n);
+    f->topic[n] = '\0';
+    return WSQ_OK;
+}
+
+static wsq_err srv_epoch(const json_t *root, uint64_t *out)
+{
+    const json_t *v = json_object_get(root, "epoch");
+    if (v == NULL)
+        return WSQ_ERR_BAD_REQUEST;
+    if (!json_is_string(v))
+        return WSQ_ERR_BAD_TYPE;
+    return parse_hex64(json_string_value(v), json_string_length(v), out) ? WSQ_OK
+                                                                         : WSQ_ERR_BAD_REQUEST;
+}
+
+/* Present-and-typed check for members wsq_server_frame_t has no field for. */
+static wsq_err srv_check(const json_t *root, const char *name, bool required, bool boolean)
+{
+    const json_t *v = json_object_get(root, name);
+    if (v == NULL)
+        return required ? WSQ_ERR_BAD_REQUEST : WSQ_OK;
+    if (boolean ? !json_is_boolean(v) : !json_is_string(v))
+        return WSQ_ERR_BAD_TYPE;
+    return WSQ_OK;
+}
+
+static wsq_err srv_msg(const json_t *root, wsq_server_frame_t *f)
+{
+    uint64_t deliveries = 1;
+    wsq_err e = srv_topic(root, true, f);
+    if (e == WSQ_OK)
+        e = srv_u64(root, "seq", true, UINT64_MAX, &f->seq);
+    if (e == WSQ_OK)
+        e = srv_u64(root, "ts", true, UINT64_MAX, &f->ts);
+    if (e == WSQ_OK)
+        e = srv_u64(root, "deliveries", false, UINT32_MAX, &deliveries);
+    if (e != WSQ_OK)
+        return e;
+    f->deliveries = (uint32_t)deliveries;
+    const json_t *data = json_object_get(root, "data");
+    const json_t *enc = json_object_get(root, "enc");
+    if (data == NULL)
+        return WSQ_ERR_BAD_REQUEST;
+    if (!json_is_string(data) || (enc != NULL && !json_is_string(enc)))
+        return WSQ_ERR_BAD_TYPE;
+    if (enc != NULL && !str_is(enc, "base64") && !str_is(enc, "text"))
+        return WSQ_ERR_BAD_REQUEST;
+    const char *s = json_string_value(data);
+    size_t n = json_string_length(data);
+    f->binary = enc != NULL && str_is(enc, "base64");
+    /* Decoded base64 is never longer than its text, so n + 1 bytes hold either form. */
+    f->data = malloc(n + 1);
+    if (f->data == NULL)
+        return WSQ_ERR_NOMEM;
+    if (f->binary) {
+        if (wsq_base64_decode(s, n, f->data, &f->data_len) != WSQ_OK)
+            return WSQ_ERR_BAD_REQUEST;
+    } else {
+        memcpy(f->data, s, n);
+        f->data_len = n;
+    }
+    f->data[f->data_len] = '\0';
+    return WSQ_OK;
+}
+
+/* Copies at most cap - 1 bytes of a UTF-8 string, never splitting a sequence, stopping at NUL. */
+static void copy_utf8(char *dst, size_t cap, const char *s, size_t n)
+{
+    const char *nul = memchr(s, '\0', n);
+    if (nul != NULL)
+        n = (size_t)(nul - s);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+static wsq_err srv_decode(const json_t *root, wsq_server_frame_t *f)
+{
+    const json_t *op = json_object_get(root, "op");
+    if (op == NULL)
+        return WSQ_ERR_BAD_REQUEST;
+    if (!json_is_string(op))
+        return WSQ_ERR_BAD_TYPE;
+    const json_t *ref = json_object_get(root, "ref");
+    if (ref != NULL) {
+        wsq_err e = dump_ref(ref, f->ref);
+        if (e != WSQ_OK)
+            return e;
+    }
+    wsq_err e = WSQ_OK;
+    if (str_is(op, "ok")) {
+        e = srv_topic(root, false, f);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "seq", false, UINT64_MAX, &f->seq);
+    } else if (str_is(op, "err")) {
+        const json_t *msg = json_object_get(root, "message");
+        e = srv_word(root, "code", true, f->code, sizeof f->code);
+        if (e == WSQ_OK && msg == NULL)
+            e = WSQ_ERR_BAD_REQUEST;
+        if (e == WSQ_OK && !json_is_string(msg))
+            e = WSQ_ERR_BAD_TYPE;
+        if (e == WSQ_OK)
+            copy_utf8(f->message, sizeof f->message, json_string_value(msg),
+                      json_string_length(msg));
+    } else if (str_is(op, "pong")) {
+        e = WSQ_OK;
+    } else if (str_is(op, "subscribed")) {
+        uint64_t unused;
+        e = srv_topic(root, true, f);
+        if (e == WSQ_OK)
+            e = srv_check(root, "consumer", false, false);
+        if (e == WSQ_OK)
+            e = srv_epoch(root, &f->epoch);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "first_seq", true, UINT64_MAX, &f->first_seq);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "next_seq", true, UINT64_MAX, &f->next_seq);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "start_seq", true, UINT64_MAX, &unused);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "window", true, UINT32_MAX, &unused);
+        if (e == WSQ_OK)
+            e = srv_check(root, "resumed", true, true);
+    } else if (str_is(op, "msg")) {
+        e = srv_msg(root, f);
+    } else if (str_is(op, "gap")) {
+        e = srv_topic(root, true, f);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "from", true, UINT64_MAX, &f->from);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "to", true, UINT64_MAX, &f->to);
+        if (e == WSQ_OK)
+            e = srv_word(root, "reason", true, f->reason, sizeof f->reason);
+    } else if (str_is(op, "reset")) {
+        e = srv_topic(root, true, f);
+        if (e == WSQ_OK)
+            e = srv_epoch(root, &f->epoch);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "first_seq", true, UINT64_MAX, &f->first_seq);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "next_seq", true, UINT64_MAX, &f->next_seq);
+    } else {
+        return WSQ_ERR_UNKNOWN_OP;
+    }
+    if (e == WSQ_OK)
+        memcpy(f->op, json_string_value(op), json_string_length(op) + 1);
+    return e;
+}
+
+/* f is an output: overwritten (clear a previous frame first), left cleared on error. */
+wsq_err wsq_proto_decode_server(const void *json, size_t len, wsq_server_frame_t *f)
+{
+    memset(f, 0, sizeof *f);
+    json_error_t jerr;
+    json_t *root = json_loadb(json != NULL ? json : "", json != NULL ? len : 0, JSON_FLAGS, &jerr);
+    if (root == NULL)
+        return WSQ_ERR_BAD_JSON;
+    wsq_err e = json_is_object(root) ? srv_decode(root, f) : WSQ_ERR_BAD_REQUEST;
+    json_decref(root);
+    if (e != WSQ_OK)
+        wsq_server_frame_clear(f);
+    return e;
+}

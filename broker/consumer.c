@@ -1,0 +1,1274 @@
+/*
+ * The consumer thread (CT): delivery for every subscription.
+ *
+ * It owns:
+ *   - each subscription's position, credit, in-flight set and redelivery queue;
+ *   - the in-memory copy of every attached durable consumer (the authoritative state while
+ *     attached; persisted with CONSUMER_PUT at most every FLUSH_MS and on detach);
+ *   - a cache of the topics that have subscriptions (heads updated from the writer's commits).
+ *
+ * Each loop: take commands -> apply them -> run timers (nack delays, ack_wait) -> one delivery
+ * pass over the subscriptions that have both credit and work, each reading LMDB in one short read
+ * transaction and framing what it read -> persist dirty consumers -> hand everything produced to
+ * the service thread in one push.
+ *
+ * Credit. A wsq.v1 durable subscription may have `window` messages delivered and unacknowledged.
+ * Every other subscription (ephemeral, raw mode) may have `window` messages queued in the service
+ * thread that are not yet written to the socket. Every subscription also stops at SUB_QUEUE_BYTES
+ * queued bytes, so a session never holds more than its window in memory: LMDB is the buffer.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker.h"
+#include "wsq/clock.h"
+
+#define SUB_QUEUE_BYTES (1u << 20) /* per subscription, queued in the service thread */
+#define READ_MSGS 512u             /* messages per read transaction */
+#define READ_BYTES (256u << 10)
+#define FLUSH_MS 10 /* persist a dirty consumer at most this often */
+#define TIMER_MS 100
+#define SUB_BUCKETS 4096u
+
+typedef struct ct_topic {
+    uint32_t id;
+    char name[WSQ_TOPIC_MAX + 1];
+    size_t name_len;
+    uint64_t epoch;
+    uint64_t first_seq;
+    uint64_t next_seq;
+    uint64_t purged_upto;
+    struct ct_sub *subs; /* subscriptions on this topic (tnext) */
+    struct ct_topic *hnext;
+} ct_topic_t;
+
+typedef struct ct_consumer {
+    uint32_t topic_id;
+    char name[WSQ_CONSUMER_NAME_MAX + 1];
+    size_t name_len;
+    wsq_cstate_t cs;
+    struct ct_sub *sub; /* attached subscription, NULL when detached */
+    bool dirty;         /* cs changed since the last PUT */
+    int64_t flushed_ms;
+    struct ct_consumer *hnext;
+} ct_consumer_t;
+
+typedef struct {
+    uint64_t seq;
+    int64_t t_ms; /* delivered at (in-flight) / due at (redo) */
+} seqt_t;
+
+typedef struct {
+    seqt_t *v;
+    uint32_t n, cap;
+} seqvec_t;
+
+typedef enum { SUB_OPENING = 1, SUB_LIVE, SUB_DEAD } sub_state_t;
+
+typedef struct ct_sub {
+    uint64_t id;
+    uint64_t sid;
+    sub_state_t state;
+    ct_sub_params_t *p;
+    ct_topic_t *topic;
+    ct_consumer_t *cons; /* NULL: ephemeral */
+    uint32_t window;
+    uint64_t next_seq;  /* next never-delivered seq to read */
+    uint64_t scan_next; /* resume: redeliver unacked seqs in [scan_next, scan_end] */
+    uint64_t scan_end;
+    seqvec_t redo;   /* nacked / ack_wait-expired seqs, by seq, with due time */
+    seqvec_t infl;   /* durable wsq.v1: delivered in this session, unacked, by seq */
+    uint32_t queued; /* messages handed to the ST, not yet written */
+    uint64_t queued_bytes;
+    bool on_ready;
+    struct ct_sub *tnext; /* topic list */
+    struct ct_sub *rnext; /* ready list */
+    struct ct_sub *hnext; /* id hash */
+    struct ct_sub *snext; /* same-session list */
+} ct_sub_t;
+
+struct wsq_consumers {
+    wsq_server_t *srv;
+    wsq_store_t *store;
+    pthread_t thread;
+    bool started;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ct_cmd_t *cmd_head, **cmd_tail;
+    bool waiting;
+    bool stopping;
+
+    /* CT only */
+    ct_sub_t *subs[SUB_BUCKETS];           /* by sub id */
+    ct_sub_t *by_sid[SUB_BUCKETS];         /* by session id (snext chains) */
+    ct_topic_t *topics[SUB_BUCKETS];       /* by topic id */
+    ct_consumer_t *consumers[SUB_BUCKETS]; /* by (topic id, name) */
+    ct_sub_t *ready;
+    ct_sub_t **ready_tail;
+    st_item_t *out_head, **out_tail; /* produced this loop, pushed at its end */
+    wsq_buf_t scratch;
+    int64_t now_ms;
+    int64_t next_timer_ms;
+};
+
+/* ------------------------------------------------------------------------------------------- */
+
+ct_cmd_t *wsq__ct_cmd(ct_kind_t kind, uint64_t sid, uint64_t sub_id)
+{
+    ct_cmd_t *c = calloc(1, sizeof(*c));
+    if (c) {
+        c->kind = kind;
+        c->sid = sid;
+        c->sub_id = sub_id;
+    }
+    return c;
+}
+
+static void cmd_free(ct_cmd_t *c)
+{
+    free(c->sub);
+    wsq_wreq_free(&c->req);
+    free(c->topics);
+    free(c);
+}
+
+void wsq__ct_push(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    if (cmd == NULL)
+        return;
+    cmd->next = NULL;
+    pthread_mutex_lock(&ct->lock);
+    if (!ct->started || ct->stopping) {
+        pthread_mutex_unlock(&ct->lock);
+        cmd_free(cmd);
+        return;
+    }
+    *ct->cmd_tail = cmd;
+    ct->cmd_tail = &cmd->next;
+    bool wake = ct->waiting;
+    ct->waiting = false;
+    pthread_mutex_unlock(&ct->lock);
+    if (wake)
+        pthread_cond_signal(&ct->cond);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* small containers */
+
+static uint32_t hash64(uint64_t v)
+{
+    v ^= v >> 33;
+    v *= 0xff51afd7ed558ccdull;
+    v ^= v >> 33;
+    return (uint32_t)v & (SUB_BUCKETS - 1);
+}
+
+static uint32_t hash_cons(uint32_t topic_id, const char *name, size_t len)
+{
+    uint64_t h = 1469598103934665603ull ^ topic_id;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)name[i];
+        h *= 1099511628211ull;
+    }
+    return hash64(h);
+}
+
+static uint32_t seqvec_lb(const seqvec_t *v, uint64_t seq)
+{
+    uint32_t lo = 0, hi = v->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (v->v[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static bool seqvec_put(seqvec_t *v, uint64_t seq, int64_t t)
+{
+    uint32_t i = seqvec_lb(v, seq);
+    if (i < v->n && v->v[i].seq == seq) {
+        v->v[i].t_ms = t;
+        return true;
+    }
+    if (v->n == v->cap) {
+        uint32_t nc = v->cap ? v->cap * 2 : 16;
+        seqt_t *p = realloc(v->v, nc * sizeof(*p));
+        if (p == NULL)
+            return false;
+        v->v = p;
+        v->cap = nc;
+    }
+    memmove(&v->v[i + 1], &v->v[i], (v->n - i) * sizeof(*v->v));
+    v->v[i] = (seqt_t){seq, t};
+    v->n++;
+    return true;
+}
+
+static bool seqvec_del(seqvec_t *v, uint64_t seq)
+{
+    uint32_t i = seqvec_lb(v, seq);
+    if (i < v->n && v->v[i].seq == seq) {
+        memmove(&v->v[i], &v->v[i + 1], (v->n - i - 1) * sizeof(*v->v));
+        v->n--;
+        return true;
+    }
+    return false;
+}
+
+/* Removes every entry <= upto; returns how many. */
+static uint32_t seqvec_del_upto(seqvec_t *v, uint64_t upto)
+{
+    uint32_t i = seqvec_lb(v, upto + 1);
+    memmove(v->v, v->v + i, (v->n - i) * sizeof(*v->v));
+    v->n -= i;
+    return i;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* topics, consumers, subscriptions */
+
+static ct_topic_t *topic_find(wsq_consumers_t *ct, uint32_t id)
+{
+    for (ct_topic_t *t = ct->topics[hash64(id)]; t; t = t->hnext)
+        if (t->id == id)
+            return t;
+    return NULL;
+}
+
+/* Finds or loads the topic, refreshing its head from the store. */
+static ct_topic_t *topic_get(wsq_consumers_t *ct, uint32_t id)
+{
+    ct_topic_t *t = topic_find(ct, id);
+    wsq_topic_info_t ti;
+    if (wsq_store_topic_get(ct->store, id, &ti) != WSQ_OK)
+        return t;
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL)
+            return NULL;
+        t->id = id;
+        uint32_t b = hash64(id);
+        t->hnext = ct->topics[b];
+        ct->topics[b] = t;
+    }
+    t->name_len = strlen(ti.name);
+    memcpy(t->name, ti.name, t->name_len + 1);
+    t->epoch = ti.epoch;
+    /* heads only move forward; a commit notice may have arrived first */
+    if (ti.first_seq > t->first_seq)
+        t->first_seq = ti.first_seq;
+    if (ti.next_seq > t->next_seq)
+        t->next_seq = ti.next_seq;
+    if (ti.purged_upto > t->purged_upto)
+        t->purged_upto = ti.purged_upto;
+    return t;
+}
+
+static void topic_release(wsq_consumers_t *ct, ct_topic_t *t)
+{
+    if (t == NULL || t->subs)
+        return;
+    for (ct_topic_t **pp = &ct->topics[hash64(t->id)]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == t) {
+            *pp = t->hnext;
+            free(t);
+            return;
+        }
+    }
+}
+
+static ct_consumer_t *cons_find(wsq_consumers_t *ct, uint32_t topic_id, const char *name,
+                                size_t len)
+{
+    for (ct_consumer_t *c = ct->consumers[hash_cons(topic_id, name, len)]; c; c = c->hnext)
+        if (c->topic_id == topic_id && c->name_len == len && memcmp(c->name, name, len) == 0)
+            return c;
+    return NULL;
+}
+
+static void cons_forget(wsq_consumers_t *ct, ct_consumer_t *c)
+{
+    for (ct_consumer_t **pp = &ct->consumers[hash_cons(c->topic_id, c->name, c->name_len)]; *pp;
+         pp = &(*pp)->hnext) {
+        if (*pp == c) {
+            *pp = c->hnext;
+            break;
+        }
+    }
+    wsq_cstate_fini(&c->cs);
+    free(c);
+}
+
+/* Submits the consumer's state to the writer (CONSUMER_PUT). */
+static void cons_flush(wsq_consumers_t *ct, ct_consumer_t *c)
+{
+    if (!c->dirty)
+        return;
+    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_CONSUMER_PUT, NULL, 0, c->name, c->name_len, 0);
+    if (r == NULL)
+        return; /* stays dirty; retried on the next flush */
+    r->topic_id = c->topic_id;
+    if (wsq_cstate_copy(&r->state, &c->cs) != WSQ_OK || wsq_store_submit(ct->store, r) != WSQ_OK) {
+        wsq_wreq_free(&r);
+        return;
+    }
+    c->dirty = false;
+    c->flushed_ms = ct->now_ms;
+}
+
+static ct_sub_t *sub_find(wsq_consumers_t *ct, uint64_t id)
+{
+    for (ct_sub_t *s = ct->subs[hash64(id)]; s; s = s->hnext)
+        if (s->id == id)
+            return s;
+    return NULL;
+}
+
+static void out_push(wsq_consumers_t *ct, st_item_t *it)
+{
+    it->next = NULL;
+    *ct->out_tail = it;
+    ct->out_tail = &it->next;
+}
+
+/* Queues one control frame (JSON text in ct->scratch) for the session of s. */
+static void send_control(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, st_kind_t kind)
+{
+    st_item_t *it = wsq__st_item(kind, sid, sub_id);
+    if (it == NULL)
+        return;
+    wsq_out_t **tail = &it->chunks;
+    if (wsq__out_frame(&tail, 1, ct->scratch.data, ct->scratch.len, 0, 0, 0) != WSQ_OK) {
+        free(it);
+        return;
+    }
+    out_push(ct, it);
+}
+
+static void send_close(wsq_consumers_t *ct, uint64_t sid, uint16_t code, const char *reason)
+{
+    st_item_t *it = wsq__st_item(ST_SUB_CLOSE, sid, 0);
+    if (it == NULL)
+        return;
+    it->close_code = code;
+    snprintf(it->reason, sizeof(it->reason), "%s", reason);
+    out_push(ct, it);
+}
+
+static void sub_fail(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, const char *ref, bool raw,
+                     wsq_err err, const char *msg)
+{
+    if (raw) {
+        send_close(ct, sid, err == WSQ_ERR_STORAGE_FULL ? WSQ_CLOSE_STORAGE : WSQ_CLOSE_INTERNAL,
+                   msg);
+        return;
+    }
+    ct->scratch.len = 0;
+    wsq_proto_enc_err(&ct->scratch, ref, err, msg);
+    send_control(ct, sid, sub_id, ST_SUB_FAILED);
+}
+
+static void ready_add(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    if (s->on_ready || s->state != SUB_LIVE)
+        return;
+    s->on_ready = true;
+    s->rnext = NULL;
+    *ct->ready_tail = s;
+    ct->ready_tail = &s->rnext;
+}
+
+static bool durable_wsq(const ct_sub_t *s)
+{
+    return s->cons != NULL && !s->p->raw;
+}
+
+static bool has_credit(const ct_sub_t *s)
+{
+    if (s->queued_bytes >= SUB_QUEUE_BYTES)
+        return false;
+    if (durable_wsq(s))
+        return s->infl.n < s->window;
+    return s->queued < s->window;
+}
+
+static uint32_t credit(const ct_sub_t *s)
+{
+    uint32_t used = durable_wsq(s) ? s->infl.n : s->queued;
+    return used >= s->window ? 0 : s->window - used;
+}
+
+static bool has_work(wsq_consumers_t *ct, const ct_sub_t *s)
+{
+    if (s->state != SUB_LIVE || s->topic == NULL)
+        return false;
+    if (s->redo.n && s->redo.v[0].t_ms <= ct->now_ms)
+        return true;
+    for (uint32_t i = 0; i < s->redo.n; i++)
+        if (s->redo.v[i].t_ms <= ct->now_ms)
+            return true;
+    if (s->scan_next <= s->scan_end)
+        return true;
+    return s->next_seq < s->topic->next_seq;
+}
+
+static void sub_unlink(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    for (ct_sub_t **pp = &ct->subs[hash64(s->id)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == s) {
+            *pp = s->hnext;
+            break;
+        }
+    for (ct_sub_t **pp = &ct->by_sid[hash64(s->sid)]; *pp; pp = &(*pp)->snext)
+        if (*pp == s) {
+            *pp = s->snext;
+            break;
+        }
+    if (s->topic) {
+        for (ct_sub_t **pp = &s->topic->subs; *pp; pp = &(*pp)->tnext)
+            if (*pp == s) {
+                *pp = s->tnext;
+                break;
+            }
+    }
+    if (s->on_ready) {
+        ct_sub_t **pp = &ct->ready;
+        while (*pp && *pp != s)
+            pp = &(*pp)->rnext;
+        if (*pp) {
+            *pp = s->rnext;
+            if (ct->ready_tail == &s->rnext)
+                ct->ready_tail = pp;
+        }
+        s->on_ready = false;
+    }
+}
+
+/* Ends a subscription: detaches (and persists) its consumer and frees it. */
+static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    sub_unlink(ct, s);
+    if (s->cons) {
+        ct_consumer_t *c = s->cons;
+        if (c->sub == s) {
+            c->sub = NULL;
+            c->cs.last_seen_ms = ct->now_ms;
+            c->dirty = true;
+            cons_flush(ct, c);
+            /* The writer applies requests in order, so a later CONSUMER_OPEN sees this state:
+             * the in-memory copy can go. */
+            if (!c->dirty)
+                cons_forget(ct, c);
+        }
+    }
+    ct_topic_t *t = s->topic;
+    free(s->redo.v);
+    free(s->infl.v);
+    free(s->p);
+    free(s);
+    topic_release(ct, t);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* subscribe */
+
+static void opened_done(wsq_wreq_t *req, void *arg)
+{
+    wsq_consumers_t *ct = arg;
+    ct_cmd_t *c = wsq__ct_cmd(CT_OPENED, req->user[0], req->user[1]);
+    if (c == NULL) {
+        wsq_wreq_free(&req);
+        return;
+    }
+    c->req = req;
+    wsq__ct_push(ct, c);
+}
+
+static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_sub_params_t *p = cmd->sub;
+    ct_sub_t *s = calloc(1, sizeof(*s));
+    bool durable = p->consumer_len > 0;
+    wsq_wreq_t *r = wsq_wreq_new(durable ? WSQ_WOP_CONSUMER_OPEN : WSQ_WOP_TOPIC_ENSURE, p->topic,
+                                 p->topic_len, durable ? p->consumer : NULL, p->consumer_len, 0);
+    if (s == NULL || r == NULL) {
+        free(s);
+        wsq_wreq_free(&r);
+        sub_fail(ct, cmd->sid, cmd->sub_id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
+        return;
+    }
+    s->id = cmd->sub_id;
+    s->sid = cmd->sid;
+    s->state = SUB_OPENING;
+    s->p = p;
+    cmd->sub = NULL;
+    s->window = p->window;
+    uint32_t b = hash64(s->id);
+    s->hnext = ct->subs[b];
+    ct->subs[b] = s;
+    b = hash64(s->sid);
+    s->snext = ct->by_sid[b];
+    ct->by_sid[b] = s;
+
+    /* Where a NEW consumer starts; an existing one resumes whatever is asked. Earliest and
+     * time are refined once the topic is known. */
+    switch (p->from) {
+    case WSQ_FROM_SEQ:
+        r->seq = p->from_seq ? p->from_seq - 1 : 0;
+        break;
+    case WSQ_FROM_EARLIEST:
+    case WSQ_FROM_TIME:
+        r->seq = 0;
+        break;
+    default:
+        r->seq = WSQ_SEQ_END;
+    }
+    r->user[0] = s->sid;
+    r->user[1] = s->id;
+    r->done = opened_done;
+    r->arg = ct;
+    wsq_err err = wsq_store_submit(ct->store, r);
+    if (err != WSQ_OK) {
+        wsq_wreq_free(&r);
+        sub_fail(ct, s->sid, s->id, p->ref, p->raw, err, wsq_strerror(err));
+        sub_end(ct, s);
+    }
+}
+
+static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    wsq_wreq_t *r = cmd->req;
+    ct_sub_t *s = sub_find(ct, cmd->sub_id);
+    if (s == NULL || s->state != SUB_OPENING)
+        return; /* unsubscribed or disconnected meanwhile */
+    ct_sub_params_t *p = s->p;
+    if (r->err != WSQ_OK) {
+        sub_fail(ct, s->sid, s->id, p->ref, p->raw, r->err, wsq_strerror(r->err));
+        sub_end(ct, s);
+        return;
+    }
+    ct_topic_t *t = topic_get(ct, r->topic_id);
+    if (t == NULL || t->epoch != r->topic_epoch) {
+        sub_fail(ct, s->sid, s->id, p->ref, p->raw, WSQ_ERR_NOTFOUND,
+                 "topic was deleted while subscribing");
+        sub_end(ct, s);
+        return;
+    }
+    s->topic = t;
+    s->tnext = t->subs;
+    t->subs = s;
+
+    bool reset = p->has_epoch && p->epoch != t->epoch;
+    uint64_t start;
+    bool resumed = false;
+    if (p->consumer_len) {
+        ct_consumer_t *c = cons_find(ct, t->id, p->consumer, p->consumer_len);
+        if (c && c->sub) {
+            /* Takeover: the newest session wins; the old one is told why it lost. */
+            ct_sub_t *old = c->sub;
+            c->sub = NULL;
+            send_close(ct, old->sid, WSQ_CLOSE_TAKEN_OVER, "consumer taken over by a new session");
+            old->cons = NULL;
+            old->state = SUB_DEAD;
+            sub_end(ct, old);
+            c = cons_find(ct, t->id, p->consumer, p->consumer_len);
+        }
+        if (c == NULL) {
+            c = calloc(1, sizeof(*c));
+            if (c == NULL) {
+                sub_fail(ct, s->sid, s->id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
+                sub_end(ct, s);
+                return;
+            }
+            c->topic_id = t->id;
+            c->name_len = p->consumer_len;
+            memcpy(c->name, p->consumer, p->consumer_len);
+            wsq_cstate_init(&c->cs);
+            if (wsq_cstate_copy(&c->cs, &r->state) != WSQ_OK) {
+                free(c);
+                sub_fail(ct, s->sid, s->id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
+                sub_end(ct, s);
+                return;
+            }
+            uint32_t b = hash_cons(c->topic_id, c->name, c->name_len);
+            c->hnext = ct->consumers[b];
+            ct->consumers[b] = c;
+        }
+        c->sub = s;
+        s->cons = c;
+        resumed = !r->created;
+        if (r->created) {
+            uint64_t floor = c->cs.ack_floor;
+            if (p->from == WSQ_FROM_EARLIEST)
+                floor = t->first_seq - 1;
+            else if (p->from == WSQ_FROM_TIME) {
+                uint64_t seq = t->next_seq;
+                if (wsq_store_seq_at_time(ct->store, t->id, p->from_time, &seq) == WSQ_OK)
+                    floor = seq - 1;
+            }
+            if (floor != c->cs.ack_floor) {
+                wsq_cstate_ack_upto(&c->cs, floor, NULL);
+                c->dirty = true;
+            }
+        }
+        s->scan_next = c->cs.ack_floor + 1;
+        s->scan_end = c->cs.delivered_upto;
+        s->next_seq = c->cs.delivered_upto + 1;
+        start = s->scan_next <= s->scan_end ? s->scan_next : s->next_seq;
+        /* nacked messages keep their delay across reconnects */
+        for (uint32_t i = 0; i < c->cs.n_pend; i++)
+            if (c->cs.pend[i].due_ms > ct->now_ms)
+                seqvec_put(&s->redo, c->cs.pend[i].seq, c->cs.pend[i].due_ms);
+    } else {
+        switch (reset ? WSQ_FROM_EARLIEST : p->from) {
+        case WSQ_FROM_EARLIEST:
+            start = t->first_seq;
+            break;
+        case WSQ_FROM_SEQ:
+            start = p->from_seq ? p->from_seq : 1;
+            break;
+        case WSQ_FROM_TIME:
+            start = t->next_seq;
+            wsq_store_seq_at_time(ct->store, t->id, p->from_time, &start);
+            break;
+        default:
+            start = t->next_seq;
+        }
+        s->next_seq = start;
+        s->scan_next = 1;
+        s->scan_end = 0;
+    }
+    s->state = SUB_LIVE;
+
+    if (!p->raw) {
+        if (reset) {
+            ct->scratch.len = 0;
+            wsq_proto_enc_reset(&ct->scratch, t->name, t->name_len, t->epoch, t->first_seq,
+                                t->next_seq);
+            send_control(ct, s->sid, s->id, ST_DELIVER);
+        }
+        wsq_subscribed_t sd = {.topic = t->name,
+                               .topic_len = t->name_len,
+                               .consumer = p->consumer_len ? p->consumer : NULL,
+                               .epoch = t->epoch,
+                               .first_seq = t->first_seq,
+                               .next_seq = t->next_seq,
+                               .start_seq = start,
+                               .window = s->window,
+                               .resumed = resumed};
+        ct->scratch.len = 0;
+        wsq_proto_enc_subscribed(&ct->scratch, p->ref, &sd);
+        send_control(ct, s->sid, s->id, ST_DELIVER);
+    }
+    wsq_debug_log("subscribe", "sid=%llu sub=%llu topic=%s consumer=%s start=%llu resumed=%d",
+                  (unsigned long long)s->sid, (unsigned long long)s->id, t->name,
+                  p->consumer_len ? p->consumer : "-", (unsigned long long)start, resumed);
+    ready_add(ct, s);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* acks */
+
+static void on_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_sub_t *s = sub_find(ct, cmd->sub_id);
+    if (s == NULL || s->state != SUB_LIVE || s->cons == NULL)
+        return; /* ephemeral: acks are accepted and mean nothing */
+    ct_consumer_t *c = s->cons;
+    uint64_t upto = cmd->seq;
+    if (cmd->kind == CT_ACK_UPTO) {
+        if (upto > c->cs.delivered_upto)
+            upto = c->cs.delivered_upto; /* never skip what was not delivered */
+        bool changed;
+        wsq_cstate_ack_upto(&c->cs, upto, &changed);
+        uint32_t n = seqvec_del_upto(&s->infl, upto);
+        seqvec_del_upto(&s->redo, upto);
+        atomic_fetch_add_explicit(&ct->srv->metrics.acked, n, memory_order_relaxed);
+        c->dirty |= changed;
+    } else {
+        if (upto == 0 || upto > c->cs.delivered_upto)
+            return;
+        bool changed;
+        if (wsq_cstate_ack(&c->cs, upto, &changed) != WSQ_OK)
+            return;
+        if (seqvec_del(&s->infl, upto))
+            atomic_fetch_add_explicit(&ct->srv->metrics.acked, 1, memory_order_relaxed);
+        seqvec_del(&s->redo, upto);
+        c->dirty |= changed;
+    }
+    if (s->scan_next <= c->cs.ack_floor)
+        s->scan_next = c->cs.ack_floor + 1;
+    if (has_credit(s) && has_work(ct, s))
+        ready_add(ct, s);
+}
+
+static void on_nack(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_sub_t *s = sub_find(ct, cmd->sub_id);
+    if (s == NULL || s->state != SUB_LIVE || s->cons == NULL)
+        return;
+    ct_consumer_t *c = s->cons;
+    uint64_t seq = cmd->seq;
+    if (seq == 0 || seq > c->cs.delivered_upto || wsq_cstate_is_acked(&c->cs, seq))
+        return;
+    int64_t due = ct->now_ms + cmd->delay_ms;
+    if (wsq_cstate_nack(&c->cs, seq, cmd->delay_ms ? due : 0) != WSQ_OK)
+        return;
+    c->dirty = true;
+    seqvec_del(&s->infl, seq); /* a nacked message no longer holds a window slot */
+    seqvec_put(&s->redo, seq, due);
+    atomic_fetch_add_explicit(&ct->srv->metrics.nacked, 1, memory_order_relaxed);
+    if (has_credit(s) && has_work(ct, s))
+        ready_add(ct, s);
+}
+
+static void on_written(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_sub_t *s = sub_find(ct, cmd->sub_id);
+    if (s == NULL)
+        return;
+    s->queued = s->queued > cmd->count ? s->queued - cmd->count : 0;
+    s->queued_bytes = s->queued_bytes > cmd->bytes ? s->queued_bytes - cmd->bytes : 0;
+    atomic_fetch_add_explicit(&ct->srv->metrics.delivered, cmd->count, memory_order_relaxed);
+    if (s->p->raw && s->cons && cmd->count && s->state == SUB_LIVE) {
+        /* raw mode: a message counts as acknowledged once written to the socket */
+        bool changed;
+        wsq_cstate_ack_upto(&s->cons->cs, cmd->seq, &changed);
+        s->cons->dirty |= changed;
+        atomic_fetch_add_explicit(&ct->srv->metrics.acked, cmd->count, memory_order_relaxed);
+    }
+    if (has_credit(s) && has_work(ct, s))
+        ready_add(ct, s);
+}
+
+static void on_session_gone(wsq_consumers_t *ct, uint64_t sid)
+{
+    ct_sub_t **pp = &ct->by_sid[hash64(sid)];
+    while (*pp) {
+        ct_sub_t *s = *pp;
+        if (s->sid == sid)
+            sub_end(ct, s); /* unlinks *pp */
+        else
+            pp = &s->snext;
+    }
+}
+
+static void on_commit(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    for (uint32_t i = 0; i < cmd->n_topics; i++) {
+        const wsq_commit_topic_t *ti = &cmd->topics[i];
+        ct_topic_t *t = topic_find(ct, ti->id);
+        if (t == NULL)
+            continue;
+        if (ti->deleted) {
+            /* The topic is gone: every subscription on it ends with an explanation. */
+            while (t->subs) {
+                ct_sub_t *s = t->subs;
+                sub_fail(ct, s->sid, s->id, "", s->p->raw, WSQ_ERR_NOTFOUND, "topic was deleted");
+                if (s->cons) {
+                    s->cons->sub = NULL;
+                    cons_forget(ct, s->cons);
+                    s->cons = NULL;
+                }
+                sub_end(ct, s);
+            }
+            continue;
+        }
+        if (ti->next_seq > t->next_seq)
+            t->next_seq = ti->next_seq;
+        if (ti->first_seq > t->first_seq)
+            t->first_seq = ti->first_seq;
+        if (ti->trimmed) {
+            wsq_topic_info_t info;
+            if (wsq_store_topic_get(ct->store, t->id, &info) == WSQ_OK &&
+                info.purged_upto > t->purged_upto)
+                t->purged_upto = info.purged_upto;
+        }
+        for (ct_sub_t *s = t->subs; s; s = s->tnext)
+            if (has_credit(s) && has_work(ct, s))
+                ready_add(ct, s);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* delivery */
+
+typedef struct {
+    wsq_consumers_t *ct;
+    ct_sub_t *s;
+    wsq_outlist_t *out;
+    uint32_t budget;   /* messages still allowed */
+    uint64_t bytes;    /* framed bytes produced */
+    uint32_t sent;     /* messages produced */
+    bool redeliver;    /* scan/redo read: skip acked, count deliveries */
+    uint64_t only_seq; /* redo: deliver exactly this seq (0: any) */
+    uint64_t last;     /* last seq visited */
+    uint64_t expect;   /* next seq the read should see; a jump is a gap */
+    bool ended;        /* the subscription ended (raw-mode gap) */
+    wsq_err err;
+} rd_t;
+
+static bool gap(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to, wsq_outlist_t *out);
+
+static int deliver_one(void *arg, const wsq_msg_view_t *m)
+{
+    rd_t *rd = arg;
+    ct_sub_t *s = rd->s;
+    wsq_consumers_t *ct = rd->ct;
+    rd->last = m->seq;
+    if (rd->only_seq && m->seq != rd->only_seq)
+        return 1;
+    if (!rd->only_seq && m->seq > rd->expect) {
+        /* the read stepped over removed messages: say so before anything after them */
+        if (!gap(ct, s, rd->expect, m->seq - 1, rd->out)) {
+            rd->ended = true;
+            return 1;
+        }
+    }
+    rd->expect = m->seq + 1;
+    uint32_t count = 1;
+    if (s->cons) {
+        ct_consumer_t *c = s->cons;
+        if (rd->redeliver) {
+            if (wsq_cstate_is_acked(&c->cs, m->seq))
+                return rd->only_seq ? 1 : 0;
+            int64_t due = wsq_cstate_due(&c->cs, m->seq);
+            if (due > ct->now_ms && !rd->only_seq) {
+                seqvec_put(&s->redo, m->seq, due); /* nacked with a delay: later */
+                return 0;
+            }
+        }
+        if (wsq_cstate_delivered(&c->cs, m->seq, &count) != WSQ_OK) {
+            rd->err = WSQ_ERR_NOMEM;
+            return 1;
+        }
+        c->dirty = true;
+        if (durable_wsq(s))
+            seqvec_put(&s->infl, m->seq, ct->now_ms);
+    }
+    if (count > 1)
+        atomic_fetch_add_explicit(&ct->srv->metrics.redelivered, 1, memory_order_relaxed);
+    bool binary = (m->flags & WSQ_MSG_BINARY) != 0;
+    size_t before = rd->out->bytes;
+    wsq_err err;
+    if (s->p->raw) {
+        err = wsq__outlist_frame(rd->out, binary ? 2 : 1, m->data, m->len, s->id, m->seq, true);
+    } else {
+        ct->scratch.len = 0;
+        err = wsq_proto_enc_msg(&ct->scratch, s->topic->name, s->topic->name_len, m->seq, m->ts_ms,
+                                m->data, m->len, binary, count);
+        if (err == WSQ_OK)
+            err = wsq__outlist_frame(rd->out, 1, ct->scratch.data, ct->scratch.len, s->id, m->seq,
+                                     true);
+    }
+    if (err != WSQ_OK) {
+        rd->err = err;
+        return 1;
+    }
+    rd->bytes += rd->out->bytes - before;
+    rd->sent++;
+    s->queued++;
+    s->queued_bytes += rd->out->bytes - before;
+    if (--rd->budget == 0 || rd->bytes >= READ_BYTES || !has_credit(s))
+        return 1;
+    return rd->only_seq ? 1 : 0;
+}
+
+/* Reports the removed range [from, to] once: a gap frame for wsq.v1, a close for raw mode.
+ * Returns false when the subscription ended. */
+static bool gap(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to, wsq_outlist_t *out)
+{
+    ct_topic_t *t = s->topic;
+    wsq_gap_reason_t why = t->purged_upto >= from ? WSQ_GAP_PURGE : WSQ_GAP_RETENTION;
+    atomic_fetch_add_explicit(&ct->srv->metrics.gaps, 1, memory_order_relaxed);
+    if (s->cons) {
+        bool changed;
+        wsq_cstate_ack_upto(&s->cons->cs, to, &changed);
+        if (s->cons->cs.delivered_upto < to)
+            s->cons->cs.delivered_upto = to;
+        s->cons->dirty = true;
+        seqvec_del_upto(&s->infl, to);
+        seqvec_del_upto(&s->redo, to);
+    }
+    if (s->p->raw) {
+        char reason[64];
+        snprintf(reason, sizeof(reason), "gap %llu-%llu %s", (unsigned long long)from,
+                 (unsigned long long)to, wsq_gap_reason_name(why));
+        /* what was read before the gap goes out first */
+        st_item_t *it = wsq__st_item(ST_DELIVER, s->sid, s->id);
+        if (it) {
+            it->chunks = wsq__outlist_take(out);
+            out_push(ct, it);
+        }
+        send_close(ct, s->sid, WSQ_CLOSE_GAP, reason);
+        s->state = SUB_DEAD;
+        return false;
+    }
+    ct->scratch.len = 0;
+    wsq_proto_enc_gap(&ct->scratch, t->name, t->name_len, from, to, why);
+    wsq__outlist_frame(out, 1, ct->scratch.data, ct->scratch.len, s->id, 0, false);
+    return true;
+}
+
+/* One delivery pass for s: redeliveries first (nack/ack_wait due, then the resume scan), then new
+ * messages, within credit and the per-pass budget. */
+static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    wsq_outlist_t out;
+    wsq__outlist_init(&out);
+    rd_t rd = {.ct = ct, .s = s, .out = &out, .budget = READ_MSGS};
+    uint32_t cr = credit(s);
+    if (cr < rd.budget)
+        rd.budget = cr;
+    ct_topic_t *t = s->topic;
+    bool live = true;
+
+    /* 1. due redeliveries, by seq */
+    for (uint32_t i = 0; i < s->redo.n && rd.budget && live && has_credit(s);) {
+        if (s->redo.v[i].t_ms > ct->now_ms) {
+            i++;
+            continue;
+        }
+        uint64_t seq = s->redo.v[i].seq;
+        seqvec_del(&s->redo, seq);
+        if (seq < t->first_seq) {
+            live = gap(ct, s, seq, t->first_seq - 1, &out);
+            continue;
+        }
+        rd.redeliver = true;
+        rd.only_seq = seq;
+        wsq_read_info_t info;
+        if (wsq_store_read(ct->store, t->id, seq, 1, READ_BYTES, deliver_one, &rd, &info) != WSQ_OK)
+            break;
+    }
+    /* 2. the resume scan: unacked messages delivered to an earlier session */
+    while (live && rd.budget && s->scan_next <= s->scan_end && has_credit(s) && rd.err == WSQ_OK) {
+        rd.redeliver = true;
+        rd.only_seq = 0;
+        rd.last = 0;
+        rd.expect = s->scan_next;
+        wsq_read_info_t info;
+        if (wsq_store_read(ct->store, t->id, s->scan_next, READ_MSGS, READ_BYTES, deliver_one, &rd,
+                           &info) != WSQ_OK)
+            break;
+        if (rd.ended) {
+            live = false;
+            break;
+        }
+        if (rd.last == 0) {
+            if (info.gap && info.first_seq > s->scan_next) {
+                uint64_t to = info.first_seq - 1 < s->scan_end ? info.first_seq - 1 : s->scan_end;
+                live = gap(ct, s, s->scan_next, to, &out);
+            }
+            s->scan_next = s->scan_end + 1; /* nothing left */
+            break;
+        }
+        s->scan_next = rd.last + 1;
+        if (rd.last >= s->scan_end)
+            break;
+    }
+    if (s->scan_next > s->scan_end && s->next_seq <= s->scan_end)
+        s->next_seq = s->scan_end + 1;
+    /* 3. new messages */
+    while (live && rd.budget && s->next_seq < t->next_seq && has_credit(s) && rd.err == WSQ_OK) {
+        rd.redeliver = false;
+        rd.only_seq = 0;
+        rd.last = 0;
+        rd.expect = s->next_seq;
+        wsq_read_info_t info;
+        wsq_err err = wsq_store_read(ct->store, t->id, s->next_seq, rd.budget, READ_BYTES,
+                                     deliver_one, &rd, &info);
+        if (err != WSQ_OK)
+            break;
+        if (info.next_seq > t->next_seq)
+            t->next_seq = info.next_seq;
+        if (rd.ended) {
+            live = false;
+            break;
+        }
+        if (rd.last == 0) {
+            if (info.gap && info.first_seq > s->next_seq) { /* everything asked for is gone */
+                live = gap(ct, s, s->next_seq, info.first_seq - 1, &out);
+                s->next_seq = info.first_seq;
+                continue;
+            }
+            break;
+        }
+        s->next_seq = rd.last + 1;
+        if (rd.bytes >= READ_BYTES)
+            break;
+    }
+    if (out.bytes || out.head || out.cur) {
+        st_item_t *it = wsq__st_item(ST_DELIVER, s->sid, s->id);
+        if (it) {
+            it->chunks = wsq__outlist_take(&out);
+            out_push(ct, it);
+        } else {
+            wsq_out_t *h = wsq__outlist_take(&out);
+            wsq__out_free_list(&h);
+        }
+    }
+    if (!live) {
+        if (s->cons) {
+            s->cons->dirty = true;
+            cons_flush(ct, s->cons);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* timers */
+
+static void timers(wsq_consumers_t *ct)
+{
+    int64_t ack_wait = ct->srv->cfg->limits.ack_wait_ms;
+    for (uint32_t b = 0; b < SUB_BUCKETS; b++) {
+        for (ct_sub_t *s = ct->subs[b]; s; s = s->hnext) {
+            if (s->state != SUB_LIVE)
+                continue;
+            if (ack_wait > 0 && durable_wsq(s)) {
+                /* unacked for too long: redeliver (the slot stays taken until then) */
+                for (uint32_t i = 0; i < s->infl.n;) {
+                    if (s->infl.v[i].t_ms + ack_wait <= ct->now_ms) {
+                        uint64_t seq = s->infl.v[i].seq;
+                        seqvec_del(&s->infl, seq);
+                        seqvec_put(&s->redo, seq, ct->now_ms);
+                    } else {
+                        i++;
+                    }
+                }
+            }
+            if (has_credit(s) && has_work(ct, s))
+                ready_add(ct, s);
+        }
+    }
+}
+
+/* An operator deleted a consumer (the writer deletes it; this drops the in-memory copy, which
+ * must never be written back, and ends the session attached to it). */
+static void on_consumer_delete(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_sub_params_t *p = cmd->sub;
+    wsq_topic_info_t ti;
+    if (p == NULL || wsq_store_topic_lookup(ct->store, p->topic, p->topic_len, &ti) != WSQ_OK)
+        return;
+    ct_consumer_t *c = cons_find(ct, ti.id, p->consumer, p->consumer_len);
+    if (c == NULL)
+        return;
+    if (c->sub) {
+        ct_sub_t *s = c->sub;
+        send_close(ct, s->sid, WSQ_CLOSE_CONSUMER_GONE, "consumer deleted");
+        s->cons = NULL;
+        s->state = SUB_DEAD;
+        sub_end(ct, s);
+    }
+    c->dirty = false;
+    cons_forget(ct, c);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* the loop */
+
+static void process(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    switch (cmd->kind) {
+    case CT_SUB:
+        on_sub(ct, cmd);
+        break;
+    case CT_OPENED:
+        on_opened(ct, cmd);
+        break;
+    case CT_UNSUB: {
+        ct_sub_t *s = sub_find(ct, cmd->sub_id);
+        if (s)
+            sub_end(ct, s);
+        break;
+    }
+    case CT_ACK:
+    case CT_ACK_UPTO:
+        on_ack(ct, cmd);
+        break;
+    case CT_NACK:
+        on_nack(ct, cmd);
+        break;
+    case CT_WRITTEN:
+        on_written(ct, cmd);
+        break;
+    case CT_SESSION_GONE:
+        on_session_gone(ct, cmd->sid);
+        break;
+    case CT_COMMIT:
+        on_commit(ct, cmd);
+        break;
+    case CT_CONSUMER_DELETE:
+        on_consumer_delete(ct, cmd);
+        break;
+    }
+}
+
+static void flush_consumers(wsq_consumers_t *ct, bool all)
+{
+    for (uint32_t b = 0; b < SUB_BUCKETS; b++)
+        for (ct_consumer_t *c = ct->consumers[b]; c; c = c->hnext)
+            if (c->dirty && (all || ct->now_ms - c->flushed_ms >= FLUSH_MS))
+                cons_flush(ct, c);
+}
+
+static void push_out(wsq_consumers_t *ct)
+{
+    if (ct->out_head == NULL)
+        return;
+    st_item_t *h = ct->out_head;
+    ct->out_head = NULL;
+    ct->out_tail = &ct->out_head;
+    for (st_item_t *it = h, *nx; it; it = nx) {
+        nx = it->next;
+        wsq__st_push(ct->srv, it);
+    }
+}
+
+static void *ct_main(void *arg)
+{
+    wsq_consumers_t *ct = arg;
+    ct->now_ms = wsq_now_ms();
+    ct->next_timer_ms = ct->now_ms + TIMER_MS;
+    for (;;) {
+        pthread_mutex_lock(&ct->lock);
+        while (ct->cmd_head == NULL && ct->ready == NULL && !ct->stopping) {
+            int64_t now = wsq_now_ms();
+            if (now >= ct->next_timer_ms)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = ts.tv_nsec + (ct->next_timer_ms - now) * 1000000;
+            ts.tv_sec += ns / 1000000000;
+            ts.tv_nsec = ns % 1000000000;
+            ct->waiting = true;
+            pthread_cond_timedwait(&ct->cond, &ct->lock, &ts);
+            ct->waiting = false;
+        }
+        ct_cmd_t *cmds = ct->cmd_head;
+        ct->cmd_head = NULL;
+        ct->cmd_tail = &ct->cmd_head;
+        bool stopping = ct->stopping;
+        pthread_mutex_unlock(&ct->lock);
+
+        ct->now_ms = wsq_now_ms();
+        for (ct_cmd_t *c = cmds, *nx; c; c = nx) {
+            nx = c->next;
+            process(ct, c);
+            cmd_free(c);
+        }
+        if (stopping)
+            break;
+        if (ct->now_ms >= ct->next_timer_ms) {
+            timers(ct);
+            ct->next_timer_ms = ct->now_ms + TIMER_MS;
+        }
+        /* one pass over what is ready now; subscriptions still ready go round again */
+        ct_sub_t *ready = ct->ready;
+        ct->ready = NULL;
+        ct->ready_tail = &ct->ready;
+        for (ct_sub_t *s = ready, *nx; s; s = nx) {
+            nx = s->rnext;
+            s->on_ready = false;
+            s->rnext = NULL;
+            if (s->state == SUB_LIVE && has_credit(s) && has_work(ct, s)) {
+                deliver(ct, s);
+                if (s->state == SUB_LIVE && has_credit(s) && has_work(ct, s))
+                    ready_add(ct, s);
+            }
+        }
+        flush_consumers(ct, false);
+        push_out(ct);
+    }
+    /* Stopping: persist every consumer's last state before the writer stops. */
+    flush_consumers(ct, true);
+    push_out(ct);
+    return NULL;
+}
+
+wsq_err wsq__ct_create(wsq_server_t *srv, wsq_consumers_t **out)
+{
+    wsq_consumers_t *ct = calloc(1, sizeof(*ct));
+    if (ct == NULL)
+        return WSQ_ERR_NOMEM;
+    ct->srv = srv;
+    ct->store = srv->store;
+    pthread_mutex_init(&ct->lock, NULL);
+    pthread_cond_init(&ct->cond, NULL);
+    ct->cmd_tail = &ct->cmd_head;
+    ct->ready_tail = &ct->ready;
+    ct->out_tail = &ct->out_head;
+    wsq_buf_init(&ct->scratch);
+    *out = ct;
+    return WSQ_OK;
+}
+
+wsq_err wsq__ct_start(wsq_consumers_t *ct)
+{
+    pthread_mutex_lock(&ct->lock);
+    ct->started = true;
+    int rc = pthread_create(&ct->thread, NULL, ct_main, ct);
+    if (rc != 0)
+        ct->started = false;
+    pthread_mutex_unlock(&ct->lock);
+    return rc == 0 ? WSQ_OK : WSQ_ERR_NOMEM;
+}
+
+void wsq__ct_stop(wsq_consumers_t *ct)
+{
+    if (ct == NULL)
+        return;
+    pthread_mutex_lock(&ct->lock);
+    bool join = ct->started && !ct->stopping;
+    ct->stopping = true;
+    pthread_mutex_unlock(&ct->lock);
+    pthread_cond_signal(&ct->cond);
+    if (join)
+        pthread_join(ct->thread, NULL);
+}
+
+void wsq__ct_destroy(wsq_consumers_t **ctp)
+{
+    wsq_consumers_t *ct = *ctp;
+    if (ct == NULL)
+        return;
+    wsq__ct_stop(ct);
+    for (ct_cmd_t *c = ct->cmd_head, *nx; c; c = nx) {
+        nx = c->next;
+        cmd_free(c);
+    }
+    for (uint32_t b = 0; b < SUB_BUCKETS; b++) {
+        while (ct->subs[b])
+            sub_end(ct, ct->subs[b]);
+    }
+    for (uint32_t b = 0; b < SUB_BUCKETS; b++) {
+        for (ct_consumer_t *c = ct->consumers[b], *nx; c; c = nx) {
+            nx = c->hnext;
+            wsq_cstate_fini(&c->cs);
+            free(c);
+        }
+        for (ct_topic_t *t = ct->topics[b], *nx; t; t = nx) {
+            nx = t->hnext;
+            free(t);
+        }
+    }
+    for (st_item_t *it = ct->out_head, *nx; it; it = nx) {
+        nx = it->next;
+        wsq__out_free_list(&it->chunks);
+        free(it);
+    }
+    wsq_buf_fini(&ct->scratch);
+    pthread_cond_destroy(&ct->cond);
+    pthread_mutex_destroy(&ct->lock);
+    free(ct);
+    *ctp = NULL;
+}

@@ -1,0 +1,480 @@
+/*
+ * The server: storage, the consumer thread, the lws context (libev loop, one vhost per
+ * listener), the cross-thread inbox and the shutdown sequence.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting; pause every publisher; a writer barrier confirms
+ * everything received so far; every client then gets its queued frames and a 1001 close; once all
+ * are gone (or limits.shutdown_timeout passes) the consumer thread and the writer are stopped and
+ * joined, and only then is the lws context destroyed (no thread may call lws_cancel_service
+ * after that), and LMDB closed last.
+ */
+#include <libwebsockets.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "session.h"
+#include "wsq/clock.h"
+
+#define TICK_US (200 * 1000)
+
+/* The signal handler's only way to the server: the one process-wide variable of wsqd. */
+static wsq_server_t *signal_target;
+
+/* lws keeps pointers to these for the life of the context. */
+struct wsq_server_lws {
+    lws_sorted_usec_list_t tick; /* periodic work and the shutdown watch */
+    lws_retry_bo_t retry;        /* ping / idle hang-up policy */
+    struct lws_protocols protocols[4];
+    struct lws_protocol_vhost_options pvo_default, pvo_raw;
+    wsq_server_t *srv;
+};
+
+static void on_tick(lws_sorted_usec_list_t *sul);
+
+/* ------------------------------------------------------------------------------------------- */
+/* inbox */
+
+st_item_t *wsq__st_item(st_kind_t kind, uint64_t sid, uint64_t sub_id)
+{
+    st_item_t *it = calloc(1, sizeof(*it));
+    if (it) {
+        it->kind = kind;
+        it->sid = sid;
+        it->sub_id = sub_id;
+    }
+    return it;
+}
+
+static void wake_st(wsq_server_t *srv, bool wake)
+{
+    if (wake && srv->lws)
+        lws_cancel_service(srv->lws); /* the one lws call other threads may make */
+}
+
+void wsq__st_push(wsq_server_t *srv, st_item_t *item)
+{
+    item->next = NULL;
+    pthread_mutex_lock(&srv->inbox_lock);
+    if (srv->st_stopped) {
+        pthread_mutex_unlock(&srv->inbox_lock);
+        wsq__out_free_list(&item->chunks);
+        free(item);
+        return;
+    }
+    *srv->inbox_tail = item;
+    srv->inbox_tail = &item->next;
+    bool wake = !srv->wake_pending;
+    srv->wake_pending = true;
+    pthread_mutex_unlock(&srv->inbox_lock);
+    wake_st(srv, wake);
+}
+
+/* Writer thread, after every batch: hand the batch's confirms to the service thread at once,
+ * and tell the consumer thread which topics moved. */
+static void on_commit(void *arg, const wsq_commit_info_t *info)
+{
+    wsq_server_t *srv = arg;
+    if (info->err == WSQ_OK) {
+        atomic_fetch_add_explicit(&srv->metrics.commits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics.commit_ns_total, (uint64_t)info->commit_ns,
+                                  memory_order_relaxed);
+        atomic_store(&srv->storage_err, WSQ_OK);
+    } else if (info->err == WSQ_ERR_STORAGE_FULL || info->err == WSQ_ERR_IO ||
+               info->err == WSQ_ERR_PANIC) {
+        atomic_store(&srv->storage_err, info->err);
+    }
+    if (srv->wt_head) {
+        pthread_mutex_lock(&srv->inbox_lock);
+        bool wake = false;
+        if (!srv->st_stopped) {
+            *srv->confirm_tail = srv->wt_head;
+            srv->confirm_tail = srv->wt_tail;
+            wake = !srv->wake_pending;
+            srv->wake_pending = true;
+            srv->wt_head = NULL;
+        }
+        pthread_mutex_unlock(&srv->inbox_lock);
+        if (srv->wt_head) { /* the service thread is gone: nobody to confirm to */
+            for (wsq_wreq_t *r = srv->wt_head, *nx; r; r = nx) {
+                nx = r->next;
+                wsq_wreq_free(&r);
+            }
+            srv->wt_head = NULL;
+        }
+        srv->wt_tail = &srv->wt_head;
+        wake_st(srv, wake);
+    }
+    if (info->n_topics && srv->ct) {
+        ct_cmd_t *c = wsq__ct_cmd(CT_COMMIT, 0, 0);
+        if (c) {
+            c->topics = malloc(info->n_topics * sizeof(*c->topics));
+            if (c->topics) {
+                memcpy(c->topics, info->topics, info->n_topics * sizeof(*c->topics));
+                c->n_topics = info->n_topics;
+                wsq__ct_push(srv->ct, c);
+            } else {
+                free(c);
+            }
+        }
+    }
+}
+
+static void retention(void *arg, const char *topic, size_t len, wsq_retention_t *out)
+{
+    wsq_server_t *srv = arg;
+    wsq_config_retention(srv->cfg, topic, len, out);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* shutdown */
+
+static void barrier_done(wsq_wreq_t *req, void *arg)
+{
+    (void)arg;
+    /* routed like a publish confirm (sid 0), so it arrives after every earlier confirm */
+    req->next = NULL;
+    wsq_server_t *srv = arg;
+    *srv->wt_tail = req;
+    srv->wt_tail = &req->next;
+}
+
+static void begin_shutdown(wsq_server_t *srv)
+{
+    if (srv->shutting_down)
+        return;
+    srv->shutting_down = true;
+    srv->shutdown_deadline_ns =
+        wsq_mono_ns() + srv->cfg->limits.shutdown_timeout_ms * (int64_t)1000000;
+    wsq_info_log("shutdown", "phase=begin sessions=%u timeout_ms=%lld", srv->nsessions,
+                 (long long)srv->cfg->limits.shutdown_timeout_ms);
+    /* no new publishes: everything already received is committed and confirmed first */
+    for (uint32_t b = 0; b < srv->nbuckets; b++)
+        for (wsq_session_t *s = srv->buckets[b]; s; s = s->hnext)
+            if (s->wsi && s->kind != WSQ_SESS_HTTP && !s->rx_paused) {
+                s->rx_paused = true;
+                lws_rx_flow_control(s->wsi, 0);
+            }
+    lws_sul_schedule(srv->lws, 0, &srv->lx->tick, on_tick, 20 * 1000); /* watch closely */
+    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_BARRIER, NULL, 0, NULL, 0, 0);
+    if (r) {
+        r->done = barrier_done;
+        r->arg = srv;
+        r->user[0] = 0;
+        if (wsq_store_submit(srv->store, r) != WSQ_OK) {
+            wsq_wreq_free(&r);
+            wsq__sessions_close_all(srv, WSQ_CLOSE_GOING_AWAY, "server shutdown");
+        }
+    } else {
+        wsq__sessions_close_all(srv, WSQ_CLOSE_GOING_AWAY, "server shutdown");
+    }
+}
+
+static void drain_inbox(wsq_server_t *srv)
+{
+    pthread_mutex_lock(&srv->inbox_lock);
+    st_item_t *items = srv->inbox_head;
+    wsq_wreq_t *confirms = srv->confirm_head;
+    srv->inbox_head = NULL;
+    srv->inbox_tail = &srv->inbox_head;
+    srv->confirm_head = NULL;
+    srv->confirm_tail = &srv->confirm_head;
+    srv->wake_pending = false;
+    pthread_mutex_unlock(&srv->inbox_lock);
+
+    bool confirmed = false;
+    for (wsq_wreq_t *r = confirms, *nx; r; r = nx) {
+        nx = r->next;
+        r->next = NULL;
+        if (r->op == WSQ_WOP_BARRIER) {
+            /* everything received before the shutdown is confirmed: now say goodbye */
+            wsq_info_log("shutdown", "phase=confirmed");
+            wsq__sessions_close_all(srv, WSQ_CLOSE_GOING_AWAY, "server shutdown");
+            wsq_wreq_free(&r);
+            continue;
+        }
+        wsq__session_confirm(srv, r);
+        confirmed = true;
+    }
+    for (st_item_t *it = items, *nx; it; it = nx) {
+        nx = it->next;
+        wsq__session_deliver(srv, it);
+    }
+    if (confirmed && srv->paused)
+        wsq__sessions_resume_publishers(srv);
+}
+
+void wsq__server_wake(wsq_server_t *srv)
+{
+    int sig = atomic_exchange(&srv->signal_pending, 0);
+    if (sig == SIGHUP)
+        wsq_info_log("reload", "status=ignored reason=\"reload is not supported yet\"");
+    else if (sig)
+        begin_shutdown(srv);
+    drain_inbox(srv);
+}
+
+int wsq__accept_connection(wsq_server_t *srv, struct lws *wsi)
+{
+    (void)wsi;
+    return srv->shutting_down ? -1 : 0;
+}
+
+static void finish(wsq_server_t *srv)
+{
+    wsq_info_log("shutdown", "phase=stop_threads sessions_left=%u", srv->nsessions);
+    /* the consumer thread flushes consumer state through the writer, so it stops first */
+    wsq__ct_stop(srv->ct);
+    wsq_store_stop(srv->store);
+    drain_inbox(srv);
+    pthread_mutex_lock(&srv->inbox_lock);
+    srv->st_stopped = true;
+    pthread_mutex_unlock(&srv->inbox_lock);
+    drain_inbox(srv);
+    wsq_info_log("shutdown", "phase=done");
+    lws_context_destroy(srv->lws); /* inside the loop: breaks ev_run */
+}
+
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+    wsq_server_t *srv = lws_container_of(sul, wsq_server_lws_t, tick)->srv;
+    if (atomic_load(&srv->signal_pending))
+        wsq__server_wake(srv);
+    if (srv->shutting_down) {
+        uint32_t ws = 0;
+        for (uint32_t b = 0; b < srv->nbuckets; b++)
+            for (wsq_session_t *s = srv->buckets[b]; s; s = s->hnext)
+                ws += s->kind != WSQ_SESS_HTTP;
+        if (ws == 0 || wsq_mono_ns() >= srv->shutdown_deadline_ns) {
+            finish(srv);
+            return;
+        }
+        lws_sul_schedule(srv->lws, 0, &srv->lx->tick, on_tick, 20 * 1000);
+        return;
+    }
+    if (srv->paused)
+        wsq__sessions_resume_publishers(srv);
+    lws_sul_schedule(srv->lws, 0, &srv->lx->tick, on_tick, TICK_US);
+}
+
+static void on_signal(int sig)
+{
+    wsq_server_t *srv = signal_target;
+    if (srv == NULL)
+        return;
+    atomic_store(&srv->signal_pending, sig);
+    if (srv->lws && !srv->st_stopped)
+        lws_cancel_service(srv->lws);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+
+static void setup_lws_objects(wsq_server_t *srv)
+{
+    wsq_server_lws_t *lx = srv->lx;
+    const wsq_config_t *cfg = srv->cfg;
+    lx->srv = srv;
+    size_t tx = LWS_PRE + WSQ_WRITE_MAX + 64;
+    lx->protocols[0] =
+        (struct lws_protocols){"http", wsq__http_callback, sizeof(wsq_session_t *), 0, 0, NULL, 0};
+    lx->protocols[1] = (struct lws_protocols){
+        WSQ_SUBPROTOCOL, wsq__ws_callback, sizeof(wsq_session_t *), 0, 0, NULL, tx};
+    lx->protocols[2] = (struct lws_protocols){
+        "wsq.raw", wsq__ws_callback, sizeof(wsq_session_t *), 0, 0, NULL, tx};
+    /* protocols[3] stays zero: the terminator */
+    /* raw mode is the vhost default: clients that ask for no subprotocol land there */
+    lx->pvo_default = (struct lws_protocol_vhost_options){NULL, NULL, "default", ""};
+    lx->pvo_raw = (struct lws_protocol_vhost_options){NULL, &lx->pvo_default, "wsq.raw", ""};
+    lx->retry.secs_since_valid_ping = (uint16_t)(cfg->limits.ping_interval_ms / 1000);
+    lx->retry.secs_since_valid_hangup = (uint16_t)(cfg->limits.idle_timeout_ms / 1000);
+    if (lx->retry.secs_since_valid_hangup <= lx->retry.secs_since_valid_ping)
+        lx->retry.secs_since_valid_hangup = lx->retry.secs_since_valid_ping + 1; /* lws asserts */
+}
+
+static void lws_log_emit(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    wsq__log(level == LLL_ERR ? WSQ_LOG_ERROR : WSQ_LOG_WARN, "lws", "\"%.*s\"", (int)n, line);
+}
+
+static wsq_err open_store(wsq_server_t *srv)
+{
+    const wsq_config_t *cfg = srv->cfg;
+    wsq_store_opts_t o;
+    wsq_store_opts_init(&o);
+    o.path = cfg->storage.path;
+    o.flags = WSQ_STORE_CREATE | WSQ_STORE_EXCLUSIVE;
+    o.sync = cfg->storage.sync;
+    o.map_size_initial = cfg->storage.map_size_initial;
+    o.map_size_max = cfg->storage.map_size_max;
+    o.max_readers = cfg->storage.max_readers;
+    o.batch_max_msgs = cfg->storage.batch_max_messages;
+    o.batch_max_bytes = cfg->storage.batch_max_bytes;
+    o.trim_chunk = cfg->storage.trim_chunk;
+    o.retention = retention;
+    o.retention_arg = srv;
+    o.on_commit = on_commit;
+    o.commit_arg = srv;
+    long pid = 0;
+    wsq_err err = wsq_store_open(&o, &srv->store, &pid);
+    if (err == WSQ_ERR_BUSY)
+        wsq_err_log("storage",
+                    "path=%s error=busy pid=%ld msg=\"data directory is in use by "
+                    "another wsqd or a wsqctl mutation\"",
+                    cfg->storage.path, pid);
+    else if (err != WSQ_OK)
+        wsq_err_log("storage", "path=%s error=%s msg=\"%s\"", cfg->storage.path, wsq_errname(err),
+                    wsq_strerror(err));
+    return err;
+}
+
+static bool create_vhosts(wsq_server_t *srv)
+{
+    const wsq_config_t *cfg = srv->cfg;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const wsq_listener_conf_t *l = &cfg->listeners[i];
+        struct lws_context_creation_info vi;
+        memset(&vi, 0, sizeof(vi));
+        char name[32];
+        snprintf(name, sizeof(name), "listener%zu", i);
+        vi.vhost_name = name;
+        vi.port = l->port;
+        vi.iface = l->address;
+        vi.protocols = srv->lx->protocols;
+        vi.pvo = &srv->lx->pvo_raw;
+        vi.retry_and_idle_policy = &srv->lx->retry;
+        vi.keepalive_timeout = 30;
+        vi.timeout_secs = 30;
+        if (l->tls_cert) {
+            vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+            vi.ssl_cert_filepath = l->tls_cert;
+            vi.ssl_private_key_filepath = l->tls_key;
+            vi.alpn = "http/1.1"; /* never h2: WS over h2 breaks rx flow control and Firefox */
+            if (l->tls_ca) {
+                vi.ssl_ca_filepath = l->tls_ca;
+                if (l->tls_require_client_cert)
+                    vi.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+            }
+        }
+        struct lws_vhost *vh = lws_create_vhost(srv->lws, &vi);
+        if (vh == NULL) {
+            wsq_err_log("listen",
+                        "address=%s port=%u msg=\"cannot listen (address in use or "
+                        "not available, or bad TLS files)\"",
+                        l->address, l->port);
+            return false;
+        }
+        int port = lws_get_vhost_listen_port(vh);
+        wsq_info_log("listening", "address=%s port=%d tls=%s", l->address, port,
+                     l->tls_cert ? "yes" : "no");
+        if (!wsq_config_loopback_only(cfg) &&
+            (cfg->auth.anonymous.publish.n || cfg->auth.anonymous.subscribe.n ||
+             cfg->auth.anonymous.admin))
+            wsq_warn_log("security",
+                         "msg=\"ANONYMOUS ACCESS IS ENABLED ON A NON-LOOPBACK "
+                         "LISTENER: anyone who can reach %s:%d can use it. Set "
+                         "auth.anonymous to empty rights and use tokens.\"",
+                         l->address, port);
+    }
+    return true;
+}
+
+int wsq__server_run(const wsq_config_t *cfg)
+{
+    wsq_server_t *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return 1;
+    srv->cfg = cfg;
+    srv->started_ms = wsq_now_ms();
+    srv->exit_code = 0;
+    pthread_mutex_init(&srv->inbox_lock, NULL);
+    srv->inbox_tail = &srv->inbox_head;
+    srv->confirm_tail = &srv->confirm_head;
+    srv->wt_tail = &srv->wt_head;
+    srv->wbuf = malloc(LWS_PRE + WSQ_WRITE_MAX);
+    srv->lx = calloc(1, sizeof(*srv->lx));
+    signal_target = srv;
+    int rc = 1;
+    if (srv->wbuf == NULL || srv->lx == NULL)
+        goto out;
+
+    int64_t t0 = wsq_mono_ns();
+    if (open_store(srv) != WSQ_OK)
+        goto out;
+    if (wsq__ct_create(srv, &srv->ct) != WSQ_OK || wsq_store_start(srv->store) != WSQ_OK ||
+        wsq__ct_start(srv->ct) != WSQ_OK)
+        goto out;
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    setup_lws_objects(srv);
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_LIBEV |
+                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
+                   LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.user = srv;
+    info.pt_serv_buf_size = 64 * 1024;
+    info.max_http_header_data =
+        (unsigned short)(cfg->limits.max_header_size > 65535 ? 65535 : cfg->limits.max_header_size);
+    info.count_threads = 1;
+    srv->lws = lws_create_context(&info);
+    if (srv->lws == NULL) {
+        wsq_err_log("lws", "msg=\"cannot create the lws context (is libwebsockets-evlib-ev "
+                           "installed?)\"");
+        goto stop_threads;
+    }
+    if (!create_vhosts(srv)) {
+        lws_context_destroy(srv->lws);
+        srv->lws = NULL;
+        goto stop_threads;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    lws_sul_schedule(srv->lws, 0, &srv->lx->tick, on_tick, TICK_US);
+    wsq_info_log("ready", "startup_ms=%lld storage=%s sync=%s",
+                 (long long)((wsq_mono_ns() - t0) / 1000000), cfg->storage.path,
+                 cfg->storage.sync == WSQ_SYNC_FULL    ? "full"
+                 : cfg->storage.sync == WSQ_SYNC_BATCH ? "batch"
+                                                       : "none");
+
+    while (lws_service(srv->lws, 0) >= 0 && !srv->st_stopped)
+        ;
+    lws_context_destroy(srv->lws);
+    srv->lws = NULL;
+    signal_target = NULL;
+    rc = srv->exit_code;
+    goto out;
+
+stop_threads:
+    wsq__ct_stop(srv->ct);
+    wsq_store_stop(srv->store);
+out:
+    wsq__ct_destroy(&srv->ct);
+    /* confirms that never reached the service thread */
+    drain_inbox(srv);
+    for (wsq_wreq_t *r = srv->wt_head, *nx; r; r = nx) {
+        nx = r->next;
+        wsq_wreq_free(&r);
+    }
+    wsq_store_close(srv->store);
+    signal_target = NULL;
+    free(srv->buckets);
+    free(srv->wbuf);
+    free(srv->lx);
+    pthread_mutex_destroy(&srv->inbox_lock);
+    free(srv);
+    return rc;
+}
