@@ -139,6 +139,7 @@ typedef struct {
     wsq_from_t from;
     uint64_t from_seq;
     int64_t from_time;
+    uint64_t latest_seq; /* the topic's next seq when the client asked (\"latest\" = from here) */
     uint32_t window;
     bool has_epoch;
     uint64_t epoch;
@@ -210,7 +211,8 @@ typedef struct {
     _Atomic uint64_t gaps;
     _Atomic uint64_t commits;
     _Atomic uint64_t commit_ns_total;
-    _Atomic uint64_t paused; /* publisher pauses (backpressure) */
+    _Atomic uint64_t paused;        /* publisher pauses (backpressure) */
+    _Atomic uint64_t dead_lettered; /* messages skipped after limits.max_deliver */
 } wsq_metrics_t;
 
 /* ------------------------------------------------------------------------------------------- */

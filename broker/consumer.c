@@ -81,6 +81,7 @@ typedef struct ct_sub {
     uint64_t scan_end;
     seqvec_t redo;   /* nacked / ack_wait-expired seqs, by seq, with due time */
     seqvec_t infl;   /* durable wsq.v1: delivered in this session, unacked, by seq */
+    int64_t min_ts;  /* skip messages stamped before this (from: a time ahead of the log) */
     uint32_t queued; /* messages handed to the ST, not yet written */
     uint64_t queued_bytes;
     bool on_ready;
@@ -113,6 +114,7 @@ struct wsq_consumers {
     wsq_buf_t scratch;
     int64_t now_ms;
     int64_t next_timer_ms;
+    int64_t next_expiry_ms; /* next consumer_ttl sweep */
 };
 
 /* ------------------------------------------------------------------------------------------- */
@@ -528,7 +530,7 @@ static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
         r->seq = 0;
         break;
     default:
-        r->seq = WSQ_SEQ_END;
+        r->seq = p->latest_seq ? p->latest_seq - 1 : 0;
     }
     r->user[0] = s->sid;
     r->user[1] = s->id;
@@ -639,12 +641,16 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
             wsq_store_seq_at_time(ct->store, t->id, p->from_time, &start);
             break;
         default:
-            start = t->next_seq;
+            start = p->latest_seq && p->latest_seq <= t->next_seq ? p->latest_seq : t->next_seq;
+            if (p->latest_seq && t->first_seq > start)
+                start = t->first_seq; /* trimmed meanwhile: not a gap, nothing was wanted */
         }
         s->next_seq = start;
         s->scan_next = 1;
         s->scan_end = 0;
     }
+    if (p->from == WSQ_FROM_TIME && (p->consumer_len == 0 || r->created))
+        s->min_ts = p->from_time;
     s->state = SUB_LIVE;
 
     if (!p->raw) {
@@ -804,14 +810,15 @@ typedef struct {
     wsq_consumers_t *ct;
     ct_sub_t *s;
     wsq_outlist_t *out;
-    uint32_t budget;   /* messages still allowed */
-    uint64_t bytes;    /* framed bytes produced */
-    uint32_t sent;     /* messages produced */
-    bool redeliver;    /* scan/redo read: skip acked, count deliveries */
-    uint64_t only_seq; /* redo: deliver exactly this seq (0: any) */
-    uint64_t last;     /* last seq visited */
-    uint64_t expect;   /* next seq the read should see; a jump is a gap */
-    bool ended;        /* the subscription ended (raw-mode gap) */
+    uint32_t budget;     /* messages still allowed */
+    uint64_t bytes;      /* framed bytes produced */
+    uint32_t sent;       /* messages produced */
+    bool redeliver;      /* scan/redo read: skip acked, count deliveries */
+    uint64_t only_seq;   /* redo: deliver exactly this seq (0: any) */
+    uint64_t last;       /* last seq visited */
+    uint64_t expect;     /* next seq the read should see; a jump is a gap */
+    uint64_t stop_after; /* do not go beyond this seq (the resume scan's end) */
+    bool ended;          /* the subscription ended (raw-mode gap) */
     wsq_err err;
 } rd_t;
 
@@ -822,6 +829,8 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
     rd_t *rd = arg;
     ct_sub_t *s = rd->s;
     wsq_consumers_t *ct = rd->ct;
+    if (m->seq > rd->stop_after)
+        return 1; /* the resume scan ends here; newer messages are the new-message pass's */
     rd->last = m->seq;
     if (rd->only_seq && m->seq != rd->only_seq)
         return 1;
@@ -833,6 +842,18 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
         }
     }
     rd->expect = m->seq + 1;
+    if (s->min_ts) {
+        /* from: a time ahead of the log: skip what was stamped before it (ts never decreases) */
+        if (m->ts_ms < s->min_ts) {
+            if (s->cons) {
+                bool changed;
+                wsq_cstate_ack_upto(&s->cons->cs, m->seq, &changed);
+                s->cons->dirty |= changed;
+            }
+            return 0;
+        }
+        s->min_ts = 0;
+    }
     uint32_t count = 1;
     if (s->cons) {
         ct_consumer_t *c = s->cons;
@@ -844,6 +865,20 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
                 seqvec_put(&s->redo, m->seq, due); /* nacked with a delay: later */
                 return 0;
             }
+        }
+        uint32_t max = ct->srv->cfg->limits.max_deliver;
+        if (max && wsq_cstate_count(&c->cs, m->seq) >= max) {
+            /* a poison message: it was delivered max_deliver times without an ack. Skip it
+             * (it counts as acknowledged) so it cannot stall the consumer forever. */
+            wsq_cstate_ack(&c->cs, m->seq, NULL);
+            seqvec_del(&s->infl, m->seq);
+            c->dirty = true;
+            atomic_fetch_add_explicit(&ct->srv->metrics.dead_lettered, 1, memory_order_relaxed);
+            wsq_warn_log("max_deliver",
+                         "topic=%s consumer=%s seq=%llu deliveries=%u "
+                         "msg=\"skipped after limits.max_deliver deliveries\"",
+                         s->topic->name, c->name, (unsigned long long)m->seq, max);
+            return 0;
         }
         if (wsq_cstate_delivered(&c->cs, m->seq, &count) != WSQ_OK) {
             rd->err = WSQ_ERR_NOMEM;
@@ -923,7 +958,7 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
 {
     wsq_outlist_t out;
     wsq__outlist_init(&out);
-    rd_t rd = {.ct = ct, .s = s, .out = &out, .budget = READ_MSGS};
+    rd_t rd = {.ct = ct, .s = s, .out = &out, .budget = READ_MSGS, .stop_after = UINT64_MAX};
     uint32_t cr = credit(s);
     if (cr < rd.budget)
         rd.budget = cr;
@@ -954,9 +989,14 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         rd.only_seq = 0;
         rd.last = 0;
         rd.expect = s->scan_next;
+        rd.stop_after = s->scan_end;
+        uint64_t span = s->scan_end - s->scan_next + 1;
         wsq_read_info_t info;
-        if (wsq_store_read(ct->store, t->id, s->scan_next, READ_MSGS, READ_BYTES, deliver_one, &rd,
-                           &info) != WSQ_OK)
+        wsq_err rerr = wsq_store_read(ct->store, t->id, s->scan_next,
+                                      span < READ_MSGS ? (uint32_t)span : READ_MSGS, READ_BYTES,
+                                      deliver_one, &rd, &info);
+        rd.stop_after = UINT64_MAX;
+        if (rerr != WSQ_OK)
             break;
         if (rd.ended) {
             live = false;
@@ -964,8 +1004,11 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         }
         if (rd.last == 0) {
             if (info.gap && info.first_seq > s->scan_next) {
-                uint64_t to = info.first_seq - 1 < s->scan_end ? info.first_seq - 1 : s->scan_end;
-                live = gap(ct, s, s->scan_next, to, &out);
+                /* removal is always a contiguous head range: report all of it at once, also
+                 * the part beyond the scan, and continue after it */
+                live = gap(ct, s, s->scan_next, info.first_seq - 1, &out);
+                if (s->next_seq < info.first_seq)
+                    s->next_seq = info.first_seq;
             }
             s->scan_next = s->scan_end + 1; /* nothing left */
             break;
@@ -1073,6 +1116,52 @@ static void on_consumer_delete(wsq_consumers_t *ct, ct_cmd_t *cmd)
     cons_forget(ct, c);
 }
 
+/* limits.consumer_ttl: deletes consumers nobody attached to for that long. Pages through the
+ * consumer table in short read transactions; attached consumers are never expired. */
+static void expire_consumers(wsq_consumers_t *ct)
+{
+    int64_t ttl = ct->srv->cfg->limits.consumer_ttl_ms;
+    if (ttl <= 0)
+        return;
+    wsq_consumer_info_t page[256];
+    uint32_t after_topic = 0;
+    char after[WSQ_CONSUMER_NAME_MAX + 1];
+    bool first = true;
+    for (;;) {
+        unsigned n = 0;
+        if (wsq_store_consumer_list(ct->store, 0, after_topic, first ? NULL : after, 256, page,
+                                    &n) != WSQ_OK)
+            return;
+        for (unsigned i = 0; i < n; i++) {
+            wsq_consumer_info_t *ci = &page[i];
+            if (ci->last_seen_ms >= ct->now_ms - ttl)
+                continue;
+            ct_consumer_t *c = cons_find(ct, ci->topic_id, ci->name, strlen(ci->name));
+            if (c && c->sub)
+                continue; /* attached: alive */
+            wsq_wreq_t *r =
+                wsq_wreq_new(WSQ_WOP_CONSUMER_DELETE, NULL, 0, ci->name, strlen(ci->name), 0);
+            if (r == NULL)
+                return;
+            r->topic_id = ci->topic_id;
+            if (wsq_store_submit(ct->store, r) != WSQ_OK) {
+                wsq_wreq_free(&r);
+                return;
+            }
+            if (c)
+                cons_forget(ct, c);
+            wsq_info_log("consumer_expired", "topic_id=%u consumer=%s idle_ms=%lld", ci->topic_id,
+                         ci->name, (long long)(ct->now_ms - ci->last_seen_ms));
+        }
+        if (n < 256)
+            return;
+        after_topic = page[n - 1].topic_id;
+        memcpy(after, page[n - 1].name, sizeof(after));
+        after[sizeof(after) - 1] = '\0';
+        first = false;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------- */
 /* the loop */
 
@@ -1171,6 +1260,11 @@ static void *ct_main(void *arg)
         if (ct->now_ms >= ct->next_timer_ms) {
             timers(ct);
             ct->next_timer_ms = ct->now_ms + TIMER_MS;
+        }
+        if (ct->now_ms >= ct->next_expiry_ms) {
+            expire_consumers(ct);
+            int64_t every = ct->srv->cfg->limits.consumer_ttl_ms / 10;
+            ct->next_expiry_ms = ct->now_ms + (every < 1000 ? 1000 : every > 60000 ? 60000 : every);
         }
         /* one pass over what is ready now; subscriptions still ready go round again */
         ct_sub_t *ready = ct->ready;

@@ -36,6 +36,7 @@ struct wsq_http {
     size_t topic_len;
     bool binary;     /* POST body is published as binary */
     bool text;       /* POST Content-Type says text */
+    bool resp_text;  /* the response is Prometheus text, not JSON */
     wsq_buf_t body;  /* request body (POST) */
     wsq_buf_t resp;  /* response body */
     unsigned status; /* response status; 0 while waiting */
@@ -246,8 +247,9 @@ static int write_response(wsq_session_t *s, struct lws *wsi)
         return 0;
     unsigned char hb[LWS_PRE + 512];
     unsigned char *start = hb + LWS_PRE, *p = start, *end = hb + sizeof(hb) - 1;
-    const char *ctype = h->status == 200 && h->text ? "text/plain; version=0.0.4; charset=utf-8"
-                                                    : "application/json";
+    const char *ctype = h->status == 200 && h->resp_text
+                            ? "text/plain; version=0.0.4; charset=utf-8"
+                            : "application/json";
     if (lws_add_http_common_headers(wsi, h->status, ctype, h->resp.len, &p, end) ||
         lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
@@ -314,9 +316,12 @@ static void do_metrics(wsq_server_t *srv, wsq_session_t *s)
     metric(b, "wsq_commits_total", "counter", "Storage commits.", m->commits);
     metric(b, "wsq_publisher_pauses_total", "counter", "Publishers paused by backpressure.",
            m->paused);
+    metric(b, "wsq_max_deliver_skipped_total", "counter",
+           "Messages skipped after limits.max_deliver deliveries without an ack.",
+           m->dead_lettered);
     metric(b, "wsq_writer_queue_messages", "gauge", "Requests waiting for the writer.", qm);
     metric(b, "wsq_writer_queue_bytes", "gauge", "Payload bytes waiting for the writer.", qb);
-    s->http->text = true;
+    s->http->resp_text = true;
     reply(s, 200);
 }
 
@@ -686,6 +691,11 @@ static int on_http(wsq_server_t *srv, struct lws *wsi, wsq_session_t **pss, cons
     char err[160] = "";
     if (wsq__upgrade_identity(srv, wsi, &s->ident, err, sizeof(err)) != WSQ_OK) {
         reply_error(s, WSQ_ERR_UNAUTHORIZED, err);
+        return 0;
+    }
+    if (!get && (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0)) {
+        reply_error(s, WSQ_ERR_BAD_REQUEST, "use GET");
+        s->http->status = 405;
         return 0;
     }
     if (get && strcmp(path, "/healthz") == 0) {

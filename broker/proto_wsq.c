@@ -403,8 +403,12 @@ wsq_err wsq_proto_decode(const void *json, size_t len, size_t max_payload, wsq_f
     }
 
     const json_t *op = json_object_get(root, "op");
-    if (op == NULL || !json_is_string(op)) {
-        e = set_err(perr, WSQ_ERR_BAD_REQUEST, "\"op\" must be a string");
+    if (op == NULL) {
+        e = set_err(perr, WSQ_ERR_BAD_REQUEST, "\"op\" is required");
+        goto fail;
+    }
+    if (!json_is_string(op)) { /* like every member: a wrong type is bad_type */
+        e = set_err(perr, WSQ_ERR_BAD_TYPE, "\"op\" must be a string");
         goto fail;
     }
     f->op = 0;

@@ -152,22 +152,59 @@ void wsq__session_close(wsq_session_t *s, uint16_t code, const char *reason)
         return;
     s->close_code = code;
     snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
-    if (s->wsi)
-        lws_callback_on_writable(s->wsi);
+    if (s->wsi == NULL)
+        return;
+    if (s->rx_paused) {
+        /* Read (and drop) what the client still sends while the close goes out: closing a
+         * socket with unread input makes the kernel answer with RST, and the client would lose
+         * the close frame (it would see 1006 instead of our code). */
+        for (wsq_session_t **pp = &s->srv->paused; *pp; pp = &(*pp)->pnext)
+            if (*pp == s) {
+                *pp = s->pnext;
+                break;
+            }
+        s->rx_paused = false;
+        lws_rx_flow_control(s->wsi, 1 | LWS_RXFLOW_REASON_FLAG_PROCESS_NOW);
+    }
+    lws_callback_on_writable(s->wsi);
 }
 
-/* Closes at once: nothing queued is sent first (the client broke the protocol). */
+/* Closes without sending what is queued (the client broke the protocol). Input is read and
+ * dropped until the close handshake completes. */
 static int close_now(wsq_session_t *s, uint16_t code, const char *reason)
 {
-    s->close_code = code;
-    snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
-    lws_close_reason(s->wsi, (enum lws_close_status)code, (unsigned char *)s->close_reason,
-                     strlen(s->close_reason));
-    return -1;
+    wsq__out_free_list(&s->oq_head);
+    s->oq_tail = &s->oq_head;
+    s->oq_bytes = 0;
+    wsq__session_close(s, code, reason);
+    return 0;
+}
+
+/* Sends our close frame and waits for the client's: closing the socket while the client still
+ * sends makes the kernel reset the connection, and the client would lose the close frame (it
+ * would see 1006, not our code). lws's own close path closes at once with the libev loop. */
+static int send_close(wsq_session_t *s)
+{
+    unsigned char *buf = s->srv->wbuf + LWS_PRE;
+    size_t rl = strlen(s->close_reason);
+    if (rl > 123)
+        rl = 123;
+    buf[0] = 0x88; /* FIN | close */
+    buf[1] = (unsigned char)(2 + rl);
+    buf[2] = (unsigned char)(s->close_code >> 8);
+    buf[3] = (unsigned char)s->close_code;
+    memcpy(buf + 4, s->close_reason, rl);
+    if (lws_write(s->wsi, buf, 4 + rl, LWS_WRITE_RAW) < (int)(4 + rl))
+        return -1;
+    s->close_sent = true;
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_ACK, 3);
+    return 0;
 }
 
 static int on_writeable(wsq_session_t *s)
 {
+    if (s->close_sent)
+        return 0; /* waiting for the client's close */
     wsq_server_t *srv = s->srv;
     unsigned char *buf = srv->wbuf + LWS_PRE;
     size_t n = 0;
@@ -217,11 +254,8 @@ static int on_writeable(wsq_session_t *s)
         lws_callback_on_writable(s->wsi);
         return 0;
     }
-    if (s->close_code) {
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
-                         (unsigned char *)s->close_reason, strlen(s->close_reason));
-        return -1;
-    }
+    if (s->close_code && !s->close_sent)
+        return send_close(s);
     return 0;
 }
 
@@ -388,6 +422,12 @@ static wsq_err sub_add(wsq_session_t *s, ct_sub_params_t *p)
     ct_cmd_t *cmd = wsq__ct_cmd(CT_SUB, s->id, ++s->srv->next_sub_id);
     if (cmd == NULL)
         return WSQ_ERR_NOMEM;
+    /* "latest" means from the moment the client asked, not from when the consumer thread gets
+     * to it: a publish sent right after the subscribe must be delivered. */
+    wsq_topic_info_t ti;
+    p->latest_seq = wsq_store_topic_lookup(s->srv->store, p->topic, p->topic_len, &ti) == WSQ_OK
+                        ? ti.next_seq
+                        : 1;
     wsq_sub_t *sub = &s->subs[s->nsubs++];
     memset(sub, 0, sizeof(*sub));
     memcpy(sub->topic, p->topic, p->topic_len + 1);
@@ -727,7 +767,8 @@ int wsq__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
             const unsigned char *p = in;
             s->peer_close = (uint16_t)(p[0] << 8 | p[1]);
         }
-        return 0;
+        /* the client's answer to our close: the handshake is complete, close without echoing */
+        return s && s->close_sent ? -1 : 0;
     case LWS_CALLBACK_CLOSED:
         if (s) {
             atomic_fetch_sub_explicit(&srv->metrics.connections, 1, memory_order_relaxed);

@@ -52,6 +52,7 @@ struct wsq_session {
     /* closing */
     uint16_t close_code; /* set: close after the queue drains */
     uint16_t peer_close; /* code the peer closed with */
+    bool close_sent;     /* our close frame is out; waiting for the client's */
     char close_reason[124];
     wsq_http_t *http; /* HTTP request state (kind HTTP) */
 };
