@@ -440,9 +440,10 @@ static void test_proto_missing_op(void **state)
 {
     (void)state;
     decode_err("{\"topic\":\"t\"}", WSQ_ERR_BAD_REQUEST);
-    decode_err("{\"op\":1}", WSQ_ERR_BAD_REQUEST);
-    decode_err("{\"op\":null}", WSQ_ERR_BAD_REQUEST);
-    decode_err("{\"op\":[\"pub\"]}", WSQ_ERR_BAD_REQUEST);
+    /* PROTOCOL.md: a member of the wrong type is bad_type, op included */
+    decode_err("{\"op\":1}", WSQ_ERR_BAD_TYPE);
+    decode_err("{\"op\":null}", WSQ_ERR_BAD_TYPE);
+    decode_err("{\"op\":[\"pub\"]}", WSQ_ERR_BAD_TYPE);
 }
 
 static void test_proto_bad_type_names_member(void **state)
