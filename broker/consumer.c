@@ -228,6 +228,8 @@ static bool seqvec_del(seqvec_t *v, uint64_t seq)
 static uint32_t seqvec_del_upto(seqvec_t *v, uint64_t upto)
 {
     uint32_t i = seqvec_lb(v, upto + 1);
+    if (i == 0)
+        return 0; /* also: v->v may be NULL, and memmove(NULL, ...) is undefined */
     memmove(v->v, v->v + i, (v->n - i) * sizeof(*v->v));
     v->n -= i;
     return i;

@@ -868,6 +868,7 @@ int wsq__http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         if (pss && *pss)
             return write_response(*pss, wsi);
         return 0;
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL: /* the transaction is over: lws frees pss next */
     case LWS_CALLBACK_CLOSED_HTTP:
         if (pss && *pss) {
             (*pss)->wsi = NULL;

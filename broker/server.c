@@ -30,6 +30,7 @@ struct wsq_server_lws {
     struct lws_protocols protocols[4];
     struct lws_protocol_vhost_options pvo_default, pvo_raw;
     wsq_server_t *srv;
+    char (*names)[32]; /* vhost names, one per listener */
 };
 
 static void on_tick(lws_sorted_usec_list_t *sul);
@@ -276,6 +277,7 @@ static void setup_lws_objects(wsq_server_t *srv)
     wsq_server_lws_t *lx = srv->lx;
     const wsq_config_t *cfg = srv->cfg;
     lx->srv = srv;
+    lx->names = calloc(cfg->n_listeners, sizeof(*lx->names));
     size_t tx = LWS_PRE + WSQ_WRITE_MAX + 64;
     lx->protocols[0] =
         (struct lws_protocols){"http", wsq__http_callback, sizeof(wsq_session_t *), 0, 0, NULL, 0};
@@ -335,13 +337,15 @@ static wsq_err open_store(wsq_server_t *srv)
 static bool create_vhosts(wsq_server_t *srv)
 {
     const wsq_config_t *cfg = srv->cfg;
+    if (srv->lx->names == NULL)
+        return false;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const wsq_listener_conf_t *l = &cfg->listeners[i];
         struct lws_context_creation_info vi;
         memset(&vi, 0, sizeof(vi));
-        char name[32];
-        snprintf(name, sizeof(name), "listener%zu", i);
-        vi.vhost_name = name;
+        /* lws keeps this pointer for the life of the vhost */
+        snprintf(srv->lx->names[i], sizeof(srv->lx->names[i]), "listener%zu", i);
+        vi.vhost_name = srv->lx->names[i];
         vi.port = l->port;
         vi.iface = l->address;
         vi.protocols = srv->lx->protocols;
@@ -473,6 +477,8 @@ out:
     signal_target = NULL;
     free(srv->buckets);
     free(srv->wbuf);
+    if (srv->lx)
+        free(srv->lx->names);
     free(srv->lx);
     pthread_mutex_destroy(&srv->inbox_lock);
     free(srv);

@@ -1,0 +1,574 @@
+"""Test harness for the wsq integration tests written in Python.
+
+Starts the real wsqd with a temporary YAML config (port 0, data dir in a temp dir, debug log),
+waits for `listening address=... port=N` and then `ready` in its log, stops it by PID (SIGTERM
+or SIGKILL), restarts it on the same data dir, and always kills the child and removes the temp
+dir at exit. Clients: python3-websockets (Debian, 10.x) and the standard library only.
+
+Usage in a test file:
+
+    import wsqharness as h
+
+    class T(h.WsqdTestCase):
+        EXTRA_YAML = "limits:\\n  max_message_size: 1KiB\\n"   # optional, per class
+        def test_x(self):
+            d = self.wsqd          # started in setUp
+            ...
+    if __name__ == "__main__":
+        h.main()                  # argv[1] is the wsqd binary
+
+On a failing or erroring test the tail of every wsqd log of that test is printed.
+"""
+
+import asyncio
+import atexit
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import websockets
+import websockets.exceptions
+
+WSQD = os.environ.get("WSQD")  # set by main() from argv[1]
+
+
+
+def _slow_from_env():
+    """Sanitizer builds are slower: every wait is scaled by SLOW. WSQ_SLOW (or the C
+    scenarios' WSQT_SLOW) sets it; main() also sets 3 when the wsqd binary is instrumented."""
+    for var in ("WSQ_SLOW", "WSQT_SLOW"):
+        try:
+            v = float(os.environ.get(var, ""))
+            if v >= 1.0:
+                return v
+        except ValueError:
+            pass
+    return 1.0
+
+
+SLOW = _slow_from_env()
+
+_live = []  # every Wsqd ever created in this process, for the atexit cleanup
+
+
+def _cleanup_all():
+    for d in list(_live):
+        try:
+            d.cleanup()
+        except Exception:  # pragma: no cover - best effort at exit
+            pass
+
+
+atexit.register(_cleanup_all)
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL wsqd if this test process dies (e.g. ctest's timeout
+    kills it with SIGKILL, so neither finally nor atexit runs)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class WsqdError(AssertionError):
+    pass
+
+
+class Wsqd:
+    """One wsqd process (possibly restarted several times) on one temp data dir."""
+
+    def __init__(self, binary=None, extra_yaml="", anonymous=True, sync="full",
+                 log_level="debug", listeners_yaml=None):
+        self.binary = binary or WSQD
+        if not self.binary or not os.access(self.binary, os.X_OK):
+            raise WsqdError("wsqd binary not given or not executable: %r" % (self.binary,))
+        self.dir = tempfile.mkdtemp(prefix="wsqpy-")
+        self.data = os.path.join(self.dir, "data")
+        self.conf = os.path.join(self.dir, "wsq.yaml")
+        self.log_path = os.path.join(self.dir, "wsqd.log")
+        self.proc = None
+        self.port = None
+        self.host = "127.0.0.1"
+        self.starts = 0
+        self._log_offset = 0
+        self._logf = None
+        _live.append(self)
+        if anonymous:
+            auth = ("auth:\n  anonymous:\n    publish: [\">\"]\n    subscribe: [\">\"]\n"
+                    "    admin: true\n")
+        else:
+            auth = "auth:\n  anonymous:\n    publish: []\n    subscribe: []\n    admin: false\n"
+        listeners = listeners_yaml or "listeners:\n  - address: 127.0.0.1\n    port: 0\n"
+        text = (listeners +
+                "storage:\n  path: %s\n  sync: %s\n" % (json.dumps(self.data), sync) +
+                auth +
+                "log:\n  level: %s\n  format: text\n" % log_level)
+        self.config_text = _merge_yaml(text, extra_yaml)
+        with open(self.conf, "w") as f:
+            f.write(self.config_text)
+
+    # -- process control -------------------------------------------------------------------
+
+    def start(self, timeout=15.0):
+        if self.proc is not None and self.proc.poll() is None:
+            raise WsqdError("wsqd already running (pid %d)" % self.proc.pid)
+        timeout *= SLOW
+        if self._logf is None:
+            self._logf = open(self.log_path, "ab")
+        self._log_offset = os.path.getsize(self.log_path)
+        self._logf.write(("---- harness: start #%d ----\n" % (self.starts + 1)).encode())
+        self._logf.flush()
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf], stdin=subprocess.DEVNULL,
+                                     stdout=self._logf, stderr=self._logf, cwd=self.dir,
+                                     preexec_fn=_die_with_parent)
+        self.starts += 1
+        self.port = None
+        deadline = time.monotonic() + timeout
+        ready = False
+        while time.monotonic() < deadline:
+            text = self._new_log()
+            if self.port is None:
+                m = re.search(r"\blistening address=(\S+) port=(\d+)", text)
+                if m:
+                    self.port = int(m.group(2))
+            if self.port is not None and re.search(r"\bready\b", text.split("listening", 1)[-1]):
+                ready = True
+                break
+            if self.proc.poll() is not None:
+                raise WsqdError("wsqd exited with %d during startup\n%s"
+                                % (self.proc.returncode, self.log_tail()))
+            time.sleep(0.02)
+        if not ready:
+            self.kill()
+            raise WsqdError("wsqd not ready within %.1fs\n%s" % (timeout, self.log_tail()))
+        return self
+
+    def _new_log(self):
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode("utf-8", "replace")
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, expect_rc=0, timeout=15.0):
+        """SIGTERM by PID; wait; check the exit status (None: do not check). Returns rc."""
+        if self.proc is None:
+            return None
+        timeout *= SLOW
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise WsqdError("wsqd did not exit within %.1fs of SIGTERM (killed)\n%s"
+                            % (timeout, self.log_tail()))
+        if expect_rc is not None and rc != expect_rc:
+            raise WsqdError("wsqd exited with %d, expected %d\n%s"
+                            % (rc, expect_rc, self.log_tail()))
+        return rc
+
+    def kill(self):
+        """SIGKILL by PID and reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def restart(self, how="term", expect_rc=0):
+        if how == "term":
+            self.stop(expect_rc)
+        else:
+            self.kill()
+        return self.start()
+
+    def cleanup(self):
+        self.kill()
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+        if os.path.isdir(self.dir) and not os.environ.get("WSQ_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if self in _live:
+            _live.remove(self)
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=60):
+        lines = self.log().splitlines()
+        return "---- wsqd log tail (%s, pid %s) ----\n%s\n---- end of wsqd log ----" % (
+            self.log_path, self.pid, "\n".join(lines[-n:]))
+
+    def wait_log(self, pattern, timeout=5.0, since_start=True):
+        """Wait until the log (of the current run) matches the regex; return the match."""
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            text = self._new_log() if since_start else self.log()
+            m = re.search(pattern, text)
+            if m:
+                return m
+            if time.monotonic() >= deadline:
+                raise WsqdError("log never matched %r\n%s" % (pattern, self.log_tail()))
+            time.sleep(0.02)
+
+    # -- addresses --------------------------------------------------------------------------
+
+    def ws_url(self, path="/"):
+        return "ws://%s:%d%s" % (self.host, self.port, path)
+
+    # -- HTTP (stdlib) ----------------------------------------------------------------------
+
+    def http(self, method, path, body=None, headers=None, timeout=10.0):
+        """One HTTP request; returns (status, headers dict lowercased, body bytes)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout * SLOW)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            conn.close()
+
+    def http_json(self, method, path, body=None, headers=None):
+        status, hdrs, data = self.http(method, path, body, headers)
+        try:
+            obj = json.loads(data.decode("utf-8")) if data else None
+        except ValueError:
+            raise AssertionError("HTTP %s %s -> %d with a body that is not JSON: %r"
+                                 % (method, path, status, data[:300]))
+        return status, hdrs, obj
+
+    def post(self, topic, payload, content_type=None):
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+            content_type = content_type or "text/plain; charset=utf-8"
+        content_type = content_type or "application/octet-stream"
+        return self.http_json("POST", "/topics/" + topic, payload,
+                              {"Content-Type": content_type})
+
+    def history(self, topic, query=""):
+        return self.http_json("GET", "/topics/%s/messages%s" % (topic, query))
+
+    def metrics(self):
+        status, _, data = self.http("GET", "/metrics")
+        if status != 200:
+            raise AssertionError("GET /metrics -> %d %r" % (status, data[:200]))
+        return parse_prometheus(data.decode("utf-8"))
+
+
+def _merge_yaml(base, extra):
+    """Append extra YAML; a top-level section present in both is replaced by extra's version
+    (wsqd refuses duplicate keys)."""
+    if not extra:
+        return base
+    extra = extra.strip("\n") + "\n"
+    top = set(re.findall(r"^([A-Za-z_]+):", extra, re.M))
+    out, skip = [], False
+    for line in base.splitlines(True):
+        m = re.match(r"^([A-Za-z_]+):", line)
+        if m:
+            skip = m.group(1) in top
+        if not skip:
+            out.append(line)
+    return "".join(out) + extra
+
+
+def parse_prometheus(text):
+    """Prometheus text format -> {name or name{labels}: float}. Checks each line's syntax."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            if line.startswith("# TYPE"):
+                parts = line.split()
+                if len(parts) != 4 or parts[3] not in ("counter", "gauge", "histogram",
+                                                       "summary", "untyped"):
+                    raise AssertionError("bad TYPE line in /metrics: %r" % line)
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)(?:\s+-?\d+)?$", line)
+        if not m:
+            raise AssertionError("bad sample line in /metrics: %r" % line)
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+# -- websockets helpers (asyncio; websockets 10.x legacy client) ----------------------------
+
+def run(coro, timeout=60.0):
+    """Run a coroutine with an overall timeout."""
+    return asyncio.run(asyncio.wait_for(coro, timeout * SLOW))
+
+
+def _ws_defaults(kw):
+    kw.setdefault("max_size", None)
+    # websockets stops reading the socket when max_queue messages wait for recv(); then a
+    # close() with unread deliveries in flight stalls close_timeout (10 s) and ends as 1006.
+    kw.setdefault("max_queue", None)
+    kw.setdefault("close_timeout", 5 * SLOW)
+    kw.setdefault("open_timeout", 10 * SLOW)
+    kw.setdefault("ping_interval", None)
+
+
+async def connect_v1(d, path="/", **kw):
+    _ws_defaults(kw)
+    return await websockets.connect(d.ws_url(path), subprotocols=["wsq.v1"], **kw)
+
+
+async def connect_raw(d, path, **kw):
+    _ws_defaults(kw)
+    return await websockets.connect(d.ws_url(path), **kw)
+
+
+async def recv(ws, timeout=5.0):
+    return await asyncio.wait_for(ws.recv(), timeout * SLOW)
+
+
+async def recv_json(ws, timeout=5.0):
+    frame = await recv(ws, timeout)
+    if not isinstance(frame, str):
+        raise AssertionError("wsq.v1 server frame is binary, expected text JSON: %r"
+                             % (frame[:100],))
+    try:
+        obj = json.loads(frame)
+    except ValueError:
+        raise AssertionError("wsq.v1 server frame is not JSON: %r" % frame[:300])
+    if not isinstance(obj, dict) or "op" not in obj:
+        raise AssertionError("wsq.v1 server frame has no op: %r" % frame[:300])
+    return obj
+
+
+async def send_json(ws, obj):
+    await ws.send(json.dumps(obj, separators=(",", ":")))
+
+
+async def expect_op(ws, op, timeout=5.0, skip=()):
+    """Next frame must have this op (frames whose op is in skip are ignored)."""
+    while True:
+        obj = await recv_json(ws, timeout)
+        if obj["op"] in skip:
+            continue
+        if obj["op"] != op:
+            raise AssertionError("expected op %r, got %r" % (op, obj))
+        return obj
+
+
+async def expect_silence(ws, seconds=0.3):
+    """No frame arrives within `seconds`; returns None or raises with the frame."""
+    try:
+        frame = await asyncio.wait_for(ws.recv(), seconds * SLOW)
+    except asyncio.TimeoutError:
+        return None
+    raise AssertionError("expected no frame, got %r" % (frame[:300],))
+
+
+async def pub_confirmed(ws, topic, data, ref, binary=False):
+    """pub with a ref; returns the ok frame (asserts op, ref and topic)."""
+    msg = {"op": "pub", "topic": topic, "ref": ref}
+    if binary:
+        msg["data"] = base64.b64encode(data).decode()
+        msg["enc"] = "base64"
+    else:
+        msg["data"] = data
+    await send_json(ws, msg)
+    ok = await recv_json(ws, 10)
+    if ok.get("op") != "ok" or ok.get("ref") != ref:
+        raise AssertionError("pub ref=%r: expected ok, got %r" % (ref, ok))
+    return ok
+
+
+async def wait_closed(ws, timeout=5.0):
+    """Read until the connection closes; returns (code, reason, frames received before)."""
+    frames = []
+    try:
+        while True:
+            frames.append(await recv(ws, timeout))
+    except websockets.exceptions.ConnectionClosed:
+        pass
+    return ws.close_code, ws.close_reason, frames
+
+
+# -- a hand-made WebSocket client on a raw socket (for frames websockets will not send) ----
+
+class RawSocketWS:
+    def __init__(self, d, path="/", subprotocol=None, timeout=5.0, rcvbuf=None):
+        if rcvbuf:
+            # a small receive buffer makes the server's writes to us partial (a slow reader)
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout * SLOW)
+            self.sock.connect((d.host, d.port))
+        else:
+            self.sock = socket.create_connection((d.host, d.port), timeout=timeout * SLOW)
+        key = base64.b64encode(os.urandom(16)).decode()
+        req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+               % (path, d.host, d.port, key))
+        if subprotocol:
+            req += "Sec-WebSocket-Protocol: %s\r\n" % subprotocol
+        self.sock.sendall((req + "\r\n").encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise AssertionError("connection closed during the handshake: %r" % buf)
+            buf += chunk
+        head, self.buf = buf.split(b"\r\n\r\n", 1)
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status + b" ":
+            raise AssertionError("upgrade refused: %r" % head)
+        self.head = head.decode("latin-1")
+
+    def send_frame(self, opcode, payload, fin=True):
+        b0 = (0x80 if fin else 0) | opcode
+        n = len(payload)
+        if n < 126:
+            hdr = struct.pack("!BB", b0, 0x80 | n)
+        elif n < 65536:
+            hdr = struct.pack("!BBH", b0, 0x80 | 126, n)
+        else:
+            hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
+        mask = os.urandom(4)
+        masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        self.sock.sendall(hdr + mask + masked)
+
+    def _read(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed by peer")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv_frame(self):
+        """Returns (opcode, fin, payload)."""
+        b0, b1 = self._read(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._read(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._read(8))[0]
+        if b1 & 0x80:
+            mask = self._read(4)
+            data = bytes(c ^ mask[i % 4] for i, c in enumerate(self._read(n)))
+        else:
+            data = self._read(n)
+        return b0 & 0x0F, bool(b0 & 0x80), data
+
+    def recv_close(self):
+        """Read frames until a close frame; returns (code, reason, frames before)."""
+        frames = []
+        while True:
+            op, fin, data = self.recv_frame()
+            if op == 8:
+                code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+                return code, data[2:].decode("utf-8", "replace"), frames
+            frames.append((op, data))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# -- unittest glue --------------------------------------------------------------------------
+
+class WsqdTestCase(unittest.TestCase):
+    """Starts a fresh wsqd per test in setUp (self.wsqd); new_wsqd() makes more."""
+
+    EXTRA_YAML = ""
+    START = True
+
+    def setUp(self):
+        self._daemons = []
+        if self.START:
+            self.wsqd = self.new_wsqd(self.EXTRA_YAML).start()
+
+    def new_wsqd(self, extra_yaml="", **kw):
+        d = Wsqd(extra_yaml=extra_yaml, **kw)
+        self._daemons.append(d)
+        self.addCleanup(d.cleanup)
+        return d
+
+
+class _Result(unittest.TextTestResult):
+    def _tails(self, test):
+        for d in getattr(test, "_daemons", []):
+            self.stream.writeln(d.log_tail())
+        self.stream.flush()
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._tails(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._tails(test)
+
+
+def _detect_slow(binary):
+    """An ASan/UBSan/TSan build of wsqd is several times slower: scale the waits."""
+    global SLOW
+    if SLOW > 1.0:
+        return
+    try:
+        with open(binary, "rb") as f:
+            blob = f.read()
+    except OSError:
+        return
+    if b"__asan_init" in blob or b"__tsan_init" in blob or b"__msan_init" in blob:
+        SLOW = 3.0
+
+
+def main():
+    """Entry point: `python3 test_x.py /path/to/wsqd [unittest args]`. Exits non-zero on failure."""
+    global WSQD
+    argv = list(sys.argv)
+    if len(argv) >= 2 and not argv[1].startswith("-"):
+        WSQD = os.path.abspath(argv.pop(1))
+    if not WSQD:
+        sys.stderr.write("usage: %s /path/to/wsqd [unittest options]\n" % argv[0])
+        sys.exit(2)
+    os.environ["WSQD"] = WSQD
+    _detect_slow(WSQD)
+    # SIGTERM/SIGHUP to the test: exit through finally/atexit, which kill wsqd and clean up
+    def _on_signal(signum, frame):
+        sys.stderr.write("\n%s: signal %d: killing wsqd and removing temp dirs\n"
+                         % (argv[0], signum))
+        _cleanup_all()
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _on_signal)
+    runner = unittest.TextTestRunner(resultclass=_Result, verbosity=2, stream=sys.stderr)
+    try:
+        prog = unittest.main(argv=argv, testRunner=runner, exit=False)
+    finally:
+        _cleanup_all()
+    sys.exit(0 if prog.result.wasSuccessful() else 1)
