@@ -34,13 +34,14 @@ struct wsq_http {
     wsq_err first_err; /* H_IMPORT: first refusal */
     char topic[WSQ_TOPIC_MAX + 1];
     size_t topic_len;
-    bool binary;     /* POST body is published as binary */
-    bool text;       /* POST Content-Type says text */
-    bool resp_text;  /* the response is Prometheus text, not JSON */
-    wsq_buf_t body;  /* request body (POST) */
-    wsq_buf_t resp;  /* response body */
-    unsigned status; /* response status; 0 while waiting */
-    bool waiting;    /* POST submitted, waiting for the commit */
+    bool binary;       /* POST body is published as binary */
+    bool text;         /* POST Content-Type says text */
+    bool resp_text;    /* the response is Prometheus text, not JSON */
+    bool publish_body; /* POST /topics/<t>: the body is the message */
+    wsq_buf_t body;    /* request body (POST) */
+    wsq_buf_t resp;    /* response body */
+    unsigned status;   /* response status; 0 while waiting */
+    bool waiting;      /* POST submitted, waiting for the commit */
     bool too_large;
 };
 
@@ -740,6 +741,7 @@ static int on_http(wsq_server_t *srv, struct lws *wsi, wsq_session_t **pss, cons
             return 0;
         }
         s->http->text = text_type(wsi);
+        s->http->publish_body = true;
         char cl[32];
         if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
             strtoull(cl, NULL, 10) > srv->cfg->limits.max_message_size) {
@@ -769,6 +771,8 @@ static void on_body_done(wsq_server_t *srv, wsq_session_t *s)
         do_import(srv, s);
         return;
     }
+    if (!h->publish_body)
+        return; /* e.g. an admin purge sent with a body: the body means nothing */
     bool binary = !h->text;
     if (h->text && !wsq_utf8_valid(h->body.data, h->body.len)) {
         reply_error(s, WSQ_ERR_BAD_UTF8, "a text/* body must be valid UTF-8");

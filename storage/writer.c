@@ -1244,39 +1244,48 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
     w->dirty = NULL;
     cons_clear(w);
 
+    /* Settle the jobs, then complete in submission order: a job that finished in this
+     * transaction completes at its request's place in the batch (a later barrier must not
+     * overtake it); jobs from earlier batches complete after this batch. */
     uint32_t nreq = 0;
-    wsq_wreq_t *jobreqs = NULL;
-    for (job_t **pp = &w->jobs; *pp;) {
-        job_t *j = *pp;
+    for (job_t *j = w->jobs; j; j = j->next) {
         j->started = true;
         j->removed += j->removed_txn;
         j->removed_txn = 0;
         j->saved_kind = j->kind;
-        if (j->done_txn) {
-            *pp = j->next;
-            if (j->req->op == WSQ_WOP_PURGE)
-                j->req->removed = j->removed;
-            j->req->next = jobreqs;
-            jobreqs = j->req;
-            free(j);
-        } else {
-            pp = &j->next;
-        }
+        if (j->done_txn && j->req->op == WSQ_WOP_PURGE)
+            j->req->removed = j->removed;
     }
     for (wsq_wreq_t *r = batch, *nx; r; r = nx) {
         nx = r->next;
         bool is_job = (r->op == WSQ_WOP_PURGE || r->op == WSQ_WOP_TOPIC_DELETE) && r->err == WSQ_OK;
-        if (is_job)
-            continue; /* completed with its job */
+        if (is_job) {
+            job_t **pp = &w->jobs;
+            while (*pp && (*pp)->req != r)
+                pp = &(*pp)->next;
+            if (*pp == NULL || !(*pp)->done_txn) {
+                r->next = NULL;
+                continue; /* still running: completes with its job */
+            }
+            job_t *j = *pp;
+            *pp = j->next;
+            free(j);
+        }
         r->next = NULL;
         nreq++;
         complete(r);
     }
-    for (wsq_wreq_t *r = jobreqs, *nx; r; r = nx) {
-        nx = r->next;
-        r->next = NULL;
-        nreq++;
-        complete(r);
+    for (job_t **pp = &w->jobs; *pp;) {
+        job_t *j = *pp;
+        if (j->done_txn) {
+            *pp = j->next;
+            j->req->next = NULL;
+            nreq++;
+            complete(j->req);
+            free(j);
+        } else {
+            pp = &j->next;
+        }
     }
     if (w->store->opts.on_commit) {
         wsq_commit_info_t info = {

@@ -477,6 +477,42 @@ static void test_store_purge_spans_many_transactions(void **state)
     assert_int_equal(v, 0);
 }
 
+static void count_done(wsq_wreq_t *req, void *arg)
+{
+    (*(_Atomic int *)arg)++;
+    wsq_wreq_free(&req);
+}
+
+/* Regression: a purge finishing in the transaction that carried it relinked its request and cut
+ * the batch list, so the requests after it were committed but never completed. */
+static void test_store_requests_after_a_purge_in_one_batch_complete(void **state)
+{
+    fixture_t *f = *state;
+    append_str(f->store, "pb", "old");
+    _Atomic int done = 0;
+    wsq_wreq_t *p = wsq_wreq_new(WSQ_WOP_PURGE, "pb", 2, NULL, 0, 0);
+    p->purge_mode = WSQ_PURGE_ALL;
+    p->done = count_done;
+    p->arg = (void *)&done;
+    wsq_wreq_t *a = wsq_wreq_new(WSQ_WOP_APPEND, "pb", 2, NULL, 0, 3);
+    memcpy(a->data, "new", 3);
+    a->done = count_done;
+    a->arg = (void *)&done;
+    wsq_wreq_t *b = wsq_wreq_new(WSQ_WOP_APPEND, "pb", 2, NULL, 0, 3);
+    memcpy(b->data, "nex", 3);
+    b->done = count_done;
+    b->arg = (void *)&done;
+    p->next = a;
+    a->next = b;
+    assert_int_equal(wsq_store_submit_list(f->store, p), WSQ_OK);
+    assert_int_equal(simple(f->store, WSQ_WOP_BARRIER, "pb", NULL, 0, NULL), WSQ_OK);
+    assert_int_equal(done, 3);
+    wsq_topic_info_t ti;
+    wsq_store_topic_lookup(f->store, "pb", 2, &ti);
+    assert_int_equal(ti.count, 2);
+    assert_int_equal(ti.next_seq, 4);
+}
+
 static void test_store_retention_max_messages(void **state)
 {
     fixture_t *f = *state;
@@ -926,6 +962,7 @@ int main(void)
         T(test_store_seq_never_reused_after_purge_all),
         T(test_store_purge_before_and_older),
         T(test_store_purge_spans_many_transactions),
+        T(test_store_requests_after_a_purge_in_one_batch_complete),
         T(test_store_retention_max_messages),
         T(test_store_retention_max_bytes),
         T(test_store_retention_max_age),

@@ -106,6 +106,15 @@ class Http(h.WsqdTestCase):
         st, _, body = d.post("http.after", "fine")
         self.assertEqual((st, body), (200, {"seq": 1, "topic": "http.after"}))
 
+    def test_admin_post_body_is_not_published(self):
+        """Regression: an admin POST that carries a body used to publish it into ?topic=."""
+        d = self.wsqd
+        st, _, body = d.http_json("POST", "/admin/purge?topic=adminbody.t&all=true", b"abc",
+                                  {"Content-Type": "application/octet-stream"})
+        self.assertEqual((st, body["error"]["code"]), (404, "not_found"), body)
+        st, _, body = d.http_json("GET", "/topics/adminbody.t/messages")
+        self.assertEqual(st, 404, body)
+
     def test_wrong_method_on_fixed_endpoints(self):
         """/healthz and /metrics exist (GET): another method is "wrong method" (405), not an
         unknown path (404)."""

@@ -1,0 +1,186 @@
+/*
+ * wsqctl internals, shared by the tools/wsqctl/ sources only.
+ *
+ * Every command is a function `int wsq__ctl_cmd_<name>(wsqctl_t *c, int argc, char **argv)` that
+ * returns an exit code (CTL_*). Errors are recorded with wsq__ctl_fail(), which keeps the first
+ * message; main() prints it (stderr, and a JSON error document on stdout with --json).
+ *
+ * Output rules:
+ *   - Inspect commands read the store through the storage API, one short read transaction per
+ *     call, and only write output after the call returned: no read transaction is ever held
+ *     across a write to stdout.
+ *   - --json output of a command is one JSON document, built in c->doc and printed once at the
+ *     end (export and sub stream JSON Lines instead; see docs/wsqctl.md).
+ *
+ * Single-threaded, except the store's writer thread in offline mutations (import's completion
+ * callback); lws runs on the main thread.
+ */
+#ifndef WSQCTL_CTL_H
+#define WSQCTL_CTL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "wsq/config.h"
+#include "wsq/err.h"
+#include "wsq/proto.h"
+#include "wsq/store.h"
+
+/* Exit codes (documented in --help and docs/wsqctl.md). */
+enum {
+    CTL_OK = 0,          /* success */
+    CTL_ERR = 1,         /* any other error */
+    CTL_USAGE = 2,       /* bad command line */
+    CTL_NOTFOUND = 3,    /* topic or consumer does not exist */
+    CTL_VIOLATIONS = 4,  /* check found invariant violations */
+    CTL_UNREACHABLE = 5, /* the broker could not be reached */
+};
+
+/* A broker address, parsed from --url or derived from the config's first listener. */
+typedef struct {
+    bool tls;        /* https / wss */
+    char host[256];  /* without brackets */
+    unsigned port;   /* 1..65535 */
+    char base[300];  /* "http(s)://host:port" (IPv6 in brackets), no trailing slash */
+    const char *why; /* where it came from: "--url" or "-c FILE" */
+} ctl_url_t;
+
+typedef struct {
+    /* global options */
+    const char *data_opt;    /* --data */
+    const char *config_path; /* -c */
+    const char *url_opt;     /* --url */
+    const char *token;       /* --token, else $WSQ_TOKEN; NULL: anonymous */
+    bool json;               /* --json */
+    bool verbose;            /* --verbose */
+    bool insecure;           /* --insecure: no TLS certificate verification */
+
+    /* command options (each command says which it accepts) */
+    const char *from;       /* peek: seq; sub: position */
+    const char *limit;      /* peek */
+    bool base64;            /* peek, sub: binary payloads as base64 (default hex) */
+    bool full;              /* peek: no truncation of payloads in tables */
+    bool all;               /* purge --all */
+    const char *before;     /* purge --before SEQ */
+    const char *older_than; /* purge --older-than DUR */
+    const char *consumer;   /* sub --consumer */
+    bool ack;               /* sub --ack */
+    const char *count;      /* sub --count */
+    const char *window;     /* sub --window */
+    bool binary;            /* pub --binary */
+    const char *timeout;    /* pub, sub --timeout DUR */
+
+    /* resolved state */
+    wsq_config_t *cfg;   /* loaded -c config, or NULL */
+    char *data_dir;      /* store directory (malloc'd), NULL until resolved */
+    bool data_explicit;  /* data_dir came from --data, -c or the broker, not the default */
+    ctl_url_t url;       /* valid when has_url */
+    bool has_url;        /* --url given or derived from -c */
+    const char *cmd;     /* command name, for messages */
+    json_t *doc;         /* the --json document of the command (owned) */
+    int fail_code;       /* exit code of the first failure, 0 when none */
+    char fail_name[32];  /* stable error code of it ("not_found") */
+    char fail_msg[1024]; /* human message of it */
+} wsqctl_t;
+
+/* ---- errors and output (util.c) ---- */
+
+/* Records a failure (the first one wins) and returns exit. name is a stable code (wsq_errname
+ * or one of wsqctl's: "usage", "violations"). */
+int wsq__ctl_fail(wsqctl_t *c, int exit, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Maps a storage error on the store at c->data_dir to a specific, actionable failure. */
+int wsq__ctl_store_fail(wsqctl_t *c, wsq_err err, const char *doing);
+
+/* --verbose note on stderr. */
+void wsq__ctl_note(wsqctl_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Sets c->doc (takes the reference). */
+void wsq__ctl_doc(wsqctl_t *c, json_t *doc);
+
+/* Human formats into buf (returned). */
+const char *wsq__ctl_age(int64_t ms, char *buf, size_t len);      /* "3m12s" */
+const char *wsq__ctl_size(uint64_t bytes, char *buf, size_t len); /* "1.5 MiB" */
+const char *wsq__ctl_time(int64_t ms, char *buf, size_t len);     /* ISO 8601 UTC, ms */
+
+/* Parses a decimal u64 (no sign, no junk). */
+bool wsq__ctl_parse_u64(const char *s, uint64_t *out);
+
+/* A text table printed with aligned columns. */
+typedef struct {
+    unsigned ncols;
+    const char **head;
+    const bool *right; /* right-align column i (numbers) */
+    char **cells;      /* rows * ncols strings, malloc'd */
+    size_t rows, cap;
+} ctl_table_t;
+
+void wsq__ctl_table_init(ctl_table_t *t, unsigned ncols, const char **head, const bool *right);
+/* Adds one row of ncols cells (copied). false on out of memory. */
+bool wsq__ctl_table_add(ctl_table_t *t, const char **cells);
+void wsq__ctl_table_print(const ctl_table_t *t, FILE *f);
+void wsq__ctl_table_fini(ctl_table_t *t);
+
+/* ---- locating the store and the broker (util.c) ---- */
+
+/* Resolves c->data_dir: --data, else -c's storage.path, else (with --url) the broker's data
+ * directory from /admin/whoami, else ./data. */
+int wsq__ctl_resolve_data(wsqctl_t *c);
+
+/* Opens the store read-only for inspection. */
+int wsq__ctl_open_ro(wsqctl_t *c, wsq_store_t **out);
+
+/* Parses a broker URL (http, https, ws, wss). */
+bool wsq__ctl_parse_url(const char *s, ctl_url_t *u, char *err, size_t errlen);
+
+/* Pid holding the data-dir lock and a description of the process ("wsqd", "wsqctl", ...). */
+long wsq__ctl_lock_holder(const char *dir, char *what, size_t len);
+
+/* ---- HTTP (http.c) ---- */
+
+typedef struct {
+    long status;    /* HTTP status, 0 when the request did not complete */
+    wsq_buf_t body; /* response body */
+} ctl_http_resp_t;
+
+void wsq__ctl_http_global(bool init);
+/* One request to c->url. On a transport failure records CTL_UNREACHABLE and returns it. */
+int wsq__ctl_http(wsqctl_t *c, const char *method, const char *path, const void *body, size_t len,
+                  ctl_http_resp_t *r);
+void wsq__ctl_http_resp_fini(ctl_http_resp_t *r);
+/* Records the failure of an HTTP error answer ({"error":{code,message}}) and returns its exit
+ * code: not_found -> 3, unauthorized/forbidden -> 1 (permission denied), others 1. */
+int wsq__ctl_http_fail(wsqctl_t *c, const ctl_http_resp_t *r, const char *doing);
+
+typedef struct {
+    char identity[128];
+    bool admin;
+    long pid;
+    char version[64];
+    long format;
+    char data[4096];
+} ctl_whoami_t;
+
+/* GET /admin/whoami. */
+int wsq__ctl_whoami(wsqctl_t *c, ctl_whoami_t *w);
+
+/* ---- commands ---- */
+
+int wsq__ctl_cmd_topics(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_stats(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_consumers(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_check(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_export(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_compact(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_purge(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_delete_consumer(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_import(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_pub(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_sub(wsqctl_t *c, int argc, char **argv);
+
+#endif

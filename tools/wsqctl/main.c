@@ -1,0 +1,417 @@
+/* wsqctl: inspect, repair, back up and talk to a wsq store and broker. */
+#include <getopt.h>
+#include <libwebsockets.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+
+/* Command options: a command accepts only the options in its mask. */
+enum {
+    O_FROM = 1u << 0,
+    O_LIMIT = 1u << 1,
+    O_BASE64 = 1u << 2,
+    O_FULL = 1u << 3,
+    O_ALL = 1u << 4,
+    O_BEFORE = 1u << 5,
+    O_OLDER = 1u << 6,
+    O_CONSUMER = 1u << 7,
+    O_ACK = 1u << 8,
+    O_COUNT = 1u << 9,
+    O_WINDOW = 1u << 10,
+    O_BINARY = 1u << 11,
+    O_TIMEOUT = 1u << 12,
+};
+
+typedef struct {
+    const char *name;
+    int (*fn)(wsqctl_t *c, int argc, char **argv);
+    unsigned opts;
+    int min_args, max_args; /* positional arguments after the command; -1: no maximum */
+    const char *usage;
+    const char *summary;
+} command_t;
+
+static const command_t commands[] = {
+    {"topics", wsq__ctl_cmd_topics, 0, 0, 0, "topics",
+     "name, first and last seq, count, bytes, age of the oldest message"},
+    {"stats", wsq__ctl_cmd_stats, 0, 0, 0, "stats",
+     "map used/max, pages, readers, format version, data-dir size"},
+    {"peek", wsq__ctl_cmd_peek, O_FROM | O_LIMIT | O_BASE64 | O_FULL, 1, 1,
+     "peek TOPIC [--from SEQ] [--limit K] [--base64] [--full]",
+     "messages of TOPIC: seq, time, size, payload (default: the first 10)"},
+    {"consumers", wsq__ctl_cmd_consumers, 0, 0, 1, "consumers [TOPIC]",
+     "ack floor, pending, lag, delivery counts, last seen"},
+    {"check", wsq__ctl_cmd_check, 0, 0, 0, "check",
+     "verify the store's invariants; exit 4 and list every violation"},
+    {"purge", wsq__ctl_cmd_purge, O_ALL | O_BEFORE | O_OLDER, 1, 1,
+     "purge TOPIC (--all | --before SEQ | --older-than DUR)",
+     "remove messages from the head of TOPIC (the next seq never changes)"},
+    {"delete-consumer", wsq__ctl_cmd_delete_consumer, 0, 2, 2, "delete-consumer TOPIC NAME",
+     "delete a durable consumer (its live session is closed with 4014)"},
+    {"export", wsq__ctl_cmd_export, 0, 0, -1, "export [TOPIC...]",
+     "write messages as JSON Lines to stdout (all topics by default)"},
+    {"import", wsq__ctl_cmd_import, 0, 1, 1, "import FILE|-",
+     "append the messages of a JSON Lines file (they get new seqs)"},
+    {"compact", wsq__ctl_cmd_compact, 0, 1, 1, "compact DEST",
+     "write a compacted copy of the store into the new directory DEST"},
+    {"pub", wsq__ctl_cmd_pub, O_BINARY | O_TIMEOUT, 1, 2,
+     "pub TOPIC [MESSAGE|-] [--binary] [--timeout DUR]",
+     "publish one message (- or none: stdin) and print its seq once committed"},
+    {"sub", wsq__ctl_cmd_sub,
+     O_CONSUMER | O_FROM | O_ACK | O_COUNT | O_WINDOW | O_BASE64 | O_TIMEOUT, 1, 1,
+     "sub TOPIC [--consumer NAME] [--from POS] [--ack] [--count N] [--window N] [--base64] "
+     "[--timeout DUR]",
+     "print messages as they arrive, one per line"},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: wsqctl [OPTIONS] COMMAND [ARGS]\n"
+               "\n"
+               "Inspect (reads the LMDB files directly; works while wsqd runs or is down):\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (i == 5)
+            fprintf(f, "\nMutate (through wsqd's admin endpoint while it runs on the data dir;\n"
+                       "otherwise directly, holding the data-dir lock so no wsqd can start):\n");
+        if (i == 7)
+            fprintf(f, "\nBackup:\n");
+        if (i == 10)
+            fprintf(f, "\nClient (wsq.v1 to a running wsqd):\n");
+        fprintf(f, "  %s\n      %s\n", commands[i].usage, commands[i].summary);
+    }
+    fprintf(f, "\n"
+               "Options:\n"
+               "  -d, --data DIR      the store's data directory (default: storage.path of -c,\n"
+               "                      else the broker's from --url, else ./data)\n"
+               "  -c, --config FILE   a wsqd config: locates the store (storage.path) and the\n"
+               "                      broker (first listener)\n"
+               "      --url URL       the broker, http://HOST:PORT (also https, ws, wss)\n"
+               "      --token TOKEN   bearer token for the broker (default: $WSQ_TOKEN)\n"
+               "      --insecure      do not verify the broker's TLS certificate\n"
+               "      --json          machine output: one JSON document per command\n"
+               "  -v, --verbose       say what wsqctl does (e.g. broker or store path)\n"
+               "  -h, --help          this help (wsqctl COMMAND --help: that command)\n"
+               "  -V, --version       print versions\n"
+               "\n"
+               "Command options:\n"
+               "      --from POS      peek: first seq; sub: earliest, latest, resume, SEQ or\n"
+               "                      time:UNIX_MS\n"
+               "      --limit K       peek: at most K messages (default 10)\n"
+               "      --base64        peek, sub: binary payloads as base64 (default hex)\n"
+               "      --full          peek: do not shorten long payloads in the table\n"
+               "      --all | --before SEQ | --older-than DUR\n"
+               "                      purge: everything, seqs below SEQ, or messages older than\n"
+               "                      DUR (e.g. 90s, 15m, 2h, 7d)\n"
+               "      --consumer NAME sub: durable consumer (default: ephemeral)\n"
+               "      --ack           sub: acknowledge each message after printing it\n"
+               "      --count N       sub: exit after N messages\n"
+               "      --window N      sub: messages in flight\n"
+               "      --binary        pub: publish a binary message\n"
+               "      --timeout DUR   pub: wait this long for the confirm (default 30s);\n"
+               "                      sub: stop after DUR\n"
+               "\n"
+               "Exit status:\n"
+               "  0  success\n"
+               "  1  error (no store, store from a newer wsq, permission denied, lock held\n"
+               "     and no broker URL, the broker refused, ...)\n"
+               "  2  usage error\n"
+               "  3  topic or consumer not found\n"
+               "  4  check found violations\n"
+               "  5  broker unreachable\n"
+               "\n"
+               "Environment: WSQ_TOKEN (default for --token).\n"
+               "Documentation: docs/OPERATIONS.md (wsqctl).\n");
+}
+
+static void version(void)
+{
+    printf("wsqctl %s\n", WSQ_VERSION);
+    printf("on-disk format %d\n", WSQ_FORMAT_VERSION);
+    printf("%s\n", wsq_store_backend_version());
+    printf("libwebsockets %s\n", lws_get_library_version());
+}
+
+static const command_t *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int usage_fail(wsqctl_t *c, const command_t *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int usage_fail(wsqctl_t *c, const command_t *cmd, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (cmd)
+        return wsq__ctl_fail(c, CTL_USAGE, "usage", "%s (usage: wsqctl %s)", msg, cmd->usage);
+    return wsq__ctl_fail(c, CTL_USAGE, "usage", "%s (see wsqctl --help)", msg);
+}
+
+static void print_failure(wsqctl_t *c)
+{
+    fprintf(stderr, "wsqctl: %s\n", c->fail_msg);
+    if (c->json) {
+        json_t *e = json_pack("{s:{s:s,s:s,s:i}}", "error", "code", c->fail_name, "message",
+                              c->fail_msg, "exit", c->fail_code);
+        if (e) {
+            json_dumpf(e, stdout, JSON_COMPACT);
+            fputc('\n', stdout);
+            json_decref(e);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    enum {
+        OPT_URL = 256,
+        OPT_TOKEN,
+        OPT_JSON,
+        OPT_INSECURE,
+        OPT_FROM,
+        OPT_LIMIT,
+        OPT_BASE64,
+        OPT_FULL,
+        OPT_ALL,
+        OPT_BEFORE,
+        OPT_OLDER,
+        OPT_CONSUMER,
+        OPT_ACK,
+        OPT_COUNT,
+        OPT_WINDOW,
+        OPT_BINARY,
+        OPT_TIMEOUT,
+    };
+    static const struct option longopts[] = {
+        {"data", required_argument, NULL, 'd'},
+        {"config", required_argument, NULL, 'c'},
+        {"url", required_argument, NULL, OPT_URL},
+        {"token", required_argument, NULL, OPT_TOKEN},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"from", required_argument, NULL, OPT_FROM},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"base64", no_argument, NULL, OPT_BASE64},
+        {"full", no_argument, NULL, OPT_FULL},
+        {"all", no_argument, NULL, OPT_ALL},
+        {"before", required_argument, NULL, OPT_BEFORE},
+        {"older-than", required_argument, NULL, OPT_OLDER},
+        {"consumer", required_argument, NULL, OPT_CONSUMER},
+        {"ack", no_argument, NULL, OPT_ACK},
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"window", required_argument, NULL, OPT_WINDOW},
+        {"binary", no_argument, NULL, OPT_BINARY},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {NULL, 0, NULL, 0},
+    };
+    wsqctl_t ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    wsqctl_t *c = &ctl;
+    unsigned given = 0; /* command options seen */
+    bool help = false;
+    const char *bad_opt = NULL;
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":d:c:vhV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'd':
+            c->data_opt = optarg;
+            break;
+        case 'c':
+            c->config_path = optarg;
+            break;
+        case OPT_URL:
+            c->url_opt = optarg;
+            break;
+        case OPT_TOKEN:
+            c->token = optarg;
+            break;
+        case OPT_JSON:
+            c->json = true;
+            break;
+        case OPT_INSECURE:
+            c->insecure = true;
+            break;
+        case 'v':
+            c->verbose = true;
+            break;
+        case 'h':
+            help = true;
+            break;
+        case 'V':
+            version();
+            return CTL_OK;
+        case OPT_FROM:
+            c->from = optarg, given |= O_FROM;
+            break;
+        case OPT_LIMIT:
+            c->limit = optarg, given |= O_LIMIT;
+            break;
+        case OPT_BASE64:
+            c->base64 = true, given |= O_BASE64;
+            break;
+        case OPT_FULL:
+            c->full = true, given |= O_FULL;
+            break;
+        case OPT_ALL:
+            c->all = true, given |= O_ALL;
+            break;
+        case OPT_BEFORE:
+            c->before = optarg, given |= O_BEFORE;
+            break;
+        case OPT_OLDER:
+            c->older_than = optarg, given |= O_OLDER;
+            break;
+        case OPT_CONSUMER:
+            c->consumer = optarg, given |= O_CONSUMER;
+            break;
+        case OPT_ACK:
+            c->ack = true, given |= O_ACK;
+            break;
+        case OPT_COUNT:
+            c->count = optarg, given |= O_COUNT;
+            break;
+        case OPT_WINDOW:
+            c->window = optarg, given |= O_WINDOW;
+            break;
+        case OPT_BINARY:
+            c->binary = true, given |= O_BINARY;
+            break;
+        case OPT_TIMEOUT:
+            c->timeout = optarg, given |= O_TIMEOUT;
+            break;
+        case ':':
+            if (!bad_opt)
+                bad_opt = argv[optind - 1];
+            if (!c->fail_code) {
+                char m[200];
+                snprintf(m, sizeof(m), "option '%s' needs a value", argv[optind - 1]);
+                wsq__ctl_fail(c, CTL_USAGE, "usage", "%s (see wsqctl --help)", m);
+            }
+            break;
+        default:
+            if (!c->fail_code) {
+                const char *o = argv[optind - 1];
+                if (optopt && optopt < 256)
+                    wsq__ctl_fail(c, CTL_USAGE, "usage", "unknown option '-%c' (see wsqctl --help)",
+                                  optopt);
+                else
+                    wsq__ctl_fail(c, CTL_USAGE, "usage", "unknown option '%s' (see wsqctl --help)",
+                                  o);
+            }
+            break;
+        }
+    }
+    const command_t *cmd = optind < argc ? find_command(argv[optind]) : NULL;
+    if (help && !c->fail_code) {
+        if (cmd)
+            printf("usage: wsqctl [OPTIONS] %s\n  %s\n\nSee wsqctl --help for the options and "
+                   "exit codes.\n",
+                   cmd->usage, cmd->summary);
+        else
+            usage(stdout);
+        return CTL_OK;
+    }
+    int rc = c->fail_code;
+    if (!rc && optind >= argc)
+        rc = usage_fail(c, NULL, "no command given");
+    if (!rc && cmd == NULL)
+        rc = usage_fail(c, NULL, "unknown command '%s'", argv[optind]);
+    if (!rc) {
+        c->cmd = cmd->name;
+        unsigned extra = given & ~cmd->opts;
+        int nargs = argc - optind - 1;
+        if (extra) {
+            static const char *names[] = {"--from",   "--limit",  "--base64",     "--full",
+                                          "--all",    "--before", "--older-than", "--consumer",
+                                          "--ack",    "--count",  "--window",     "--binary",
+                                          "--timeout"};
+            unsigned bit = 0;
+            while (!(extra & (1u << bit)))
+                bit++;
+            rc = usage_fail(c, cmd, "%s does not take %s", cmd->name, names[bit]);
+        } else if (nargs < cmd->min_args) {
+            rc = usage_fail(c, cmd, "%s needs more arguments", cmd->name);
+        } else if (cmd->max_args >= 0 && nargs > cmd->max_args) {
+            rc = usage_fail(c, cmd, "unexpected argument '%s'", argv[optind + 1 + cmd->max_args]);
+        }
+    }
+    if (!rc) {
+        if (c->token == NULL) {
+            const char *env = getenv("WSQ_TOKEN");
+            if (env && *env)
+                c->token = env;
+        }
+        char err[512];
+        if (c->config_path && wsq_config_load(c->config_path, &c->cfg, err, sizeof(err)) != WSQ_OK)
+            rc = wsq__ctl_fail(c, CTL_ERR, "bad_config", "%s", err);
+    }
+    if (!rc && c->url_opt) {
+        char err[256];
+        if (!wsq__ctl_parse_url(c->url_opt, &c->url, err, sizeof(err)))
+            rc = wsq__ctl_fail(c, CTL_USAGE, "usage", "--url %s: %s", c->url_opt, err);
+        c->url.why = "--url";
+        c->has_url = rc == 0;
+    } else if (!rc && c->cfg) {
+        const wsq_listener_conf_t *l = &c->cfg->listeners[0];
+        if (l->port != 0) {
+            char u[300];
+            const char *a = l->address;
+            if (strcmp(a, "0.0.0.0") == 0)
+                a = "127.0.0.1";
+            else if (strcmp(a, "::") == 0)
+                a = "::1";
+            bool v6 = strchr(a, ':') != NULL;
+            snprintf(u, sizeof(u), "%s://%s%s%s:%u", l->tls_cert ? "https" : "http", v6 ? "[" : "",
+                     a, v6 ? "]" : "", (unsigned)l->port);
+            char err[256];
+            if (wsq__ctl_parse_url(u, &c->url, err, sizeof(err))) {
+                c->url.why = "-c";
+                c->has_url = true;
+            }
+        }
+    }
+    if (!rc) {
+        wsq__ctl_http_global(true);
+        lws_set_log_level(c->verbose ? LLL_ERR : 0, NULL);
+        rc = cmd->fn(c, argc - optind - 1, argv + optind + 1);
+        wsq__ctl_http_global(false);
+    }
+    fflush(stdout);
+    if (rc != CTL_OK && c->fail_code == 0) /* a command returned a code without a message */
+        wsq__ctl_fail(c, rc, "internal", "%s failed", c->cmd ? c->cmd : "wsqctl");
+    if (c->fail_code == CTL_VIOLATIONS && c->json && c->doc) {
+        /* check's report is its document; the violations are in it */
+        fprintf(stderr, "wsqctl: %s\n", c->fail_msg);
+        json_dumpf(c->doc, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        rc = c->fail_code;
+    } else if (c->fail_code) {
+        print_failure(c);
+        rc = c->fail_code;
+    } else if (c->json && c->doc) {
+        json_dumpf(c->doc, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
+    if (fflush(stdout) != 0 && rc == CTL_OK) {
+        fprintf(stderr, "wsqctl: writing the output failed\n");
+        rc = CTL_ERR;
+    }
+    json_decref(c->doc);
+    wsq_config_free(&c->cfg);
+    free(c->data_dir);
+    return rc;
+}
