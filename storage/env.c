@@ -111,7 +111,8 @@ size_t wsq__topic_rec_encode(const wsq__topic_rec_t *t, unsigned char *p)
     wsq__put_le64(p + 72, t->purged_upto);
     p[80] = (unsigned char)t->name_len;
     p[81] = (unsigned char)(t->name_len >> 8);
-    p[82] = p[83] = 0;
+    p[82] = (unsigned char)t->flags;
+    p[83] = (unsigned char)(t->flags >> 8);
     memcpy(p + TOPIC_REC_HDR, t->name, t->name_len);
     return TOPIC_REC_HDR + t->name_len;
 }
@@ -138,6 +139,7 @@ wsq_err wsq__topic_rec_decode(wsq__topic_rec_t *t, const void *buf, size_t len)
     t->first_ts_ms = (int64_t)wsq__get_le64(p + 56);
     t->last_ts_ms = (int64_t)wsq__get_le64(p + 64);
     t->purged_upto = wsq__get_le64(p + 72);
+    t->flags = (uint16_t)(p[82] | p[83] << 8);
     t->name_len = name_len;
     memcpy(t->name, p + TOPIC_REC_HDR, name_len);
     t->name[name_len] = '\0';
@@ -161,6 +163,14 @@ void wsq__topic_info_from_rec(wsq_topic_info_t *info, const wsq__topic_rec_t *t)
 }
 
 wsq_err wsq__topic_load(MDB_txn *txn, wsq_store_t *store, uint32_t id, wsq__topic_rec_t *t)
+{
+    wsq_err err = wsq__topic_load_raw(txn, store, id, t);
+    if (err == WSQ_OK && (t->flags & TOPIC_DELETING))
+        return WSQ_ERR_NOTFOUND;
+    return err;
+}
+
+wsq_err wsq__topic_load_raw(MDB_txn *txn, wsq_store_t *store, uint32_t id, wsq__topic_rec_t *t)
 {
     unsigned char kb[4];
     wsq__put_be32(kb, id);
@@ -313,9 +323,13 @@ static wsq_err open_tables(wsq_store_t *store)
          * an LMDB file of someone else's, which we must not touch. */
         MDB_dbi main_dbi;
         MDB_stat st;
-        if (store->readonly || mdb_dbi_open(txn, NULL, 0, &main_dbi) != 0 ||
-            mdb_stat(txn, main_dbi, &st) != 0 || st.ms_entries != 0) {
+        if (mdb_dbi_open(txn, NULL, 0, &main_dbi) != 0 || mdb_stat(txn, main_dbi, &st) != 0 ||
+            st.ms_entries != 0) {
             err = WSQ_ERR_CORRUPT;
+            goto fail;
+        }
+        if (store->readonly) {
+            err = WSQ_ERR_NOSTORE; /* being created right now: there is nothing to read yet */
             goto fail;
         }
         rc = mdb_dbi_open(txn, "meta", dflags, &store->dbi_meta);

@@ -28,9 +28,14 @@ typedef struct {
     int64_t first_ts_ms;
     int64_t last_ts_ms;   /* timestamp of the newest message ever appended (keeps ts monotonic) */
     uint64_t purged_upto; /* highest seq removed by an explicit purge (else retention removed it) */
+    uint16_t flags;       /* TOPIC_DELETING */
     uint16_t name_len;
     char name[WSQ_TOPIC_MAX + 1];
 } wsq__topic_rec_t;
+
+/* The topic is being deleted: its name is gone, its messages and consumers go in bounded
+ * chunks, the record last. Readers treat it as absent; check treats its leftovers as expected. */
+#define TOPIC_DELETING 0x1u
 
 /* Encoded topic record: fixed header then the name. */
 #define TOPIC_REC_HDR 84u
@@ -68,8 +73,11 @@ size_t wsq__consumer_key(unsigned char *key, uint32_t topic_id, const char *name
 wsq_err wsq__rtxn_begin(wsq_store_t *store, MDB_txn **txn);
 void wsq__rtxn_end(wsq_store_t *store, MDB_txn **txn);
 
-/* Reads a topic record by id inside txn. WSQ_ERR_NOTFOUND, WSQ_ERR_CORRUPT, WSQ_ERR_IO. */
+/* Reads a topic record by id inside txn. WSQ_ERR_NOTFOUND (also while it is being deleted),
+ * WSQ_ERR_CORRUPT, WSQ_ERR_IO. */
 wsq_err wsq__topic_load(MDB_txn *txn, wsq_store_t *store, uint32_t id, wsq__topic_rec_t *t);
+/* As wsq__topic_load, but also returns records being deleted (t->flags says so). */
+wsq_err wsq__topic_load_raw(MDB_txn *txn, wsq_store_t *store, uint32_t id, wsq__topic_rec_t *t);
 
 /* Maps an LMDB or errno error to wsq_err. */
 wsq_err wsq__mdb_err(int rc);

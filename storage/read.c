@@ -364,7 +364,8 @@ wsq_err wsq_store_stats(wsq_store_t *store, wsq_store_stats_t *out)
         int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
         while (rc == 0) {
             wsq__topic_rec_t t;
-            if (wsq__topic_rec_decode(&t, v.mv_data, v.mv_size) == WSQ_OK) {
+            if (wsq__topic_rec_decode(&t, v.mv_data, v.mv_size) == WSQ_OK &&
+                !(t.flags & TOPIC_DELETING)) {
                 out->topics++;
                 out->messages += t.count;
                 out->message_bytes += t.bytes;
@@ -385,4 +386,15 @@ wsq_err wsq_store_stats(wsq_store_t *store, wsq_store_stats_t *out)
     if (stat(path, &sb) == 0)
         out->file_bytes = (uint64_t)sb.st_size;
     return WSQ_OK;
+}
+
+void wsq_store_map_usage(wsq_store_t *store, uint64_t *used, uint64_t *size, uint64_t *max)
+{
+    MDB_envinfo ei;
+    MDB_stat st;
+    mdb_env_info(store->env, &ei);
+    mdb_env_stat(store->env, &st);
+    *used = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
+    *size = ei.me_mapsize;
+    *max = store->opts.map_size_max;
 }

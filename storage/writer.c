@@ -52,7 +52,7 @@ typedef struct wcons {
     struct wcons *lnext;
 } wcons_t;
 
-typedef enum { JOB_PURGE, JOB_DELETE_MSGS, JOB_DELETE_CONSUMERS } job_kind_t;
+typedef enum { JOB_PURGE, JOB_DELETE_MSGS, JOB_DELETE_CONSUMERS, JOB_DELETE_RECORD } job_kind_t;
 
 typedef struct job {
     wsq_wreq_t *req; /* completed when the job finishes */
@@ -825,14 +825,18 @@ static wsq_err job_start(wsq__writer_t *w, wsq_wreq_t *r)
             j->upto = last;
     } else {
         /* A deleted topic disappears at once (its name can be created again, with a new epoch);
-         * its messages and consumers are removed in bounded chunks afterwards. */
+         * its record stays as a tombstone while its messages and consumers are removed in
+         * bounded chunks, so that check and a restart know the leftovers are expected. */
         j->kind = JOB_DELETE_MSGS;
-        unsigned char idb[4];
+        unsigned char idb[4], buf[TOPIC_REC_HDR + WSQ_TOPIC_MAX];
         wsq__put_be32(idb, t->rec.id);
+        wsq__topic_rec_t tomb = t->rec;
+        tomb.flags |= TOPIC_DELETING;
         MDB_val nk = {t->rec.name_len, t->rec.name}, ik = {4, idb};
+        MDB_val tv = {wsq__topic_rec_encode(&tomb, buf), buf};
         int rc = mdb_del(w->txn, w->store->dbi_names, &nk, NULL);
         if (rc == 0)
-            rc = mdb_del(w->txn, w->store->dbi_topics, &ik, NULL);
+            rc = mdb_put(w->txn, w->store->dbi_topics, &ik, &tv, 0);
         if (rc != 0) {
             free(j);
             return wsq__mdb_err(rc);
@@ -876,6 +880,19 @@ static wsq_err jobs_run(wsq__writer_t *w)
         if (err == WSQ_OK && j->kind == JOB_DELETE_CONSUMERS && !done) {
             uint64_t n = 0;
             err = delete_prefix(w, w->store->dbi_consumers, j->topic_id, &n, &done);
+            if (err == WSQ_OK && done) {
+                j->kind = JOB_DELETE_RECORD;
+                done = false;
+            }
+        }
+        if (err == WSQ_OK && j->kind == JOB_DELETE_RECORD && !done) {
+            unsigned char idb[4];
+            wsq__put_be32(idb, j->topic_id);
+            MDB_val ik = {4, idb};
+            int rc = mdb_del(w->txn, w->store->dbi_topics, &ik, NULL);
+            if (rc != 0 && rc != MDB_NOTFOUND)
+                err = wsq__mdb_err(rc);
+            done = err == WSQ_OK;
         }
         if (err != WSQ_OK)
             return err;
@@ -1394,6 +1411,28 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Schedules the removal of what topic id left behind (a job that needs no request). */
+static wsq_err resume_delete(wsq__writer_t *w, uint32_t id)
+{
+    for (job_t *j = w->jobs; j; j = j->next)
+        if (j->topic_id == id)
+            return WSQ_OK;
+    job_t *j = calloc(1, sizeof(*j));
+    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_TOPIC_DELETE, NULL, 0, NULL, 0, 0);
+    if (j == NULL || r == NULL) {
+        free(j);
+        wsq_wreq_free(&r);
+        return WSQ_ERR_NOMEM;
+    }
+    j->req = r;
+    j->topic_id = id;
+    j->kind = j->saved_kind = JOB_DELETE_MSGS;
+    j->started = true;
+    j->next = w->jobs;
+    w->jobs = j;
+    return WSQ_OK;
+}
+
 /* Loads every topic record into the cache. */
 static wsq_err load_topics(wsq__writer_t *w)
 {
@@ -1417,13 +1456,24 @@ static wsq_err load_topics(wsq__writer_t *w)
             err = WSQ_ERR_NOMEM;
             break;
         }
-        if ((err = wsq__topic_rec_decode(&t->rec, v.mv_data, v.mv_size)) != WSQ_OK ||
-            (err = cache_insert(w, t)) != WSQ_OK) {
+        if ((err = wsq__topic_rec_decode(&t->rec, v.mv_data, v.mv_size)) != WSQ_OK) {
             free(t);
             break;
         }
         if (t->rec.id > max_id)
             max_id = t->rec.id;
+        if (t->rec.flags & TOPIC_DELETING) {
+            /* a delete interrupted by a stop or a crash: finish it */
+            err = resume_delete(w, t->rec.id);
+            free(t);
+            if (err != WSQ_OK)
+                break;
+            continue;
+        }
+        if ((err = cache_insert(w, t)) != WSQ_OK) {
+            free(t);
+            break;
+        }
     }
     mdb_cursor_close(cur);
     if (err == WSQ_OK) {
@@ -1461,27 +1511,8 @@ static wsq_err sweep_orphans(wsq__writer_t *w)
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
         while (rc == 0 && k.mv_size >= 4) {
             uint32_t id = wsq__get_be32(k.mv_data);
-            if (topic_by_id(w, id) == NULL) {
-                bool dup = false;
-                for (job_t *j = w->jobs; j; j = j->next)
-                    dup |= j->topic_id == id;
-                if (!dup) {
-                    job_t *j = calloc(1, sizeof(*j));
-                    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_TOPIC_DELETE, NULL, 0, NULL, 0, 0);
-                    if (j == NULL || r == NULL) {
-                        free(j);
-                        wsq_wreq_free(&r);
-                        err = WSQ_ERR_NOMEM;
-                        break;
-                    }
-                    j->req = r;
-                    j->topic_id = id;
-                    j->kind = j->saved_kind = JOB_DELETE_MSGS;
-                    j->started = true;
-                    j->next = w->jobs;
-                    w->jobs = j;
-                }
-            }
+            if (topic_by_id(w, id) == NULL && (err = resume_delete(w, id)) != WSQ_OK)
+                break;
             if (id == UINT32_MAX)
                 break;
             unsigned char kb[4];

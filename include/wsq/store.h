@@ -359,6 +359,10 @@ typedef struct {
     uint64_t last_txn;      /* LMDB transaction id of the last commit */
 } wsq_store_stats_t;
 
+/* Map use without walking anything (cheap enough for every /metrics scrape): bytes up to the
+ * highest page in use, the current map size and the configured maximum. Any thread. */
+void wsq_store_map_usage(wsq_store_t *store, uint64_t *used, uint64_t *size, uint64_t *max);
+
 /* Storage statistics. Walks the free list, so it costs more than a read; meant for admin use. */
 wsq_err wsq_store_stats(wsq_store_t *store, wsq_store_stats_t *out);
 
