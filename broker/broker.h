@@ -176,11 +176,23 @@ ct_cmd_t *wsq__ct_cmd(ct_kind_t kind, uint64_t sid, uint64_t sub_id);
 /* ------------------------------------------------------------------------------------------- */
 /* Identities and rights (auth.c) */
 
+typedef enum { WSQ_ID_ANON = 0, WSQ_ID_TOKEN, WSQ_ID_JWT } wsq_id_kind_t;
+
+/* Who a connection is. Rights of ANON and TOKEN identities point into the config in force (a
+ * reload re-resolves them by name); a JWT identity owns the rights from its claims. */
 typedef struct {
-    char name[64];              /* "anonymous" or a token/JWT subject */
-    const wsq_rights_t *rights; /* points into the config, or own when from a JWT */
+    char name[64]; /* "anonymous", a token's name or a JWT's sub */
+    wsq_id_kind_t kind;
+    const wsq_rights_t *rights; /* never NULL once resolved */
+    wsq_rights_t *owned;        /* JWT: rights from the claims, freed with the identity */
+    int64_t expires_ms;         /* JWT exp in ms; 0 = never */
     bool anonymous;
 } wsq_identity_t;
+
+/* Frees what an identity owns (JWT rights). */
+void wsq__identity_fini(wsq_identity_t *id);
+/* Moves src into dst (dst's old content is freed). */
+void wsq__identity_move(wsq_identity_t *dst, wsq_identity_t *src);
 
 typedef enum { WSQ_RIGHT_PUBLISH, WSQ_RIGHT_SUBSCRIBE } wsq_right_t;
 bool wsq__allowed(const wsq_identity_t *id, wsq_right_t right, const char *topic, size_t len);
@@ -199,6 +211,39 @@ void wsq__log(wsq_log_level_t level, const char *event, const char *fmt, ...)
 /* ------------------------------------------------------------------------------------------- */
 /* Metrics: plain atomic counters, read by /metrics. */
 
+/* Bucket upper bounds of the commit histograms (the last bucket is +Inf). */
+#define WSQ_BATCH_BUCKETS 12
+#define WSQ_LATENCY_BUCKETS 12
+
+/* Limit refusals, by limit (wsq_limit_refusals_total{limit=...}) */
+typedef enum {
+    WSQ_LIM_CONNECTIONS = 0,
+    WSQ_LIM_CONNECTIONS_PER_IP,
+    WSQ_LIM_SUBSCRIPTIONS,
+    WSQ_LIM_WINDOW,
+    WSQ_LIM_MESSAGE_SIZE,
+    WSQ_LIM_PUBLISH_RATE,
+    WSQ_LIM_COUNT
+} wsq_limit_t;
+
+/* Authentication failures, by reason (wsq_auth_failures_total{reason=...}) */
+typedef enum {
+    WSQ_AUTHF_BAD_HEADER = 0, /* Authorization is not "Bearer <token>" */
+    WSQ_AUTHF_UNKNOWN_TOKEN,  /* not a configured token, and no JWT secret accepts it */
+    WSQ_AUTHF_MALFORMED,      /* JWT: not three base64url parts, bad JSON */
+    WSQ_AUTHF_BAD_ALG,
+    WSQ_AUTHF_BAD_SIGNATURE,
+    WSQ_AUTHF_EXPIRED,
+    WSQ_AUTHF_NOT_YET_VALID,
+    WSQ_AUTHF_BAD_ISSUER,
+    WSQ_AUTHF_BAD_AUDIENCE,
+    WSQ_AUTHF_BAD_CLAIMS,
+    WSQ_AUTHF_ORIGIN,  /* browser Origin not in auth.allowed_origins */
+    WSQ_AUTHF_REVOKED, /* credentials withdrawn by a reload */
+    WSQ_AUTHF_COUNT
+} wsq_authf_t;
+const char *wsq__authf_name(wsq_authf_t r);
+
 typedef struct {
     _Atomic uint64_t connections; /* currently open WebSocket connections */
     _Atomic uint64_t connections_total;
@@ -213,13 +258,27 @@ typedef struct {
     _Atomic uint64_t commit_ns_total;
     _Atomic uint64_t paused;        /* publisher pauses (backpressure) */
     _Atomic uint64_t dead_lettered; /* messages skipped after limits.max_deliver */
+    _Atomic uint64_t reloads;
+    _Atomic uint64_t reload_failures;
+    _Atomic uint64_t limit_refusals[WSQ_LIM_COUNT];
+    _Atomic uint64_t auth_failures[WSQ_AUTHF_COUNT];
+    _Atomic uint64_t batch_hist[WSQ_BATCH_BUCKETS + 1]; /* requests per commit */
+    _Atomic uint64_t batch_sum;
+    _Atomic uint64_t latency_hist[WSQ_LATENCY_BUCKETS + 1]; /* commit duration */
+    _Atomic uint64_t latency_sum_ns;
 } wsq_metrics_t;
 
 /* ------------------------------------------------------------------------------------------- */
 /* The server (server.c) */
 
 struct wsq_server {
-    const wsq_config_t *cfg;
+    /* The config in force. A reload swaps it; every thread reads it through this atomic
+     * pointer, and replaced configs stay allocated until exit (old_cfgs), so a pointer taken
+     * from one never dangles. */
+    const wsq_config_t *_Atomic cfg;
+    const char *cfg_path; /* NULL: the embedded default (nothing to reload) */
+    wsq_config_t **old_cfgs;
+    size_t n_old_cfgs;
     wsq_store_t *store;
     wsq_consumers_t *ct;
     struct lws_context *lws;
@@ -246,6 +305,9 @@ struct wsq_server {
     uint64_t next_sid;
     uint64_t next_sub_id;
     bool publishers_paused;    /* the writer queue passed its high-water mark */
+    uint32_t nconns;           /* accepted TCP connections (WebSocket and HTTP) */
+    struct wsq_ip_count **ips; /* per-peer connection counts (max_connections_per_ip) */
+    uint32_t nips_buckets;
     wsq_session_t *paused;     /* sessions whose rx is off */
     atomic_int signal_pending; /* set by the signal handler: 1 stop, 2 reload */
     bool shutting_down;
@@ -254,8 +316,9 @@ struct wsq_server {
     int exit_code;
 };
 
-/* Runs the broker until SIGTERM/SIGINT; returns the process exit code. */
-int wsq__server_run(const wsq_config_t *cfg);
+/* Runs the broker until SIGTERM/SIGINT; returns the process exit code. Takes ownership of cfg.
+ * path names the file it came from (for SIGHUP reloads), NULL for the embedded default. */
+int wsq__server_run(wsq_config_t *cfg, const char *path);
 
 /* ST: drains the inbox (LWS_CALLBACK_EVENT_WAIT_CANCELLED) */
 void wsq__server_wake(wsq_server_t *srv);
@@ -267,6 +330,15 @@ void wsq__st_push(wsq_server_t *srv, st_item_t *item);
 st_item_t *wsq__st_item(st_kind_t kind, uint64_t sid, uint64_t sub_id);
 
 /* Sessions (session.c), ST only */
+/* After a reload: re-resolve every session's rights; close those that lost them. */
+void wsq__sessions_reauthorize(wsq_server_t *srv);
+/* Closes sessions whose JWT expired (4001 "token expired"). */
+void wsq__sessions_expire_tokens(wsq_server_t *srv, int64_t now_ms);
+/* Connection accounting (server.c): a new TCP client (after FILTER) and its end. */
+void wsq__conn_opened(wsq_server_t *srv, struct lws *wsi);
+void wsq__conn_closed(wsq_server_t *srv, struct lws *wsi);
+/* True when the connection limits refuse this (already counted) connection. */
+bool wsq__conn_over_limit(wsq_server_t *srv, struct lws *wsi, wsq_limit_t *which);
 wsq_session_t *wsq__session_find(wsq_server_t *srv, uint64_t sid);
 void wsq__session_deliver(wsq_server_t *srv, st_item_t *item);
 void wsq__session_confirm(wsq_server_t *srv, wsq_wreq_t *req);

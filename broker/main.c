@@ -95,7 +95,5 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     wsq_info_log("start", "version=%s config=%s pid=%ld", WSQ_VERSION, cfg->source, (long)getpid());
-    int rc = wsq__server_run(cfg);
-    wsq_config_free(&cfg);
-    return rc;
+    return wsq__server_run(cfg, config); /* the server owns cfg from here */
 }

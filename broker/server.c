@@ -79,6 +79,22 @@ static void on_commit(void *arg, const wsq_commit_info_t *info)
 {
     wsq_server_t *srv = arg;
     if (info->err == WSQ_OK) {
+        wsq_metrics_t *m = &srv->metrics;
+        static const uint32_t batch_le[WSQ_BATCH_BUCKETS] = {1,   2,   5,   10,   20,   50,
+                                                             100, 200, 500, 1000, 2000, 5000};
+        static const int64_t lat_le_us[WSQ_LATENCY_BUCKETS] = {
+            100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
+        unsigned b = 0;
+        while (b < WSQ_BATCH_BUCKETS && info->n_requests > batch_le[b])
+            b++;
+        atomic_fetch_add_explicit(&m->batch_hist[b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->batch_sum, info->n_requests, memory_order_relaxed);
+        b = 0;
+        while (b < WSQ_LATENCY_BUCKETS && info->commit_ns / 1000 > lat_le_us[b])
+            b++;
+        atomic_fetch_add_explicit(&m->latency_hist[b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->latency_sum_ns, (uint64_t)info->commit_ns,
+                                  memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->metrics.commits, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->metrics.commit_ns_total, (uint64_t)info->commit_ns,
                                   memory_order_relaxed);
@@ -207,20 +223,158 @@ static void drain_inbox(wsq_server_t *srv)
         wsq__sessions_resume_publishers(srv);
 }
 
+static bool same_listeners(const wsq_config_t *a, const wsq_config_t *b)
+{
+    if (a->n_listeners != b->n_listeners)
+        return false;
+    for (size_t i = 0; i < a->n_listeners; i++) {
+        const wsq_listener_conf_t *x = &a->listeners[i], *y = &b->listeners[i];
+        if (x->port != y->port || strcmp(x->address, y->address) != 0 ||
+            (x->tls_cert == NULL) != (y->tls_cert == NULL))
+            return false;
+    }
+    return true;
+}
+
+/* SIGHUP: reloads auth, limits, retention and the log level without dropping connections. An
+ * invalid file is refused with its error and the config in force stays. */
+static void reload(wsq_server_t *srv)
+{
+    if (srv->cfg_path == NULL) {
+        wsq_warn_log("reload", "status=refused reason=\"wsqd runs on the embedded default; "
+                               "start it with -c FILE to reload\"");
+        return;
+    }
+    wsq_config_t *n = NULL;
+    char err[512];
+    if (wsq_config_load(srv->cfg_path, &n, err, sizeof(err)) != WSQ_OK) {
+        atomic_fetch_add_explicit(&srv->metrics.reload_failures, 1, memory_order_relaxed);
+        wsq_err_log("reload",
+                    "status=refused error=\"%s\" msg=\"the previous config stays in "
+                    "force\"",
+                    err);
+        return;
+    }
+    wsq_config_t **olds = realloc(srv->old_cfgs, (srv->n_old_cfgs + 1) * sizeof(*olds));
+    if (olds == NULL) {
+        wsq_config_free(&n);
+        return;
+    }
+    srv->old_cfgs = olds;
+    const wsq_config_t *old = srv->cfg;
+    olds[srv->n_old_cfgs++] = (wsq_config_t *)old; /* alive until exit: pointers into it */
+    if (!same_listeners(old, n) || strcmp(old->storage.path, n->storage.path) != 0 ||
+        old->storage.sync != n->storage.sync)
+        wsq_warn_log("reload", "msg=\"listeners and storage changes take effect at the next "
+                               "restart\"");
+    srv->cfg = n;
+    wsq__log_init(n->log.level, n->log.json);
+    wsq_store_retention_changed(srv->store);
+    wsq__sessions_reauthorize(srv);
+    atomic_fetch_add_explicit(&srv->metrics.reloads, 1, memory_order_relaxed);
+    wsq_info_log("reload", "status=ok config=%s tokens=%zu", srv->cfg_path, n->auth.n_tokens);
+}
+
 void wsq__server_wake(wsq_server_t *srv)
 {
     int sig = atomic_exchange(&srv->signal_pending, 0);
     if (sig == SIGHUP)
-        wsq_info_log("reload", "status=ignored reason=\"reload is not supported yet\"");
+        reload(srv);
     else if (sig)
         begin_shutdown(srv);
     drain_inbox(srv);
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* connection accounting: limits.max_connections and max_connections_per_ip */
+
+struct wsq_ip_count {
+    struct wsq_ip_count *next;
+    uint32_t n;
+    char ip[64];
+};
+
+static uint32_t ip_bucket(const wsq_server_t *srv, const char *ip)
+{
+    uint32_t h = 2166136261u;
+    for (; *ip; ip++)
+        h = (h ^ (unsigned char)*ip) * 16777619u;
+    return h & (srv->nips_buckets - 1);
+}
+
+void wsq__conn_opened(wsq_server_t *srv, struct lws *wsi)
+{
+    srv->nconns++;
+    if (srv->ips == NULL) {
+        srv->nips_buckets = 1024;
+        srv->ips = calloc(srv->nips_buckets, sizeof(*srv->ips));
+        if (srv->ips == NULL)
+            return;
+    }
+    char ip[64];
+    lws_get_peer_simple(wsi, ip, sizeof(ip));
+    struct wsq_ip_count **pp = &srv->ips[ip_bucket(srv, ip)];
+    while (*pp && strcmp((*pp)->ip, ip) != 0)
+        pp = &(*pp)->next;
+    if (*pp == NULL) {
+        *pp = calloc(1, sizeof(**pp));
+        if (*pp == NULL)
+            return;
+        snprintf((*pp)->ip, sizeof((*pp)->ip), "%s", ip);
+    }
+    (*pp)->n++;
+    lws_set_opaque_user_data(wsi, *pp);
+}
+
+void wsq__conn_closed(wsq_server_t *srv, struct lws *wsi)
+{
+    struct wsq_ip_count *c = lws_get_opaque_user_data(wsi);
+    if (c == NULL)
+        return; /* not a counted client connection */
+    lws_set_opaque_user_data(wsi, NULL);
+    srv->nconns--;
+    if (--c->n == 0) {
+        for (struct wsq_ip_count **pp = &srv->ips[ip_bucket(srv, c->ip)]; *pp; pp = &(*pp)->next) {
+            if (*pp == c) {
+                *pp = c->next;
+                free(c);
+                break;
+            }
+        }
+    }
+}
+
+bool wsq__conn_over_limit(wsq_server_t *srv, struct lws *wsi, wsq_limit_t *which)
+{
+    const wsq_config_t *cfg = srv->cfg;
+    if (cfg->limits.max_connections && srv->nconns > cfg->limits.max_connections) {
+        *which = WSQ_LIM_CONNECTIONS;
+        atomic_fetch_add_explicit(&srv->metrics.limit_refusals[*which], 1, memory_order_relaxed);
+        return true;
+    }
+    struct wsq_ip_count *c = lws_get_opaque_user_data(wsi);
+    if (cfg->limits.max_connections_per_ip && c && c->n > cfg->limits.max_connections_per_ip) {
+        *which = WSQ_LIM_CONNECTIONS_PER_IP;
+        atomic_fetch_add_explicit(&srv->metrics.limit_refusals[*which], 1, memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
 int wsq__accept_connection(wsq_server_t *srv, struct lws *wsi)
 {
     (void)wsi;
-    return srv->shutting_down ? -1 : 0;
+    if (srv->shutting_down)
+        return -1;
+    /* Far past the limit, refusals themselves would cost descriptors: drop at once. Up to
+     * it, the request gets a 503 with a JSON body (wsq__conn_over_limit). */
+    uint32_t max = srv->cfg->limits.max_connections;
+    if (max && srv->nconns >= max + max / 8 + 64) {
+        atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_CONNECTIONS], 1,
+                                  memory_order_relaxed);
+        return -1;
+    }
+    return 0;
 }
 
 static void finish(wsq_server_t *srv)
@@ -257,6 +411,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     }
     if (srv->paused)
         wsq__sessions_resume_publishers(srv);
+    wsq__sessions_expire_tokens(srv, wsq_now_ms());
     lws_sul_schedule(srv->lws, 0, &srv->lx->tick, on_tick, TICK_US);
 }
 
@@ -387,12 +542,15 @@ static bool create_vhosts(wsq_server_t *srv)
     return true;
 }
 
-int wsq__server_run(const wsq_config_t *cfg)
+int wsq__server_run(wsq_config_t *cfg, const char *path)
 {
     wsq_server_t *srv = calloc(1, sizeof(*srv));
-    if (srv == NULL)
+    if (srv == NULL) {
+        wsq_config_free(&cfg);
         return 1;
+    }
     srv->cfg = cfg;
+    srv->cfg_path = path;
     srv->started_ms = wsq_now_ms();
     srv->exit_code = 0;
     pthread_mutex_init(&srv->inbox_lock, NULL);
@@ -475,6 +633,19 @@ out:
     }
     wsq_store_close(srv->store);
     signal_target = NULL;
+    for (size_t i = 0; i < srv->n_old_cfgs; i++)
+        wsq_config_free(&srv->old_cfgs[i]);
+    free(srv->old_cfgs);
+    wsq_config_t *last = (wsq_config_t *)srv->cfg;
+    wsq_config_free(&last);
+    if (srv->ips) {
+        for (uint32_t b = 0; b < srv->nips_buckets; b++)
+            for (struct wsq_ip_count *c = srv->ips[b], *nx; c; c = nx) {
+                nx = c->next;
+                free(c);
+            }
+        free(srv->ips);
+    }
     free(srv->buckets);
     free(srv->wbuf);
     if (srv->lx)

@@ -107,6 +107,7 @@ void wsq__session_free(wsq_session_t *s)
     wsq__out_free_list(&s->oq_head);
     wsq_buf_fini(&s->rx);
     wsq_raw_target_clear(&s->target);
+    wsq__identity_fini(&s->ident);
     free(s->subs);
     wsq__http_free(s->http);
     free(s);
@@ -496,6 +497,9 @@ static void handle_wsq(wsq_session_t *s, const unsigned char *msg, size_t len)
     wsq_proto_error_t perr;
     wsq_frame_init(&f);
     if (wsq_proto_decode(msg, len, cfg->limits.max_message_size, &f, &perr) != WSQ_OK) {
+        if (perr.code == WSQ_ERR_TOO_LARGE)
+            atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_SIZE], 1,
+                                      memory_order_relaxed);
         send_err(s, perr.ref, perr.code, perr.message);
         return;
     }
@@ -509,6 +513,12 @@ static void handle_wsq(wsq_session_t *s, const unsigned char *msg, size_t len)
         }
         if (srv->shutting_down) {
             send_err(s, f.ref, WSQ_ERR_CLOSED, "server is shutting down");
+            break;
+        }
+        if (!wsq__rate_ok(s)) {
+            snprintf(buf, sizeof(buf), "more than limits.max_publish_rate (%u/s) publishes",
+                     cfg->limits.max_publish_rate);
+            send_err(s, f.ref, WSQ_ERR_RATE_LIMITED, buf);
             break;
         }
         wsq_err err =
@@ -532,6 +542,8 @@ static void handle_wsq(wsq_session_t *s, const unsigned char *msg, size_t len)
             break;
         }
         if (s->nsubs >= cfg->limits.max_subscriptions) {
+            atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_SUBSCRIPTIONS], 1,
+                                      memory_order_relaxed);
             snprintf(buf, sizeof(buf), "at most %u subscriptions per connection",
                      cfg->limits.max_subscriptions);
             send_err(s, f.ref, WSQ_ERR_LIMIT, buf);
@@ -539,6 +551,8 @@ static void handle_wsq(wsq_session_t *s, const unsigned char *msg, size_t len)
         }
         uint32_t window = f.window ? f.window : cfg->limits.default_window;
         if (window > cfg->limits.max_window) {
+            atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_WINDOW], 1,
+                                      memory_order_relaxed);
             snprintf(buf, sizeof(buf), "window %u exceeds limits.max_window %u", window,
                      cfg->limits.max_window);
             send_err(s, f.ref, WSQ_ERR_LIMIT, buf);
@@ -621,7 +635,7 @@ static void handle_wsq(wsq_session_t *s, const unsigned char *msg, size_t len)
                          (unsigned long long)s->id, s->peer);
             break;
         }
-        s->ident = id;
+        wsq__identity_move(&s->ident, &id);
         wsq_buf_t b;
         wsq_buf_init(&b);
         wsq_proto_enc_ok(&b, f.ref, NULL, 0, 0, false);
@@ -643,6 +657,8 @@ static int handle_raw(wsq_session_t *s, const unsigned char *msg, size_t len, bo
         return close_now(s, WSQ_CLOSE_FORBIDDEN, "not allowed to publish to this topic");
     if (srv->shutting_down)
         return 0; /* paused anyway; the client sees 1001 shortly */
+    if (!wsq__rate_ok(s))
+        return close_now(s, WSQ_CLOSE_LIMIT, "publish rate limit exceeded");
     wsq_err err =
         wsq__publish(srv, s->id, s->target.topic, s->target.topic_len, msg, len, binary, NULL);
     if (err != WSQ_OK)
@@ -650,6 +666,74 @@ static int handle_raw(wsq_session_t *s, const unsigned char *msg, size_t len, bo
     s->pub_inflight++;
     backpressure(s);
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* rights after a reload, publish rate */
+
+bool wsq__rate_ok(wsq_session_t *s)
+{
+    uint32_t rate = s->srv->cfg->limits.max_publish_rate;
+    if (rate == 0)
+        return true;
+    int64_t now = wsq_mono_ns();
+    if (s->rate_last_ns == 0) {
+        s->rate_tokens = rate; /* a full second's burst to start */
+    } else {
+        s->rate_tokens += (double)(now - s->rate_last_ns) * rate / 1e9;
+        if (s->rate_tokens > rate)
+            s->rate_tokens = rate;
+    }
+    s->rate_last_ns = now;
+    if (s->rate_tokens >= 1.0) {
+        s->rate_tokens -= 1.0;
+        return true;
+    }
+    atomic_fetch_add_explicit(&s->srv->metrics.limit_refusals[WSQ_LIM_PUBLISH_RATE], 1,
+                              memory_order_relaxed);
+    return false;
+}
+
+/* Closes s when its identity lost its credentials or a right that its connection uses. */
+static void reauthorize(wsq_session_t *s)
+{
+    if (!wsq__identity_refresh(s->srv, &s->ident)) {
+        wsq_info_log("revoked", "sid=%llu identity=%s reason=credentials",
+                     (unsigned long long)s->id, s->ident.name);
+        wsq__session_close(s, WSQ_CLOSE_UNAUTHORIZED, "credentials revoked");
+        return;
+    }
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        if (!wsq__allowed(&s->ident, WSQ_RIGHT_SUBSCRIBE, s->subs[i].topic, s->subs[i].topic_len)) {
+            wsq_info_log("revoked", "sid=%llu identity=%s reason=subscribe topic=%s",
+                         (unsigned long long)s->id, s->ident.name, s->subs[i].topic);
+            wsq__session_close(s, WSQ_CLOSE_FORBIDDEN, "rights revoked");
+            return;
+        }
+    }
+    if (s->kind == WSQ_SESS_RAW && s->nsubs == 0 &&
+        !wsq__allowed(&s->ident, WSQ_RIGHT_PUBLISH, s->target.topic, s->target.topic_len))
+        wsq__session_close(s, WSQ_CLOSE_FORBIDDEN, "rights revoked");
+}
+
+void wsq__sessions_reauthorize(wsq_server_t *srv)
+{
+    for (uint32_t b = 0; b < srv->nbuckets; b++)
+        for (wsq_session_t *s = srv->buckets[b]; s; s = s->hnext)
+            if (s->kind != WSQ_SESS_HTTP && !s->close_code)
+                reauthorize(s);
+}
+
+void wsq__sessions_expire_tokens(wsq_server_t *srv, int64_t now_ms)
+{
+    for (uint32_t b = 0; b < srv->nbuckets; b++)
+        for (wsq_session_t *s = srv->buckets[b]; s; s = s->hnext)
+            if (s->kind != WSQ_SESS_HTTP && !s->close_code && s->ident.expires_ms &&
+                s->ident.expires_ms <= now_ms) {
+                atomic_fetch_add_explicit(&srv->metrics.auth_failures[WSQ_AUTHF_EXPIRED], 1,
+                                          memory_order_relaxed);
+                wsq__session_close(s, WSQ_CLOSE_UNAUTHORIZED, "token expired");
+            }
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -710,6 +794,8 @@ static int on_receive(wsq_session_t *s, struct lws *wsi, const void *in, size_t 
     uint64_t cap = s->kind == WSQ_SESS_RAW ? cfg->limits.max_message_size
                                            : 2 * cfg->limits.max_message_size + 65536;
     if (s->rx.len + len > cap) {
+        atomic_fetch_add_explicit(&s->srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_SIZE], 1,
+                                  memory_order_relaxed);
         char reason[64];
         snprintf(reason, sizeof(reason), "message exceeds %llu bytes", (unsigned long long)cap);
         return close_now(s, WSQ_CLOSE_TOO_BIG, reason);

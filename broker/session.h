@@ -54,7 +54,9 @@ struct wsq_session {
     uint16_t peer_close; /* code the peer closed with */
     bool close_sent;     /* our close frame is out; waiting for the client's */
     char close_reason[124];
-    wsq_http_t *http; /* HTTP request state (kind HTTP) */
+    wsq_http_t *http;     /* HTTP request state (kind HTTP) */
+    double rate_tokens;   /* publish rate token bucket */
+    int64_t rate_last_ns; /* last refill */
 };
 
 wsq_session_t *wsq__session_new(wsq_server_t *srv, struct lws *wsi, wsq_sess_kind_t kind);
@@ -81,5 +83,14 @@ wsq_err wsq__raw_target(struct lws *wsi, wsq_raw_target_t *t, char *err, size_t 
 wsq_err wsq__upgrade_identity(wsq_server_t *srv, struct lws *wsi, wsq_identity_t *id, char *err,
                               size_t errlen);
 wsq_err wsq__auth_token(wsq_server_t *srv, const char *token, size_t len, wsq_identity_t *id);
+/* A JWT (HS256, auth.jwt): on failure *why says which check failed. */
+wsq_err wsq__auth_jwt(wsq_server_t *srv, const char *token, size_t len, wsq_identity_t *id,
+                      wsq_authf_t *why);
+/* Browser Origin check (auth.allowed_origins; requests without Origin pass). */
+bool wsq__origin_allowed(wsq_server_t *srv, struct lws *wsi);
+/* Re-resolves rights after a reload; false when the credentials were withdrawn. */
+bool wsq__identity_refresh(wsq_server_t *srv, wsq_identity_t *id);
+/* Publish rate limit (limits.max_publish_rate): false when this publish must be refused. */
+bool wsq__rate_ok(wsq_session_t *s);
 
 #endif

@@ -1,0 +1,457 @@
+/*
+ * HS256 JWT verification and minting (see wsq/jwt.h for what is accepted and why).
+ *
+ * Untrusted bytes flow one way: size cap, split, strict base64url, header JSON, "alg", the HMAC,
+ * and only then the claims JSON. Nothing the sender controls can choose the algorithm or the key,
+ * and the claims parser only ever sees authenticated bytes.
+ */
+#include "wsq/jwt.h"
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "wsq/topic.h"
+
+#define SIG_LEN 32 /* HMAC-SHA256 output */
+
+/* The one header wsq_jwt_sign writes. */
+static const char hs256_header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+
+/* ------------------------------------------------------------------------------------------- */
+/* base64url (RFC 4648 section 5, unpadded as RFC 7515 section 2 requires)                     */
+
+static const char b64url_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int b64url_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1; /* '+', '/', '=', whitespace, '.', NUL and everything else */
+}
+
+wsq_err wsq__b64url_decode(const char *in, size_t n, unsigned char *out, size_t *outlen)
+{
+    uint32_t acc = 0; /* invariant: acc < 1 << bits */
+    unsigned bits = 0;
+    size_t o = 0;
+
+    /* 1 mod 4 characters carry 6 bits: not even one byte */
+    if (n % 4 == 1)
+        return WSQ_ERR_INVAL;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64url_value((unsigned char)in[i]);
+        if (v < 0)
+            return WSQ_ERR_INVAL;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    /* The 2 or 4 bits left over encode nothing. Accepting them non-zero would give one value
+     * several encodings, so a token could be altered without touching its signature. */
+    if (acc != 0)
+        return WSQ_ERR_INVAL;
+    *outlen = o;
+    return WSQ_OK;
+}
+
+size_t wsq__b64url_encode(const unsigned char *in, size_t n, char *out)
+{
+    size_t i = 0, o = 0;
+    for (; n - i >= 3; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = b64url_alphabet[v >> 18 & 63];
+        out[o++] = b64url_alphabet[v >> 12 & 63];
+        out[o++] = b64url_alphabet[v >> 6 & 63];
+        out[o++] = b64url_alphabet[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = b64url_alphabet[v >> 18 & 63];
+        out[o++] = b64url_alphabet[v >> 12 & 63];
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        out[o++] = b64url_alphabet[v >> 18 & 63];
+        out[o++] = b64url_alphabet[v >> 12 & 63];
+        out[o++] = b64url_alphabet[v >> 6 & 63];
+    }
+    return o;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Claims                                                                                      */
+
+static void strlist_clear(wsq_strlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+void wsq_jwt_claims_fini(wsq_jwt_claims_t *c)
+{
+    if (c == NULL)
+        return;
+    strlist_clear(&c->rights.publish);
+    strlist_clear(&c->rights.subscribe);
+    memset(c, 0, sizeof(*c));
+}
+
+static bool string_is(const json_t *v, const char *s)
+{
+    size_t n = strlen(s);
+    return json_is_string(v) && json_string_length(v) == n &&
+           memcmp(json_string_value(v), s, n) == 0;
+}
+
+static bool sub_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '@' || ch == '+' || ch == '-';
+}
+
+/* A NumericDate (RFC 7519 section 2): a JSON number of seconds. Negative values are refused. A
+ * fraction is rounded towards refusal: down for "exp", up for "nbf". Reals are limited to 2^53,
+ * where a double still holds every integer. */
+static bool numeric_date(const json_t *v, bool round_up, int64_t *out)
+{
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        if (i < 0)
+            return false;
+        *out = (int64_t)i;
+        return true;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (!(d >= 0.0 && d <= 9007199254740992.0)) /* also false for NaN */
+            return false;
+        int64_t t = (int64_t)d;
+        if (round_up && (double)t < d)
+            t++;
+        *out = t;
+        return true;
+    }
+    return false;
+}
+
+/* Copies a JSON array of patterns into l (empty beforehand). Returns WSQ_OK, WSQ_ERR_INVAL when
+ * it is not an array of at most WSQ_JWT_PATTERNS_MAX valid patterns, or WSQ_ERR_NOMEM (l then
+ * holds what was copied; the caller frees it). */
+static wsq_err patterns(const json_t *arr, wsq_strlist_t *l)
+{
+    if (!json_is_array(arr))
+        return WSQ_ERR_INVAL;
+    size_t n = json_array_size(arr);
+    if (n > WSQ_JWT_PATTERNS_MAX)
+        return WSQ_ERR_INVAL;
+    /* validate everything before allocating anything */
+    for (size_t i = 0; i < n; i++) {
+        const json_t *v = json_array_get(arr, i);
+        if (!json_is_string(v) ||
+            !wsq_topic_pattern_valid(json_string_value(v), json_string_length(v)))
+            return WSQ_ERR_INVAL;
+    }
+    if (n == 0)
+        return WSQ_OK;
+    l->items = calloc(n, sizeof(*l->items));
+    if (l->items == NULL)
+        return WSQ_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *v = json_array_get(arr, i);
+        size_t len = json_string_length(v); /* <= WSQ_TOPIC_MAX: validated above */
+        char *s = malloc(len + 1);
+        if (s == NULL)
+            return WSQ_ERR_NOMEM;
+        memcpy(s, json_string_value(v), len);
+        s[len] = '\0';
+        l->items[l->n++] = s;
+    }
+    return WSQ_OK;
+}
+
+/* Reads the "wsq" rights object into r. WSQ_OK, WSQ_ERR_INVAL (bad_claims) or WSQ_ERR_NOMEM. */
+static wsq_err rights(const json_t *obj, wsq_rights_t *r)
+{
+    const char *key;
+    json_t *v;
+    wsq_err rc;
+
+    if (!json_is_object(obj))
+        return WSQ_ERR_INVAL;
+    /* duplicate members were refused by the parser, so each list is filled at most once */
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        if (strcmp(key, "pub") == 0) {
+            if ((rc = patterns(v, &r->publish)) != WSQ_OK)
+                return rc;
+        } else if (strcmp(key, "sub") == 0) {
+            if ((rc = patterns(v, &r->subscribe)) != WSQ_OK)
+                return rc;
+        } else if (strcmp(key, "admin") == 0) {
+            if (!json_is_boolean(v))
+                return WSQ_ERR_INVAL;
+            r->admin = json_is_true(v);
+        } else {
+            return WSQ_ERR_INVAL;
+        }
+    }
+    return WSQ_OK;
+}
+
+/* True when "aud" (string or array of strings, already type-checked) names audience. */
+static bool audience_in(const json_t *aud, const char *audience)
+{
+    if (json_is_string(aud))
+        return string_is(aud, audience);
+    for (size_t i = 0; i < json_array_size(aud); i++)
+        if (string_is(json_array_get(aud, i), audience))
+            return true;
+    return false;
+}
+
+static bool audience_type_ok(const json_t *aud)
+{
+    if (json_is_string(aud))
+        return true;
+    if (!json_is_array(aud))
+        return false;
+    for (size_t i = 0; i < json_array_size(aud); i++)
+        if (!json_is_string(json_array_get(aud, i)))
+            return false;
+    return true;
+}
+
+/* Parses decoded JSON that must be an object. NULL with *rc set on failure. */
+static json_t *parse_object(const unsigned char *p, size_t n, wsq_err *rc)
+{
+    json_error_t jerr;
+    /* Duplicate keys are refused: two "sub" or two "alg" members would be read differently by
+     * different parsers, which is how tokens get smuggled past one of them. */
+    json_t *j = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL) {
+        *rc = json_error_code(&jerr) == json_error_out_of_memory ? WSQ_ERR_NOMEM
+                                                                 : WSQ_ERR_UNAUTHORIZED;
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        *rc = WSQ_ERR_UNAUTHORIZED;
+        return NULL;
+    }
+    return j;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Verify and sign                                                                             */
+
+wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secret,
+                       size_t secret_len, const char *issuer, const char *audience, int64_t now_s,
+                       int64_t leeway_s, wsq_jwt_claims_t *out, const char **reason)
+{
+    /* Every decoded part fits: the three parts hold at most len - 2 characters, which decode to
+     * at most 3/4 as many bytes. */
+    unsigned char buf[WSQ_JWT_TOKEN_MAX];
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    wsq_jwt_claims_t c;
+    json_t *hdr = NULL, *claims = NULL;
+    const char *why = "internal";
+    wsq_err rc = WSQ_ERR_INVAL;
+
+    memset(&c, 0, sizeof(c));
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (token == NULL || secret == NULL || out == NULL || secret_len == 0 ||
+        secret_len > WSQ_JWT_SECRET_MAX || leeway_s < 0)
+        goto fail;
+
+    /* 1. three non-empty strict base64url parts */
+    rc = WSQ_ERR_UNAUTHORIZED;
+    why = "malformed";
+    if (len == 0 || len > WSQ_JWT_TOKEN_MAX)
+        goto fail;
+    const char *end = token + len;
+    const char *dot1 = memchr(token, '.', len);
+    if (dot1 == NULL)
+        goto fail;
+    const char *dot2 = memchr(dot1 + 1, '.', (size_t)(end - (dot1 + 1)));
+    if (dot2 == NULL) /* a third '.' is caught by the base64url decoder */
+        goto fail;
+    size_t h_n = (size_t)(dot1 - token), p_n = (size_t)(dot2 - dot1 - 1);
+    size_t s_n = (size_t)(end - dot2 - 1);
+    if (h_n == 0 || p_n == 0 || s_n == 0)
+        goto fail;
+    unsigned char *h = buf, *p, *s;
+    size_t h_len, p_len, s_len;
+    if (wsq__b64url_decode(token, h_n, h, &h_len) != WSQ_OK)
+        goto fail;
+    p = h + h_len;
+    if (wsq__b64url_decode(dot1 + 1, p_n, p, &p_len) != WSQ_OK)
+        goto fail;
+    s = p + p_len;
+    if (wsq__b64url_decode(dot2 + 1, s_n, s, &s_len) != WSQ_OK)
+        goto fail;
+
+    /* 2, 3. the header: the algorithm is ours to choose, never the token's */
+    if ((hdr = parse_object(h, h_len, &rc)) == NULL)
+        goto fail;
+    why = "bad_alg";
+    if (!string_is(json_object_get(hdr, "alg"), "HS256"))
+        goto fail;
+    why = "bad_header";
+    const json_t *typ = json_object_get(hdr, "typ");
+    if (typ != NULL && !(json_is_string(typ) && json_string_length(typ) == 3 &&
+                         strcasecmp(json_string_value(typ), "JWT") == 0))
+        goto fail;
+    /* "crit" lists extensions we must understand and do not (e.g. unencoded payloads, RFC
+     * 7797); "cty" announces a nested token, which wsq never issues. */
+    if (json_object_get(hdr, "crit") != NULL || json_object_get(hdr, "cty") != NULL)
+        goto fail;
+
+    /* 4. the signature, over the parts exactly as sent */
+    why = "bad_signature";
+    if (s_len != SIG_LEN)
+        goto fail;
+    if (HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)token,
+             (size_t)(dot2 - token), mac, &maclen) == NULL ||
+        maclen != SIG_LEN) {
+        rc = WSQ_ERR_INTERNAL;
+        why = "internal";
+        goto fail;
+    }
+    if (CRYPTO_memcmp(mac, s, SIG_LEN) != 0)
+        goto fail;
+
+    /* 5. the claims: authenticated from here on, but still checked as if they were not */
+    why = "malformed";
+    if ((claims = parse_object(p, p_len, &rc)) == NULL)
+        goto fail;
+
+    /* 6. types and values */
+    why = "bad_claims";
+    const json_t *sub = json_object_get(claims, "sub");
+    if (!json_is_string(sub))
+        goto fail;
+    size_t sub_len = json_string_length(sub);
+    const char *sub_s = json_string_value(sub);
+    if (sub_len == 0 || sub_len > WSQ_JWT_SUB_MAX)
+        goto fail;
+    for (size_t i = 0; i < sub_len; i++)
+        if (!sub_char(sub_s[i]))
+            goto fail;
+    memcpy(c.sub, sub_s, sub_len);
+    c.sub[sub_len] = '\0';
+
+    const json_t *exp = json_object_get(claims, "exp");
+    const json_t *nbf = json_object_get(claims, "nbf");
+    const json_t *iss = json_object_get(claims, "iss");
+    const json_t *aud = json_object_get(claims, "aud");
+    const json_t *wsq = json_object_get(claims, "wsq");
+    if (exp != NULL && !numeric_date(exp, false, &c.exp))
+        goto fail;
+    if (nbf != NULL && !numeric_date(nbf, true, &c.nbf))
+        goto fail;
+    if (iss != NULL && !json_is_string(iss))
+        goto fail;
+    if (aud != NULL && !audience_type_ok(aud))
+        goto fail;
+    if (wsq != NULL) {
+        wsq_err r = rights(wsq, &c.rights);
+        if (r != WSQ_OK) {
+            if (r == WSQ_ERR_NOMEM) {
+                rc = WSQ_ERR_NOMEM;
+                why = "nomem";
+            }
+            goto fail;
+        }
+    }
+
+    /* 7. time, then who it is for. Both time values are >= 0 and leeway_s >= 0, so each
+     * difference below is taken only when non-negative and fits in uint64_t whatever now_s is. */
+    why = "expired";
+    if (exp != NULL && c.exp <= now_s && (uint64_t)now_s - (uint64_t)c.exp >= (uint64_t)leeway_s)
+        goto fail;
+    why = "not_yet_valid";
+    if (nbf != NULL && c.nbf > now_s && (uint64_t)c.nbf - (uint64_t)now_s > (uint64_t)leeway_s)
+        goto fail;
+    why = "bad_issuer";
+    if (issuer != NULL && (iss == NULL || !string_is(iss, issuer)))
+        goto fail;
+    why = "bad_audience";
+    if (audience != NULL && (aud == NULL || !audience_in(aud, audience)))
+        goto fail;
+
+    json_decref(hdr);
+    json_decref(claims);
+    *out = c;
+    if (reason != NULL)
+        *reason = "ok";
+    return WSQ_OK;
+
+fail:
+    if (rc == WSQ_ERR_NOMEM)
+        why = "nomem";
+    json_decref(hdr);
+    json_decref(claims);
+    wsq_jwt_claims_fini(&c);
+    if (reason != NULL)
+        *reason = why;
+    return rc;
+}
+
+wsq_err wsq_jwt_sign(const char *claims_json, size_t len, const unsigned char *secret,
+                     size_t secret_len, char **token_out)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+
+    if ((claims_json == NULL && len > 0) || secret == NULL || secret_len == 0 ||
+        secret_len > WSQ_JWT_SECRET_MAX || token_out == NULL)
+        return WSQ_ERR_INVAL;
+    if (len > WSQ_JWT_TOKEN_MAX) /* checked first so that the sizes below cannot overflow */
+        return WSQ_ERR_TOO_LARGE;
+    size_t h_n = WSQ__B64URL_ENCODED_LEN(sizeof(hs256_header) - 1);
+    size_t p_n = WSQ__B64URL_ENCODED_LEN(len);
+    size_t total = h_n + 1 + p_n + 1 + WSQ__B64URL_ENCODED_LEN(SIG_LEN);
+    if (total > WSQ_JWT_TOKEN_MAX)
+        return WSQ_ERR_TOO_LARGE;
+
+    char *t = malloc(total + 1);
+    if (t == NULL)
+        return WSQ_ERR_NOMEM;
+    size_t o = wsq__b64url_encode((const unsigned char *)hs256_header, sizeof(hs256_header) - 1, t);
+    t[o++] = '.';
+    o += wsq__b64url_encode((const unsigned char *)claims_json, len, t + o);
+    if (HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)t, o, mac, &maclen) ==
+            NULL ||
+        maclen != SIG_LEN) {
+        free(t);
+        return WSQ_ERR_INTERNAL;
+    }
+    t[o++] = '.';
+    o += wsq__b64url_encode(mac, SIG_LEN, t + o);
+    t[o] = '\0';
+    *token_out = t;
+    return WSQ_OK;
+}
