@@ -103,6 +103,8 @@ struct wsq__writer {
     MDB_cursor *mcur;    /* messages cursor of the running txn */
     unsigned budget;     /* deletes left in the running txn */
     unsigned budget_max; /* deletes per txn; shrinks while the map is full */
+    int64_t txn_now;     /* the clock, read once per transaction */
+    wtopic_t *last;      /* the topic resolved last (batches often repeat one topic) */
     bool map_full;       /* the last failed txn hit MDB_MAP_FULL (not ENOSPC) */
     bool any_age;        /* some topic has a max_age policy */
 };
@@ -203,7 +205,10 @@ wsq_err wsq_store_submit_list(wsq_store_t *store, wsq_wreq_t *head)
         if (err != WSQ_OK)
             return err;
         n++;
-        bytes += r->op == WSQ_WOP_APPEND ? r->len : 0;
+        if (r->op == WSQ_WOP_APPEND) {
+            bytes += r->len;
+            r->crc = (uint32_t)crc32(0, r->data, (uInt)r->len);
+        }
         tail = r;
     }
     pthread_mutex_lock(&w->lock);
@@ -368,6 +373,8 @@ static wsq_err cache_insert(wsq__writer_t *w, wtopic_t *t)
 
 static void cache_remove(wsq__writer_t *w, wtopic_t *t)
 {
+    if (w->last == t)
+        w->last = NULL;
     uint32_t b = hash_bytes(t->rec.name, t->rec.name_len, 0) & (w->nbuckets - 1);
     for (wtopic_t **pp = &w->buckets[b]; *pp; pp = &(*pp)->hnext) {
         if (*pp == t) {
@@ -475,8 +482,14 @@ static wsq_err topic_create(wsq__writer_t *w, const char *name, size_t len, wtop
  * create is set. */
 static wsq_err topic_for(wsq__writer_t *w, wsq_wreq_t *r, bool create, wtopic_t **out)
 {
-    wtopic_t *t = r->topic_id && r->topic_len == 0 ? topic_by_id(w, r->topic_id)
-                                                   : topic_by_name(w, r->topic, r->topic_len);
+    wtopic_t *t;
+    if (r->topic_id && r->topic_len == 0)
+        t = topic_by_id(w, r->topic_id);
+    else if (w->last && w->last->rec.name_len == r->topic_len &&
+             memcmp(w->last->rec.name, r->topic, r->topic_len) == 0)
+        t = w->last;
+    else
+        t = topic_by_name(w, r->topic, r->topic_len);
     if (t && t->txn_deleted)
         t = NULL;
     if (t == NULL) {
@@ -489,6 +502,7 @@ static wsq_err topic_for(wsq__writer_t *w, wsq_wreq_t *r, bool create, wtopic_t 
     }
     r->topic_id = t->rec.id;
     r->topic_epoch = t->rec.epoch;
+    w->last = t;
     *out = t;
     return WSQ_OK;
 }
@@ -578,7 +592,7 @@ static wsq_err trim_head(wsq__writer_t *w, wtopic_t *t, trim_mode_t mode, uint64
                          int64_t older, uint64_t *removed, bool *done)
 {
     *done = false;
-    int64_t now = wsq__now(w->store);
+    int64_t now = w->txn_now;
     if (t->rec.count == 0) {
         *done = true;
         return WSQ_OK;
@@ -704,7 +718,7 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
          (ret->max_bytes && t->rec.bytes + r->len > ret->max_bytes)))
         return WSQ_ERR_TOPIC_FULL;
     touch(w, t);
-    int64_t now = wsq__now(w->store);
+    int64_t now = w->txn_now;
     int64_t ts = now > t->rec.last_ts_ms ? now : t->rec.last_ts_ms; /* monotonic per topic */
     uint64_t seq = t->rec.next_seq;
     unsigned char kb[MSG_KEY_LEN];
@@ -720,7 +734,7 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
     unsigned char *p = v.mv_data;
     wsq__put_le64(p, (uint64_t)ts);
     wsq__put_le32(p + 8, r->flags & WSQ_MSG_BINARY);
-    wsq__put_le32(p + 12, (uint32_t)crc32(0, r->data, (uInt)r->len));
+    wsq__put_le32(p + 12, r->crc);
     if (r->len)
         memcpy(p + MSG_HDR_LEN, r->data, r->len);
     if (t->rec.count == 0)
@@ -747,7 +761,7 @@ static wsq_err do_consumer(wsq__writer_t *w, wsq_wreq_t *r)
     wcons_t *c = NULL;
     if ((err = cons_get(w, t->rec.id, r->consumer, r->consumer_len, &c)) != WSQ_OK)
         return err;
-    int64_t now = wsq__now(w->store);
+    int64_t now = w->txn_now;
     if (r->op == WSQ_WOP_CONSUMER_OPEN) {
         if (!c->exists || c->deleted) {
             wsq_cstate_fini(&c->cs);
@@ -1074,6 +1088,7 @@ static wsq_err run_txn(wsq__writer_t *w, wsq_wreq_t *batch, int64_t *commit_ns)
     w->saved_next_topic_id = w->next_topic_id;
     w->budget = w->budget_max;
     w->map_full = false;
+    w->txn_now = wsq__now(s);
     wsq_err err = WSQ_OK;
     if ((rc = mdb_cursor_open(w->txn, s->dbi_msgs, &w->mcur)) != 0) {
         err = wsq__mdb_err(rc);

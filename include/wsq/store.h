@@ -218,6 +218,8 @@ struct wsq_wreq {
                              * Owned by the request. */
     size_t len;             /* in (APPEND): payload length */
     unsigned char *data;    /* in (APPEND): payload (points into the request) */
+    uint32_t crc;           /* set by submit (APPEND): CRC-32 of the payload, computed on the
+                             * submitting thread so the single writer does not have to */
 };
 
 /* Allocates a request of op for topic[0..topic_len) with room for payload_len payload bytes
