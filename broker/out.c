@@ -78,11 +78,14 @@ wsq_err wsq__outlist_frame(wsq_outlist_t *l, unsigned opcode, const void *payloa
             l->cap = cap;
         }
         wsq_out_t *c = l->cur;
-        c->len += frame_header(c->data + c->len, fin, first ? opcode : 0, n);
+        size_t hl = frame_header(c->data + c->len, fin, first ? opcode : 0, n);
+        c->len += hl;
         if (n)
             memcpy(c->data + c->len, p + off, n);
         c->len += n;
-        l->bytes += WSQ_WS_HDR_MAX + n;
+        /* exactly what the chunk holds: credit comes back as written bytes, and any
+         * difference would leak window until the subscription stalls */
+        l->bytes += hl + n;
         if (fin && counts) {
             c->count++;
             c->last_seq = seq;
