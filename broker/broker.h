@@ -71,6 +71,7 @@ typedef struct wsq_out {
     uint32_t count;    /* messages completed by this chunk (the last fragment counts) */
     uint64_t last_seq; /* seq of the last message completed by this chunk */
     size_t len;
+    size_t cap; /* bytes data can hold */
     unsigned char data[];
 } wsq_out_t;
 

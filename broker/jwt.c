@@ -160,7 +160,8 @@ static bool numeric_date(const json_t *v, bool round_up, int64_t *out)
  * holds what was copied; the caller frees it). */
 static wsq_err patterns(const json_t *arr, wsq_strlist_t *l)
 {
-    if (!json_is_array(arr))
+    /* filled twice only if the parser let a duplicate member through: refuse, never leak */
+    if (!json_is_array(arr) || l->items != NULL)
         return WSQ_ERR_INVAL;
     size_t n = json_array_size(arr);
     if (n > WSQ_JWT_PATTERNS_MAX)

@@ -41,6 +41,7 @@ static wsq_out_t *chunk_new(size_t cap, uint64_t sub_id)
     c->count = 0;
     c->last_seq = 0;
     c->len = 0;
+    c->cap = cap;
     return c;
 }
 

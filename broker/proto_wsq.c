@@ -18,6 +18,8 @@
 
 /* Defined in proto_util.c. */
 bool wsq__consumer_valid(const char *s, size_t len);
+wsq_err wsq__proto_decode_full(const void *json, size_t len, size_t max_payload, wsq_frame_t *f,
+                               wsq_proto_error_t *perr);
 void wsq__sanitize_ascii(char *s);
 
 /* Room for every member of a client frame other than the payload: a token of WSQ_TOKEN_MAX bytes
@@ -362,15 +364,314 @@ static size_t sat_add(size_t a, size_t b)
     return a > SIZE_MAX - b ? SIZE_MAX : a + b;
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* The pub fast path.
+ *
+ * Publishing is the hot path (hundreds of thousands of frames per second on one service
+ * thread), and building a jansson tree per frame costs ~5 us. fast_pub decodes the common shape
+ * directly: a flat object whose members are exactly op ("pub"), topic, data and optionally ref
+ * and enc, in any order. It succeeds only on frames it understands completely and then yields
+ * exactly what the full decoder would; everything else - other ops, unknown members,
+ * duplicates, escapes outside data, any malformation - goes to the jansson path, which therefore
+ * decides every error and its message. */
+
+typedef struct {
+    const unsigned char *s; /* raw bytes between the quotes (or the integer's digits) */
+    size_t n;
+    bool esc;     /* contains backslash escapes */
+    bool present; /* seen */
+    bool is_int;  /* ref given as an integer */
+} fp_val_t;
+
+static const unsigned char *fp_ws(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* Scans a string starting after its opening quote; *after points past the closing quote. */
+static bool fp_string(const unsigned char *p, const unsigned char *end, fp_val_t *v,
+                      const unsigned char **after)
+{
+    v->s = p;
+    v->esc = false;
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"') {
+            v->n = (size_t)(p - v->s);
+            *after = p + 1;
+            return true;
+        }
+        if (c < 0x20)
+            return false;
+        if (c == '\\') {
+            v->esc = true;
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    return false;
+}
+
+static int fp_hex4(const unsigned char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v << 4 | d;
+    }
+    return v;
+}
+
+/* Decodes a JSON string body with escapes into out (room for n bytes: decoding never grows). */
+static bool fp_unescape(const unsigned char *s, size_t n, unsigned char *out, size_t *outlen)
+{
+    const unsigned char *end = s + n;
+    unsigned char *o = out;
+    while (s < end) {
+        if (*s != '\\') {
+            *o++ = *s++;
+            continue;
+        }
+        if (s + 1 >= end)
+            return false;
+        unsigned char e = s[1];
+        s += 2;
+        switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+            *o++ = e;
+            break;
+        case 'b':
+            *o++ = '\b';
+            break;
+        case 'f':
+            *o++ = '\f';
+            break;
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'r':
+            *o++ = '\r';
+            break;
+        case 't':
+            *o++ = '\t';
+            break;
+        case 'u': {
+            if (end - s < 4)
+                return false;
+            int cp = fp_hex4(s);
+            if (cp < 0)
+                return false;
+            s += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return false; /* lone low surrogate */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (end - s < 6 || s[0] != '\\' || s[1] != 'u')
+                    return false;
+                int lo = fp_hex4(s + 2);
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return false;
+                s += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            if (cp < 0x80) {
+                *o++ = (unsigned char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (unsigned char)(0xC0 | cp >> 6);
+                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                *o++ = (unsigned char)(0xE0 | cp >> 12);
+                *o++ = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+            } else {
+                *o++ = (unsigned char)(0xF0 | cp >> 18);
+                *o++ = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+                *o++ = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+            }
+            break;
+        }
+        default:
+            return false;
+        }
+    }
+    *outlen = (size_t)(o - out);
+    return true;
+}
+
+static bool fp_is(const fp_val_t *v, const char *lit)
+{
+    size_t n = strlen(lit);
+    return v->present && !v->esc && v->n == n && memcmp(v->s, lit, n) == 0;
+}
+
+static bool fast_pub(const unsigned char *p, size_t len, size_t max_payload, wsq_frame_t *f)
+{
+    const unsigned char *end = p + len;
+    fp_val_t op = {0}, topic = {0}, data = {0}, enc = {0}, ref = {0};
+    p = fp_ws(p, end);
+    if (p >= end || *p != '{')
+        return false;
+    p++;
+    for (;;) {
+        p = fp_ws(p, end);
+        if (p >= end || *p != '"')
+            return false;
+        fp_val_t key;
+        if (!fp_string(p + 1, end, &key, &p) || key.esc)
+            return false;
+        fp_val_t *v = key.n == 2 && memcmp(key.s, "op", 2) == 0      ? &op
+                      : key.n == 5 && memcmp(key.s, "topic", 5) == 0 ? &topic
+                      : key.n == 4 && memcmp(key.s, "data", 4) == 0  ? &data
+                      : key.n == 3 && memcmp(key.s, "enc", 3) == 0   ? &enc
+                      : key.n == 3 && memcmp(key.s, "ref", 3) == 0   ? &ref
+                                                                     : NULL;
+        if (v == NULL || v->present)
+            return false; /* unknown or duplicate member: the full decoder decides */
+        p = fp_ws(p, end);
+        if (p >= end || *p != ':')
+            return false;
+        p = fp_ws(p + 1, end);
+        if (p >= end)
+            return false;
+        if (*p == '"') {
+            if (!fp_string(p + 1, end, v, &p))
+                return false;
+        } else if (v == &ref && (*p == '-' || (*p >= '0' && *p <= '9'))) {
+            /* an integer ref: at most 18 digits, no leading zero, not -0 (canonical as jansson
+             * prints it) */
+            const unsigned char *q = p + (*p == '-');
+            const unsigned char *d = q;
+            while (q < end && *q >= '0' && *q <= '9')
+                q++;
+            size_t nd = (size_t)(q - d);
+            if (nd == 0 || nd > 18 || (nd > 1 && *d == '0') || (*p == '-' && nd == 1 && *d == '0'))
+                return false;
+            if (q < end && (*q == '.' || *q == 'e' || *q == 'E'))
+                return false;
+            v->s = p;
+            v->n = (size_t)(q - p);
+            v->is_int = true;
+            p = q;
+        } else {
+            return false;
+        }
+        v->present = true;
+        p = fp_ws(p, end);
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p < end && *p == '}') {
+            p++;
+            break;
+        }
+        return false;
+    }
+    if (fp_ws(p, end) != end || !fp_is(&op, "pub") || !topic.present || topic.esc ||
+        !data.present || (ref.present && ref.esc))
+        return false;
+    bool binary = false;
+    if (enc.present) {
+        if (fp_is(&enc, "base64"))
+            binary = true;
+        else if (!fp_is(&enc, "text"))
+            return false;
+    }
+    if (topic.n > WSQ_TOPIC_MAX || !wsq_topic_valid((const char *)topic.s, topic.n))
+        return false;
+    if (ref.present && (ref.is_int ? ref.n : ref.n + 2) > WSQ_REF_MAX)
+        return false;
+    if (ref.present && !ref.is_int && !wsq_utf8_valid(ref.s, ref.n))
+        return false;
+    if (!wsq_utf8_valid(data.s, data.n))
+        return false;
+
+    unsigned char *buf;
+    size_t dlen;
+    if (binary) {
+        if (data.esc || data.n % 4 != 0)
+            return false;
+        size_t pad =
+            (data.n >= 1 && data.s[data.n - 1] == '=') + (data.n >= 2 && data.s[data.n - 2] == '=');
+        if (data.n / 4 * 3 - pad > max_payload)
+            return false;
+        buf = malloc(data.n / 4 * 3 + 1);
+        if (buf == NULL)
+            return false;
+        if (wsq_base64_decode((const char *)data.s, data.n, buf, &dlen) != WSQ_OK) {
+            free(buf);
+            return false;
+        }
+    } else {
+        buf = malloc(data.n + 1);
+        if (buf == NULL)
+            return false;
+        if (data.esc) {
+            if (!fp_unescape(data.s, data.n, buf, &dlen)) {
+                free(buf);
+                return false;
+            }
+        } else {
+            memcpy(buf, data.s, data.n);
+            dlen = data.n;
+        }
+        if (dlen > max_payload) {
+            free(buf);
+            return false;
+        }
+    }
+    buf[dlen] = '\0';
+    f->op = WSQ_OP_PUB;
+    memcpy(f->topic, topic.s, topic.n);
+    f->topic[topic.n] = '\0';
+    f->topic_len = topic.n;
+    if (ref.present) {
+        size_t o = 0;
+        if (!ref.is_int)
+            f->ref[o++] = '"';
+        memcpy(f->ref + o, ref.s, ref.n);
+        o += ref.n;
+        if (!ref.is_int)
+            f->ref[o++] = '"';
+        f->ref[o] = '\0';
+    }
+    f->data = buf;
+    f->data_len = dlen;
+    f->binary = binary;
+    return true;
+}
+
 /* f and perr are outputs: both are overwritten (clear a previous frame first). */
 wsq_err wsq_proto_decode(const void *json, size_t len, size_t max_payload, wsq_frame_t *f,
                          wsq_proto_error_t *perr)
 {
     wsq_frame_init(f);
     memset(perr, 0, sizeof *perr);
+    size_t cap = sat_add(max_payload > SIZE_MAX / 6 ? SIZE_MAX : max_payload * 6, FRAME_SLACK);
+    if (json != NULL && len <= cap && fast_pub(json, len, max_payload, f))
+        return WSQ_OK;
+    return wsq__proto_decode_full(json, len, max_payload, f, perr);
+}
+
+/* The complete decoder (jansson): every frame the fast path declines, and every error. */
+wsq_err wsq__proto_decode_full(const void *json, size_t len, size_t max_payload, wsq_frame_t *f,
+                               wsq_proto_error_t *perr)
+{
+    wsq_frame_init(f);
+    memset(perr, 0, sizeof *perr);
     json_t *root = NULL;
     wsq_err e;
-
     size_t cap = sat_add(max_payload > SIZE_MAX / 6 ? SIZE_MAX : max_payload * 6, FRAME_SLACK);
     if (len > cap) {
         e = set_err(perr, WSQ_ERR_TOO_LARGE, "frame of %zu bytes is too large", len);

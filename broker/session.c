@@ -13,6 +13,7 @@
  * frame after whatever is queued (mosquitto's pattern); it is freed in LWS_CALLBACK_CLOSED.
  */
 #include <libwebsockets.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,11 +131,23 @@ static void enqueue(wsq_session_t *s, wsq_out_t *chunks)
         lws_callback_on_writable(s->wsi);
 }
 
-/* Queues one JSON control frame built in srv's scratch buffer. */
+/* Queues one JSON control frame (ok, err, pong). Consecutive control frames share a chunk:
+ * a burst of publish confirms costs one allocation per ~60 frames, not one each. */
 static void send_json(wsq_session_t *s, const wsq_buf_t *b)
 {
-    wsq_out_t *h = NULL, **t = &h;
-    if (wsq__out_frame(&t, 1, b->data, b->len, 0, 0, 0) == WSQ_OK)
+    size_t need = WSQ_WS_HDR_MAX + b->len;
+    if (s->oq_head && need <= 1024) {
+        wsq_out_t *t = (wsq_out_t *)((char *)s->oq_tail - offsetof(wsq_out_t, next));
+        if (t->sub_id == 0 && t->cap - t->len >= need) {
+            size_t hl = wsq_ws_frame_header(t->data + t->len, 1, b->len);
+            memcpy(t->data + t->len + hl, b->data, b->len);
+            t->len += hl + b->len;
+            s->oq_bytes += hl + b->len;
+            return;
+        }
+    }
+    wsq_out_t *h = NULL, **tail = &h;
+    if (wsq__out_frame(&tail, 1, b->data, b->len, 0, 0, 0) == WSQ_OK)
         enqueue(s, h);
 }
 

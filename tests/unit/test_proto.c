@@ -1622,9 +1622,153 @@ static void test_proto_buf(void **state)
     assert_int_equal(b.cap, 0);
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* The pub fast path must decode exactly as the full decoder: differential test. */
+
+wsq_err wsq__proto_decode_full(const void *json, size_t len, size_t max_payload, wsq_frame_t *f,
+                               wsq_proto_error_t *perr);
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(uint32_t n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+static void gen_string(wsq_buf_t *b, bool allow_escapes)
+{
+    static const char *const pieces[] = {
+        "a",   "hello", " ",       "\xc3\xa9", "\xf0\x9f\x98\x80", "\\\"",    "\\\\",      "\\/",
+        "\\n", "\\t",   "\\u00e9", "\\u0000",  "\\ud83d\\ude00",   "\\ud83d", "\\ude00",   "\\u12",
+        "\\x", "\x01",  "\xc3",    "/",        "\xed\xa0\x80",     "z9",      "\\b\\f\\r", "\x7f",
+        "\"",  "\\"};
+    int n = (int)rnd(6);
+    for (int i = 0; i < n; i++) {
+        const char *p = pieces[rnd(allow_escapes ? 26 : 5)];
+        wsq_buf_append(b, p, strlen(p));
+    }
+}
+
+static void gen_member(wsq_buf_t *b, int which)
+{
+    switch (which) {
+    case 0:
+        wsq_buf_append(b, "\"op\":", 5);
+        wsq_buf_append(b, rnd(8) ? "\"pub\"" : (rnd(2) ? "\"sub\"" : "1"), rnd(8) ? 5 : 1);
+        break;
+    case 1: {
+        static const char *const topics[] = {
+            "\"t\"", "\"chat.room1\"", "\"a..b\"", "\"\"", "\"x\\u0041\"", "7", "\"orders/eu/1\""};
+        const char *t = topics[rnd(7)];
+        wsq_buf_append(b, "\"topic\":", 8);
+        wsq_buf_append(b, t, strlen(t));
+        break;
+    }
+    case 2:
+        wsq_buf_append(b, "\"data\":", 7);
+        if (rnd(10) == 0) {
+            wsq_buf_append(b, "null", 4);
+        } else if (rnd(3) == 0) {
+            static const char *const b64[] = {"\"AAEC/w==\"", "\"\"",         "\"AAE\"",
+                                              "\"A=AA\"",     "\"aGVsbG8=\"", "\"aGVsbG9=\""};
+            const char *x = b64[rnd(6)];
+            wsq_buf_append(b, x, strlen(x));
+        } else {
+            wsq_buf_append(b, "\"", 1);
+            gen_string(b, true);
+            wsq_buf_append(b, "\"", 1);
+        }
+        break;
+    case 3: {
+        static const char *const encs[] = {"\"base64\"", "\"text\"", "\"hex\"", "1",
+                                           "\"base\\u0036\\u0034\""};
+        const char *e = encs[rnd(5)];
+        wsq_buf_append(b, "\"enc\":", 6);
+        wsq_buf_append(b, e, strlen(e));
+        break;
+    }
+    case 4: {
+        static const char *const refs[] = {
+            "7",       "-3",    "0",       "-0",           "007", "1.5",
+            "1e3",     "\"r\"", "\"\\n\"", "\"\xc3\xa9\"", "[1]", "123456789012345678901",
+            "\"/x/\"", "true"};
+        const char *r = refs[rnd(14)];
+        wsq_buf_append(b, "\"ref\":", 6);
+        wsq_buf_append(b, r, strlen(r));
+        break;
+    }
+    default:
+        wsq_buf_append(b, "\"extra\":1", 9);
+    }
+}
+
+static void test_proto_fast_pub_matches_full_decoder(void **state)
+{
+    (void)state;
+    int fast_ok = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        wsq_buf_t b;
+        wsq_buf_init(&b);
+        int order[6] = {0, 1, 2, 3, 4, 5};
+        for (int i = 5; i > 0; i--) {
+            int j = (int)rnd((uint32_t)i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        wsq_buf_append(&b, rnd(10) ? "{" : " { ", rnd(10) ? 1 : 3);
+        bool first = true;
+        for (int i = 0; i < 6; i++) {
+            int m = order[i];
+            bool include = m == 0 || m == 1 || m == 2 ? rnd(20) != 0 : rnd(2) == 0;
+            if (m == 5)
+                include = rnd(10) == 0;
+            if (!include)
+                continue;
+            if (!first)
+                wsq_buf_append(&b, rnd(10) ? "," : " ,\n", rnd(10) ? 1 : 3);
+            first = false;
+            gen_member(&b, m);
+            if (rnd(30) == 0) { /* duplicate */
+                wsq_buf_append(&b, ",", 1);
+                gen_member(&b, m);
+            }
+        }
+        wsq_buf_append(&b, "}", 1);
+        if (rnd(20) == 0)
+            wsq_buf_append(&b, " x", 2);
+        if (rnd(20) == 0 && b.len > 3)
+            b.len -= 1 + rnd(3); /* truncated */
+
+        size_t maxp = rnd(4) == 0 ? 3 : 1 << 20;
+        wsq_frame_t a, c;
+        wsq_proto_error_t ea, ec;
+        wsq_err ra = wsq_proto_decode(b.data, b.len, maxp, &a, &ea);
+        wsq_err rc = wsq__proto_decode_full(b.data, b.len, maxp, &c, &ec);
+        if (ra != rc ||
+            (ra == WSQ_OK && (a.op != c.op || strcmp(a.ref, c.ref) != 0 ||
+                              strcmp(a.topic, c.topic) != 0 || a.data_len != c.data_len ||
+                              a.binary != c.binary || memcmp(a.data, c.data, a.data_len) != 0))) {
+            print_error("frame: %.*s\nfast: %s ref=%s; full: %s ref=%s\n", (int)b.len,
+                        (const char *)b.data, wsq_errname(ra), a.ref, wsq_errname(rc), c.ref);
+            fail();
+        }
+        if (ra != WSQ_OK)
+            assert_string_equal(ea.message, ec.message); /* errors come from the full decoder */
+        else
+            fast_ok++;
+        wsq_frame_clear(&a);
+        wsq_frame_clear(&c);
+        wsq_buf_fini(&b);
+    }
+    assert_true(fast_ok > 500); /* the generator reaches the success path often */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_proto_fast_pub_matches_full_decoder),
         cmocka_unit_test(test_proto_pub_text),
         cmocka_unit_test(test_proto_pub_base64),
         cmocka_unit_test(test_proto_pub_empty_payload),
