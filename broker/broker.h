@@ -309,6 +309,7 @@ struct wsq_server {
     uint32_t nconns;           /* accepted TCP connections (WebSocket and HTTP) */
     struct wsq_ip_count **ips; /* per-peer connection counts (max_connections_per_ip) */
     uint32_t nips_buckets;
+    uint32_t ping_cursor;      /* next session bucket the liveness sweep visits */
     wsq_session_t *paused;     /* sessions whose rx is off */
     atomic_int signal_pending; /* set by the signal handler: 1 stop, 2 reload */
     bool shutting_down;
@@ -335,6 +336,10 @@ st_item_t *wsq__st_item(st_kind_t kind, uint64_t sid, uint64_t sub_id);
 void wsq__sessions_reauthorize(wsq_server_t *srv);
 /* Closes sessions whose JWT expired (4001 "token expired"). */
 void wsq__sessions_expire_tokens(wsq_server_t *srv, int64_t now_ms);
+/* Liveness: pings sessions idle for limits.ping_interval, drops those silent for
+ * limits.idle_timeout. Visits a slice of the sessions per call (every tick), so the whole
+ * table is covered every ping_interval / 4 at O(n) cost. */
+void wsq__sessions_ping(wsq_server_t *srv, int64_t now_ns, int64_t tick_ns);
 /* Connection accounting (server.c): a new TCP client (after FILTER) and its end. */
 void wsq__conn_opened(wsq_server_t *srv, struct lws *wsi);
 void wsq__conn_closed(wsq_server_t *srv, struct lws *wsi);

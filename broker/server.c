@@ -412,6 +412,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     if (srv->paused)
         wsq__sessions_resume_publishers(srv);
     wsq__sessions_expire_tokens(srv, wsq_now_ms());
+    wsq__sessions_ping(srv, wsq_mono_ns(), (int64_t)TICK_US * 1000);
     lws_sul_schedule(srv->lws, 0, &srv->lx->tick, on_tick, TICK_US);
 }
 
@@ -444,10 +445,12 @@ static void setup_lws_objects(wsq_server_t *srv)
     /* raw mode is the vhost default: clients that ask for no subprotocol land there */
     lx->pvo_default = (struct lws_protocol_vhost_options){NULL, NULL, "default", ""};
     lx->pvo_raw = (struct lws_protocol_vhost_options){NULL, &lx->pvo_default, "wsq.raw", ""};
-    lx->retry.secs_since_valid_ping = (uint16_t)(cfg->limits.ping_interval_ms / 1000);
-    lx->retry.secs_since_valid_hangup = (uint16_t)(cfg->limits.idle_timeout_ms / 1000);
-    if (lx->retry.secs_since_valid_hangup <= lx->retry.secs_since_valid_ping)
-        lx->retry.secs_since_valid_hangup = lx->retry.secs_since_valid_ping + 1; /* lws asserts */
+    /* Liveness is ours (wsq__sessions_ping): lws 4.1 keeps one timer per connection in a sorted
+     * list, and with 10,000 connections a ping round cost ~70% of a core. A zero hangup turns
+     * its validity timers off; the zeroed policy must still be given, or lws uses its own. */
+    (void)cfg;
+    lx->retry.secs_since_valid_ping = 0;
+    lx->retry.secs_since_valid_hangup = 0;
 }
 
 static void lws_log_emit(int level, const char *line)

@@ -737,6 +737,43 @@ void wsq__sessions_reauthorize(wsq_server_t *srv)
                 reauthorize(s);
 }
 
+void wsq__sessions_ping(wsq_server_t *srv, int64_t now_ns, int64_t tick_ns)
+{
+    const wsq_config_t *cfg = srv->cfg;
+    int64_t ping_ns = cfg->limits.ping_interval_ms * 1000000;
+    int64_t grace_ns = (cfg->limits.idle_timeout_ms - cfg->limits.ping_interval_ms) * 1000000;
+    if (srv->nbuckets == 0 || ping_ns <= 0)
+        return;
+    int64_t ticks = ping_ns / 4 / (tick_ns > 0 ? tick_ns : 1);
+    uint32_t per_tick = (uint32_t)(srv->nbuckets / (ticks > 0 ? (uint64_t)ticks : 1)) + 1;
+    for (uint32_t i = 0; i < per_tick && i < srv->nbuckets; i++) {
+        uint32_t b = srv->ping_cursor++ & (srv->nbuckets - 1);
+        for (wsq_session_t *s = srv->buckets[b]; s; s = s->hnext) {
+            if (s->kind == WSQ_SESS_HTTP || s->wsi == NULL || s->close_sent)
+                continue;
+            if (s->ping_sent_ns) {
+                if (now_ns - s->ping_sent_ns >= grace_ns) {
+                    /* silent through ping and grace: the peer is gone; no close frame */
+                    wsq_info_log("idle_timeout", "sid=%llu peer=%s idle_ms=%lld",
+                                 (unsigned long long)s->id, s->peer,
+                                 (long long)((now_ns - s->last_rx_ns) / 1000000));
+                    s->close_code = WSQ_CLOSE_GOING_AWAY;
+                    snprintf(s->close_reason, sizeof(s->close_reason), "idle timeout");
+                    s->close_sent = true;
+                    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+                }
+            } else if (now_ns - s->last_rx_ns >= ping_ns && !s->close_code) {
+                /* a non-empty payload: lws reports only non-empty pongs */
+                wsq_out_t *h = NULL, **t = &h;
+                if (wsq__out_frame(&t, 9, "wsq", 3, 0, 0, 0) == WSQ_OK) {
+                    enqueue(s, h);
+                    s->ping_sent_ns = now_ns;
+                }
+            }
+        }
+    }
+}
+
 void wsq__sessions_expire_tokens(wsq_server_t *srv, int64_t now_ms)
 {
     for (uint32_t b = 0; b < srv->nbuckets; b++)
@@ -759,6 +796,7 @@ static int on_established(struct lws *wsi, wsq_session_t **pss, wsq_server_t *sr
     if (s == NULL)
         return -1;
     *pss = s;
+    s->last_rx_ns = wsq_mono_ns();
     atomic_fetch_add_explicit(&srv->metrics.connections, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&srv->metrics.connections_total, 1, memory_order_relaxed);
     /* headers are gone after this callback: take what we need now */
@@ -797,6 +835,8 @@ static int on_established(struct lws *wsi, wsq_session_t **pss, wsq_server_t *sr
 static int on_receive(wsq_session_t *s, struct lws *wsi, const void *in, size_t len)
 {
     const wsq_config_t *cfg = s->srv->cfg;
+    s->last_rx_ns = wsq_mono_ns(); /* any frame proves the peer alive */
+    s->ping_sent_ns = 0;
     if (lws_is_first_fragment(wsi)) {
         s->rx.len = 0;
         s->rx_binary = lws_frame_is_binary(wsi);
@@ -861,6 +901,12 @@ int wsq__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (s == NULL)
             return 0;
         return on_writeable(s);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (s) {
+            s->last_rx_ns = wsq_mono_ns();
+            s->ping_sent_ns = 0;
+        }
+        return 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (s && len >= 2) {
             const unsigned char *p = in;

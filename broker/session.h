@@ -55,6 +55,8 @@ struct wsq_session {
     bool close_sent;     /* our close frame is out; waiting for the client's */
     char close_reason[124];
     wsq_http_t *http;     /* HTTP request state (kind HTTP) */
+    int64_t last_rx_ns;   /* last frame or pong from the client (liveness) */
+    int64_t ping_sent_ns; /* our ping is unanswered since then; 0: none outstanding */
     double rate_tokens;   /* publish rate token bucket */
     int64_t rate_last_ns; /* last refill */
 };
