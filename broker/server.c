@@ -598,6 +598,10 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
         srv->lws = NULL;
         goto stop_threads;
     }
+    /* Bind the protocols (and the raw-mode "default" pvo) now: lws otherwise does it in its
+     * first loop iteration, and an upgrade accepted before that lands in the http protocol,
+     * past every upgrade check, and is never served. */
+    lws_protocol_init(srv->lws);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
