@@ -7,6 +7,11 @@
 
 #include "broker.h"
 #include "session.h"
+#include "wsq/clock.h"
+#include "wsq/jwt.h"
+
+/* Clock skew tolerated on exp and nbf. */
+#define JWT_LEEWAY_S 30
 
 static const char *const authf_names[WSQ_AUTHF_COUNT] = {
     [WSQ_AUTHF_BAD_HEADER] = "bad_authorization_header",
@@ -169,15 +174,53 @@ bool wsq__origin_allowed(wsq_server_t *srv, struct lws *wsi)
     return false;
 }
 
+static wsq_authf_t jwt_reason(const char *r)
+{
+    static const struct {
+        const char *name;
+        wsq_authf_t why;
+    } map[] = {
+        {"malformed", WSQ_AUTHF_MALFORMED},         {"bad_alg", WSQ_AUTHF_BAD_ALG},
+        {"bad_header", WSQ_AUTHF_MALFORMED},        {"bad_signature", WSQ_AUTHF_BAD_SIGNATURE},
+        {"bad_claims", WSQ_AUTHF_BAD_CLAIMS},       {"expired", WSQ_AUTHF_EXPIRED},
+        {"not_yet_valid", WSQ_AUTHF_NOT_YET_VALID}, {"bad_issuer", WSQ_AUTHF_BAD_ISSUER},
+        {"bad_audience", WSQ_AUTHF_BAD_AUDIENCE},
+    };
+    for (size_t i = 0; r && i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(r, map[i].name) == 0)
+            return map[i].why;
+    return WSQ_AUTHF_MALFORMED;
+}
+
 wsq_err wsq__auth_jwt(wsq_server_t *srv, const char *token, size_t len, wsq_identity_t *id,
                       wsq_authf_t *why)
 {
-    (void)srv;
-    (void)token;
-    (void)len;
-    (void)id;
-    *why = WSQ_AUTHF_UNKNOWN_TOKEN; /* JWT verification: see jwt.c (pending) */
-    return WSQ_ERR_UNAUTHORIZED;
+    const wsq_config_t *cfg = srv->cfg;
+    wsq_jwt_claims_t c;
+    const char *reason = NULL;
+    int64_t now_ms = wsq_now_ms();
+    wsq_err err = wsq_jwt_verify(token, len, (const unsigned char *)cfg->auth.jwt_secret,
+                                 cfg->auth.jwt_secret_len, cfg->auth.jwt_issuer,
+                                 cfg->auth.jwt_audience, now_ms / 1000, JWT_LEEWAY_S, &c, &reason);
+    if (err != WSQ_OK) {
+        *why = jwt_reason(reason);
+        wsq_jwt_claims_fini(&c);
+        return WSQ_ERR_UNAUTHORIZED;
+    }
+    wsq_rights_t *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        wsq_jwt_claims_fini(&c);
+        *why = WSQ_AUTHF_MALFORMED;
+        return WSQ_ERR_UNAUTHORIZED;
+    }
+    *r = c.rights; /* ownership of the lists moves to the identity */
+    memset(id, 0, sizeof(*id));
+    snprintf(id->name, sizeof(id->name), "%s", c.sub);
+    id->kind = WSQ_ID_JWT;
+    id->owned = r;
+    id->rights = r;
+    id->expires_ms = c.exp ? c.exp * 1000 : 0;
+    return WSQ_OK;
 }
 
 /* Re-resolves an identity against the config now in force. False: its credentials are gone. */

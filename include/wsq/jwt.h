@@ -1,0 +1,165 @@
+/*
+ * JSON Web Tokens (RFC 7519) signed with HS256 (RFC 7515 JWS compact serialization): the
+ * credentials wsqd accepts besides static tokens.
+ *
+ * Pure functions: bytes in, claims or a refusal out. No I/O, no globals of our own, no logging;
+ * any thread may call any function concurrently (libcrypto and jansson are thread-safe for these
+ * uses). HMAC-SHA256 comes from OpenSSL's libcrypto, the signature comparison is constant-time
+ * (CRYPTO_memcmp), and JSON is parsed by jansson with duplicate keys refused.
+ *
+ * Accepted tokens, and nothing else:
+ *   - exactly three non-empty parts separated by '.', at most WSQ_JWT_TOKEN_MAX bytes in all;
+ *   - each part strict base64url (RFC 7515 section 2): alphabet [A-Za-z0-9_-], no padding, no
+ *     whitespace, and the unused low bits of the last character zero (one encoding per value);
+ *   - a header that is a JSON object with "alg" exactly "HS256"; "typ", if present, is "JWT"
+ *     (case-insensitive, RFC 7515 section 4.1.9); "crit" and "cty" are refused, since wsq
+ *     understands no extension and no nested token; other members (e.g. "kid") are ignored;
+ *   - a signature of exactly 32 bytes equal to HMAC-SHA256(secret, "<header>.<payload>"), the
+ *     parts as they appear in the token (never re-encoded);
+ *   - claims (the payload) forming a JSON object, read only after the signature checks out:
+ *       "sub"  required: the identity name, 1..WSQ_JWT_SUB_MAX bytes of [A-Za-z0-9._@+-];
+ *       "exp"  optional NumericDate: refused when now_s >= exp + leeway_s;
+ *       "nbf"  optional NumericDate: refused when now_s < nbf - leeway_s;
+ *       "iss"  optional string; required and equal to `issuer` when one is expected;
+ *       "aud"  optional string or array of strings; required and containing `audience` when
+ *              one is expected. With no expected audience any "aud" is accepted;
+ *       "wsq"  optional rights object {"pub":[patterns], "sub":[patterns], "admin":bool}, each
+ *              member optional, no other member allowed (a misspelt right must not silently
+ *              grant nothing or, worse, be ignored by an older wsqd). Patterns are wsq/topic.h
+ *              patterns, at most WSQ_JWT_PATTERNS_MAX per list. Without "wsq" the identity has
+ *              no rights at all.
+ *     NumericDates are non-negative JSON numbers; a fraction is rounded towards refusal (exp
+ *     down, nbf up). Other claims ("iat", "jti", ...) are ignored.
+ *
+ * Refusal reasons. Every refusal names one stable reason code, meant for the metric label of
+ * "auth failures by reason" and for logs (log the reason, never the token: a token is a
+ * credential). The list is closed, so a metric can create every label up front; codes are never
+ * renamed once released, new ones go at the end.
+ */
+#ifndef WSQ_JWT_H
+#define WSQ_JWT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wsq/config.h"
+#include "wsq/err.h"
+
+#define WSQ_JWT_TOKEN_MAX 8192   /* bytes of a whole token; larger is "malformed" */
+#define WSQ_JWT_SUB_MAX 63       /* bytes of the "sub" claim */
+#define WSQ_JWT_PATTERNS_MAX 64  /* patterns in each of "pub" and "sub" */
+#define WSQ_JWT_SECRET_MAX 65536 /* bytes of an HS256 secret (keeps the HMAC key length an int) */
+
+/* X("code", "meaning"): the reasons wsq_jwt_verify hands back (as static strings; compare them
+ * with strcmp). The checks run in this order, and the first that fails names the reason:
+ *   1. length, three non-empty parts, strict base64url of each part      malformed
+ *   2. the header is a JSON object                                        malformed
+ *   3. "alg"; then "typ", "crit", "cty"                                   bad_alg, bad_header
+ *   4. the signature (only now is the secret used)                        bad_signature
+ *   5. the claims are a JSON object (only authenticated bytes are parsed) malformed
+ *   6. types and values of every claim used, and the "wsq" rights         bad_claims
+ *   7. "exp", then "nbf", then "iss", then "aud"                          expired, not_yet_valid,
+ *                                                                         bad_issuer, bad_audience
+ */
+#define WSQ_JWT_REASON_LIST(X)                                                                     \
+    X("malformed", "not three non-empty strict base64url parts, longer than WSQ_JWT_TOKEN_MAX, "   \
+                   "or a header or claims part that is not a JSON object (duplicate keys "         \
+                   "included)")                                                                    \
+    X("bad_alg", "header \"alg\" is missing or is not exactly \"HS256\"")                          \
+    X("bad_header", "header has \"crit\" or \"cty\", or a \"typ\" other than \"JWT\"")             \
+    X("bad_signature", "signature is not HMAC-SHA256 of the token under the secret")               \
+    X("bad_claims", "a claim has the wrong type or value: missing or invalid \"sub\", a "          \
+                    "negative or non-numeric \"exp\"/\"nbf\", a non-string \"iss\", an \"aud\" "   \
+                    "that is neither a string nor an array of strings, or a wrong \"wsq\" "        \
+                    "object (unknown member, invalid pattern, more than WSQ_JWT_PATTERNS_MAX "     \
+                    "patterns, non-boolean \"admin\")")                                            \
+    X("expired", "\"exp\" has passed (beyond the leeway)")                                         \
+    X("not_yet_valid", "\"nbf\" is still ahead (beyond the leeway)")                               \
+    X("bad_issuer", "an issuer is expected and \"iss\" is missing or differs")                     \
+    X("bad_audience", "an audience is expected and \"aud\" is missing or does not contain it")     \
+    X("nomem", "out of memory while verifying (not the client's fault)")                           \
+    X("internal", "libcrypto failed, or the caller passed invalid arguments")
+
+/* Verified claims. Owned by the caller; release with wsq_jwt_claims_fini. */
+typedef struct {
+    char sub[WSQ_JWT_SUB_MAX + 1]; /* "sub": the identity name, NUL-terminated, validated */
+    int64_t exp;                   /* "exp" in seconds since the epoch; 0 when absent */
+    int64_t nbf;                   /* "nbf" in seconds since the epoch; 0 when absent */
+    wsq_rights_t rights;           /* from "wsq": publish <- "pub", subscribe <- "sub", admin;
+                                    * every item a valid pattern, items and strings malloc'd */
+} wsq_jwt_claims_t;
+
+/*
+ * Verifies token[0..len) as an HS256 JWT and extracts its claims (see the top of this file for
+ * exactly what is accepted).
+ *
+ *   token, len    the compact token, not NUL-terminated (no "Bearer " prefix, no whitespace).
+ *                 Untrusted: any bytes are handled; nothing is read beyond len.
+ *   secret        the HS256 key, 1..WSQ_JWT_SECRET_MAX bytes.
+ *   issuer        expected "iss" (NUL-terminated), or NULL to accept any or none.
+ *   audience      expected "aud" entry (NUL-terminated), or NULL to accept any or none.
+ *   now_s         the current time in seconds since the epoch (passed in: no clock is read).
+ *   leeway_s      clock skew tolerated on "exp" and "nbf", >= 0.
+ *   out           receives the claims. Zeroed on every return, filled only on WSQ_OK; so
+ *                 wsq_jwt_claims_fini(out) is always safe after the call, and needed after WSQ_OK.
+ *   reason        if not NULL, receives a reason code from WSQ_JWT_REASON_LIST on failure and
+ *                 "ok" on success: never NULL, static storage.
+ *
+ * Returns
+ *   WSQ_OK                 the token is authentic, current and well-formed; *out owns its rights.
+ *   WSQ_ERR_UNAUTHORIZED   refused; *reason says why (any reason but "nomem" and "internal").
+ *   WSQ_ERR_NOMEM          an allocation failed (reason "nomem"); the token may be fine.
+ *                          jansson 2.14 reports some of its own allocation failures as syntax
+ *                          errors, so under memory exhaustion a good token may instead be
+ *                          refused as "malformed": always a refusal, never an acceptance.
+ *   WSQ_ERR_INVAL          token, secret or out is NULL, secret_len is 0 or above
+ *                          WSQ_JWT_SECRET_MAX, or leeway_s < 0 (reason "internal").
+ *   WSQ_ERR_INTERNAL       libcrypto failed to compute the HMAC (reason "internal").
+ *
+ * Any thread; reentrant. Uses about 8 KiB of stack (the decoded parts). Allocates only
+ * transiently (jansson), except the rights handed back in *out.
+ */
+wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secret,
+                       size_t secret_len, const char *issuer, const char *audience, int64_t now_s,
+                       int64_t leeway_s, wsq_jwt_claims_t *out, const char **reason);
+
+/* Frees the rights lists of c and zeroes it. Idempotent; c == NULL is a no-op. Any thread. */
+void wsq_jwt_claims_fini(wsq_jwt_claims_t *c);
+
+/*
+ * Mints a token: header {"alg":"HS256","typ":"JWT"}, claims_json[0..len) as the payload, signed
+ * with HMAC-SHA256(secret). For tests and tools (wsqctl may mint tokens).
+ *
+ * The claims bytes are signed verbatim and not validated, so that tests can mint authentic
+ * tokens with malformed claims; a tool should check its result with wsq_jwt_verify.
+ *
+ *   token_out   receives a malloc'd NUL-terminated token on WSQ_OK (the caller frees it);
+ *               untouched on error.
+ *
+ * Returns WSQ_OK; WSQ_ERR_INVAL (claims_json NULL with len > 0, secret or token_out NULL,
+ * secret_len 0 or above WSQ_JWT_SECRET_MAX); WSQ_ERR_TOO_LARGE when the token would exceed
+ * WSQ_JWT_TOKEN_MAX (wsq_jwt_verify would refuse it); WSQ_ERR_NOMEM; WSQ_ERR_INTERNAL when
+ * libcrypto fails. Any thread; reentrant.
+ */
+wsq_err wsq_jwt_sign(const char *claims_json, size_t len, const unsigned char *secret,
+                     size_t secret_len, char **token_out);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Internal, exposed for the unit tests and the fuzz target. Pure; any thread.                 */
+
+/* Bytes needed to decode n base64url characters (an upper bound: n * 3 / 4). */
+#define WSQ__B64URL_DECODED_MAX(n) ((n) / 4 * 3 + 2)
+/* Characters of the unpadded base64url encoding of n bytes (exact). */
+#define WSQ__B64URL_ENCODED_LEN(n) ((n) / 3 * 4 + ((n) % 3 == 0 ? 0 : (n) % 3 + 1))
+
+/* Strictly decodes in[0..n) (see the top of this file) into out, which has room for
+ * WSQ__B64URL_DECODED_MAX(n) bytes; *outlen receives the decoded length. Returns WSQ_OK or
+ * WSQ_ERR_INVAL for any character outside the alphabet, a length of 1 mod 4, or non-zero unused
+ * bits. n == 0 decodes to nothing. */
+wsq_err wsq__b64url_decode(const char *in, size_t n, unsigned char *out, size_t *outlen);
+
+/* Encodes in[0..n) into out, which has room for WSQ__B64URL_ENCODED_LEN(n) bytes (no NUL is
+ * written). Returns the number of characters written. */
+size_t wsq__b64url_encode(const unsigned char *in, size_t n, char *out);
+
+#endif
