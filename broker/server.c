@@ -505,7 +505,11 @@ static bool create_vhosts(wsq_server_t *srv)
         snprintf(srv->lx->names[i], sizeof(srv->lx->names[i]), "listener%zu", i);
         vi.vhost_name = srv->lx->names[i];
         vi.port = l->port;
-        vi.iface = l->address;
+        /* lws 4.1 built with IPv6 binds "::" (every interface) when given an IPv4 address; an
+         * IPv4 listener must be IPv4 only, or 127.0.0.1 would be reachable from outside. */
+        vi.iface = strcmp(l->address, "localhost") == 0 ? "127.0.0.1" : l->address;
+        if (strchr(vi.iface, ':') == NULL)
+            vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
         vi.protocols = srv->lx->protocols;
         vi.pvo = &srv->lx->pvo_raw;
         vi.retry_and_idle_policy = &srv->lx->retry;
@@ -531,6 +535,11 @@ static bool create_vhosts(wsq_server_t *srv)
             return false;
         }
         int port = lws_get_vhost_listen_port(vh);
+        if (port <= 0) {
+            wsq_err_log("listen", "address=%s port=%u msg=\"cannot listen on this address\"",
+                        l->address, l->port);
+            return false;
+        }
         wsq_info_log("listening", "address=%s port=%d tls=%s", l->address, port,
                      l->tls_cert ? "yes" : "no");
         if (!wsq_config_loopback_only(cfg) &&
