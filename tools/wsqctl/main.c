@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <yaml.h>
 
 #include "ctl.h"
 
@@ -130,8 +131,9 @@ static void version(void)
 {
     printf("wsqctl %s\n", WSQ_VERSION);
     printf("on-disk format %d\n", WSQ_FORMAT_VERSION);
-    printf("%s\n", wsq_store_backend_version());
     printf("libwebsockets %s\n", lws_get_library_version());
+    printf("%s\n", wsq_store_backend_version());
+    printf("libyaml %s\n", yaml_get_version_string());
 }
 
 static const command_t *find_command(const char *name)
