@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "http_route.h"
 #include "session.h"
 #include "wsq/clock.h"
 
@@ -727,92 +728,66 @@ static void do_admin(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi, const
     reply_error(s, WSQ_ERR_NOTFOUND, "unknown admin operation");
 }
 
-/* One JSON Lines import body: {"topic":..,"data":..,"enc":"base64"?} per line; every message is
- * appended (it gets a new seq: seqs are never reused). */
+/* One JSON Lines import body (wsq__import_parse): every message is appended (it gets a new
+ * seq: seqs are never reused); a bad line refuses the whole body. */
+typedef struct {
+    wsq_server_t *srv;
+    wsq_session_t *s;
+    wsq_wreq_t *head, **tail;
+    char *msg;
+    size_t msglen;
+} import_t;
+
+static wsq_err import_one(void *arg, const wsq_frame_t *f)
+{
+    import_t *im = arg;
+    if (!wsq__allowed(&im->s->ident, WSQ_RIGHT_PUBLISH, f->topic, f->topic_len)) {
+        snprintf(im->msg, im->msglen, "not allowed to publish to %s", f->topic);
+        return WSQ_ERR_FORBIDDEN;
+    }
+    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, f->topic, f->topic_len, NULL, 0, f->data_len + 1);
+    if (r == NULL)
+        return WSQ_ERR_NOMEM;
+    if (f->data_len)
+        memcpy(r->data, f->data, f->data_len);
+    r->data[f->data_len] = '\0'; /* an empty ref: see wsq__publish */
+    r->len = f->data_len;
+    r->flags = f->binary ? WSQ_MSG_BINARY : 0;
+    r->user[0] = im->s->id;
+    r->done = wsq__wt_done;
+    r->arg = im->srv;
+    *im->tail = r;
+    im->tail = &r->next;
+    return WSQ_OK;
+}
+
 static void do_import(wsq_server_t *srv, wsq_session_t *s)
 {
     wsq_http_t *h = s->http;
-    const char *p = (const char *)h->body.data, *end = p + h->body.len;
-    wsq_wreq_t *head = NULL, **tail = &head;
-    uint64_t n = 0, line = 0;
-    char msg[400];
-    wsq_err err = WSQ_OK;
-    while (p < end && err == WSQ_OK) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl ? nl : end;
-        line++;
-        if (le > p) {
-            wsq_frame_t f;
-            wsq_proto_error_t pe;
-            wsq_frame_init(&f);
-            /* each line is a pub frame without "op": reuse the codec by framing it as one */
-            wsq_buf_t b;
-            wsq_buf_init(&b);
-            WSQ_BUF_LIT(&b, "{\"op\":\"pub\",");
-            const char *q = p;
-            while (q < le && (*q == ' ' || *q == '\t'))
-                q++;
-            if (q < le && *q == '{')
-                wsq_buf_append(&b, q + 1, (size_t)(le - q - 1));
-            else
-                WSQ_BUF_LIT(&b, "}");
-            if (wsq_proto_decode(b.data, b.len, srv->cfg->limits.max_message_size, &f, &pe) !=
-                WSQ_OK) {
-                snprintf(msg, sizeof(msg), "line %llu: %s", (unsigned long long)line, pe.message);
-                err = pe.code;
-            } else if (!wsq__allowed(&s->ident, WSQ_RIGHT_PUBLISH, f.topic, f.topic_len)) {
-                snprintf(msg, sizeof(msg), "line %llu: not allowed to publish to %s",
-                         (unsigned long long)line, f.topic);
-                err = WSQ_ERR_FORBIDDEN;
-            } else {
-                wsq_wreq_t *r =
-                    wsq_wreq_new(WSQ_WOP_APPEND, f.topic, f.topic_len, NULL, 0, f.data_len + 1);
-                if (r == NULL) {
-                    err = WSQ_ERR_NOMEM;
-                    snprintf(msg, sizeof(msg), "out of memory");
-                } else {
-                    if (f.data_len)
-                        memcpy(r->data, f.data, f.data_len);
-                    r->data[f.data_len] = '\0'; /* empty ref: see wsq__publish */
-                    r->len = f.data_len;
-                    r->flags = f.binary ? WSQ_MSG_BINARY : 0;
-                    r->user[0] = s->id;
-                    r->done = wsq__wt_done;
-                    r->arg = srv;
-                    *tail = r;
-                    tail = &r->next;
-                    n++;
-                }
-            }
-            wsq_buf_fini(&b);
-            wsq_frame_clear(&f);
-        }
-        p = le + 1;
-    }
-    if (err != WSQ_OK) {
-        for (wsq_wreq_t *r = head, *nx; r; r = nx) {
+    char msg[400] = "";
+    import_t im = {srv, s, NULL, NULL, msg, sizeof(msg)};
+    im.tail = &im.head;
+    uint64_t n = 0;
+    wsq_err err = wsq__import_parse((const char *)h->body.data, h->body.len,
+                                    srv->cfg->limits.max_message_size, import_one, &im, msg,
+                                    sizeof(msg), &n);
+    if (err == WSQ_OK && n > 0)
+        err = wsq_store_submit_list(srv->store, im.head);
+    if (err != WSQ_OK || n == 0) {
+        for (wsq_wreq_t *r = im.head, *nx; r; r = nx) {
             nx = r->next;
             wsq_wreq_free(&r);
         }
-        reply_error(s, err, msg); /* nothing of a bad body is imported */
-        return;
-    }
-    if (n == 0) {
+        if (err != WSQ_OK) {
+            reply_error(s, err, msg[0] ? msg : NULL); /* nothing of a bad body is imported */
+            return;
+        }
         h->resp.len = 0;
         WSQ_BUF_LIT(&h->resp, "{\"imported\":0}");
         reply(s, 200);
         return;
     }
     h->expect = n;
-    err = wsq_store_submit_list(srv->store, head);
-    if (err != WSQ_OK) {
-        for (wsq_wreq_t *r = head, *nx; r; r = nx) {
-            nx = r->next;
-            wsq_wreq_free(&r);
-        }
-        reply_error(s, err, NULL);
-        return;
-    }
     h->waiting = true;
     wsq_info_log("admin", "op=import messages=%llu identity=%s peer=%s", (unsigned long long)n,
                  s->ident.name, s->peer);
@@ -847,64 +822,53 @@ static int on_http(wsq_server_t *srv, struct lws *wsi, wsq_session_t **pss, cons
         reply_error(s, WSQ_ERR_UNAUTHORIZED, err);
         return 0;
     }
-    if (!get && (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0)) {
-        reply_error(s, WSQ_ERR_BAD_REQUEST, "use GET");
-        s->http->status = 405;
-        return 0;
-    }
-    if (get && strcmp(path, "/healthz") == 0) {
+    wsq_route_t rt;
+    wsq__http_route(path, get, post, &rt);
+    switch (rt.kind) {
+    case WSQ_ROUTE_HEALTH:
         do_health(srv, s);
         return 0;
-    }
-    if (get && strcmp(path, "/metrics") == 0) {
+    case WSQ_ROUTE_METRICS:
         do_metrics(srv, s);
         return 0;
+    case WSQ_ROUTE_ADMIN:
+        do_admin(srv, s, wsi, rt.admin_op, post);
+        return 0;
+    case WSQ_ROUTE_BAD_METHOD:
+        reply_error(s, WSQ_ERR_BAD_REQUEST,
+                    "wrong method: GET /healthz, /metrics and /topics/<topic>/messages; POST "
+                    "/topics/<topic>");
+        s->http->status = 405;
+        return 0;
+    case WSQ_ROUTE_BAD_TOPIC:
+        reply_error(s, WSQ_ERR_BAD_TOPIC, NULL);
+        return 0;
+    case WSQ_ROUTE_NOT_FOUND:
+        reply_error(s, WSQ_ERR_NOTFOUND, "no such endpoint");
+        return 0;
+    case WSQ_ROUTE_HISTORY:
+    case WSQ_ROUTE_PUBLISH:
+        break;
     }
-    if (strncmp(path, "/admin/", 7) == 0) {
-        do_admin(srv, s, wsi, path + 7, post);
+    memcpy(s->http->topic, rt.topic, rt.topic_len + 1);
+    s->http->topic_len = rt.topic_len;
+    if (rt.kind == WSQ_ROUTE_HISTORY) {
+        do_history(srv, s, wsi);
         return 0;
     }
-    if (strncmp(path, "/topics/", 8) == 0) {
-        const char *t = path + 8;
-        const char *suffix = strstr(t, "/messages");
-        size_t tl = suffix && suffix[9] == '\0' ? (size_t)(suffix - t) : strlen(t);
-        if (!wsq_topic_valid(t, tl)) {
-            reply_error(s, WSQ_ERR_BAD_TOPIC, NULL);
-            return 0;
-        }
-        memcpy(s->http->topic, t, tl);
-        s->http->topic[tl] = '\0';
-        s->http->topic_len = tl;
-        if (suffix && suffix[9] == '\0') {
-            if (!get) {
-                reply_error(s, WSQ_ERR_BAD_REQUEST, "use GET to read history");
-                s->http->status = 405;
-                return 0;
-            }
-            do_history(srv, s, wsi);
-            return 0;
-        }
-        if (!post) {
-            reply_error(s, WSQ_ERR_BAD_REQUEST, "use POST to publish");
-            s->http->status = 405;
-            return 0;
-        }
-        if (!wsq__allowed(&s->ident, WSQ_RIGHT_PUBLISH, t, tl)) {
-            reply_error(s, WSQ_ERR_FORBIDDEN, "not allowed to publish to this topic");
-            return 0;
-        }
-        s->http->text = text_type(wsi);
-        s->http->publish_body = true;
-        char cl[32];
-        if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
-            strtoull(cl, NULL, 10) > srv->cfg->limits.max_message_size) {
-            reply_error(s, WSQ_ERR_TOO_LARGE, NULL);
-            return 0;
-        }
-        return 0; /* the body follows */
+    if (!wsq__allowed(&s->ident, WSQ_RIGHT_PUBLISH, rt.topic, rt.topic_len)) {
+        reply_error(s, WSQ_ERR_FORBIDDEN, "not allowed to publish to this topic");
+        return 0;
     }
-    reply_error(s, WSQ_ERR_NOTFOUND, "no such endpoint");
-    return 0;
+    s->http->text = text_type(wsi);
+    s->http->publish_body = true;
+    char cl[32];
+    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+        strtoull(cl, NULL, 10) > srv->cfg->limits.max_message_size) {
+        reply_error(s, WSQ_ERR_TOO_LARGE, NULL);
+        return 0;
+    }
+    return 0; /* the body follows */
 }
 
 static void on_body_done(wsq_server_t *srv, wsq_session_t *s)

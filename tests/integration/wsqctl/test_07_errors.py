@@ -28,7 +28,9 @@ class Usage(h.CtlTestCase):
         out, _ = self.ctl_ok("peek", "--help")
         self.assertTrue(out.startswith("usage: wsqctl [OPTIONS] peek TOPIC"), out)
         out, _ = self.ctl_ok("--version")
-        self.assertRegex(out, r"^wsqctl \d+\.\d+\.\d+\non-disk format 1\nLMDB")
+        # the same order as wsqd --version (the packaging tests check both)
+        self.assertRegex(out, r"^wsqctl \d+\.\d+\.\d+\non-disk format 1\nlibwebsockets "
+                              r"\S+\nLMDB [^\n]+\nlibyaml \S+\n$")
 
         cases = [
             ((), r"no command given"),
