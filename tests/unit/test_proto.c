@@ -1654,10 +1654,12 @@ static void gen_string(wsq_buf_t *b, bool allow_escapes)
 static void gen_member(wsq_buf_t *b, int which)
 {
     switch (which) {
-    case 0:
+    case 0: {
+        const char *op = rnd(8) ? "\"pub\"" : (rnd(2) ? "\"sub\"" : "1");
         wsq_buf_append(b, "\"op\":", 5);
-        wsq_buf_append(b, rnd(8) ? "\"pub\"" : (rnd(2) ? "\"sub\"" : "1"), rnd(8) ? 5 : 1);
+        wsq_buf_append(b, op, strlen(op));
         break;
+    }
     case 1: {
         static const char *const topics[] = {
             "\"t\"", "\"chat.room1\"", "\"a..b\"", "\"\"", "\"x\\u0041\"", "7", "\"orders/eu/1\""};
