@@ -304,6 +304,8 @@ static uint32_t ip_bucket(const wsq_server_t *srv, const char *ip)
 
 void wsq__conn_opened(wsq_server_t *srv, struct lws *wsi)
 {
+    if (lws_get_opaque_user_data(wsi))
+        return; /* counted already */
     srv->nconns++;
     if (srv->ips == NULL) {
         srv->nips_buckets = 1024;

@@ -929,6 +929,13 @@ int wsq__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         return 0; /* handled once, by the http protocol */
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        /* lws 4.1 issues this to the vhost's default protocol (raw mode), not protocols[0] */
+        wsq__conn_opened(srv, wsi);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        wsq__conn_closed(srv, wsi); /* no-op unless this wsi was counted */
+        return 0;
     default:
         return 0;
     }
