@@ -106,6 +106,7 @@ static bool static_token(const wsq_config_t *cfg, const char *token, size_t len,
             snprintf(id->name, sizeof(id->name), "%s", t->name);
             id->kind = WSQ_ID_TOKEN;
             id->rights = &t->rights;
+            memcpy(id->digest, md, 32);
             found = true; /* keep looping: the time taken does not say which token matched */
         }
     }
@@ -122,7 +123,11 @@ wsq_err wsq__auth_token(wsq_server_t *srv, const char *token, size_t len, wsq_id
     if (static_token(cfg, token, len, id))
         return WSQ_OK;
     wsq_authf_t why = WSQ_AUTHF_UNKNOWN_TOKEN;
-    if (cfg->auth.jwt_secret && wsq__auth_jwt(srv, token, len, id, &why) == WSQ_OK)
+    /* only something shaped like a JWT (three dot-separated parts) is judged as one; anything
+     * else stays an unknown token in the metrics */
+    const char *d1 = memchr(token, '.', len);
+    bool jwt_shape = d1 && memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) != NULL;
+    if (cfg->auth.jwt_secret && jwt_shape && wsq__auth_jwt(srv, token, len, id, &why) == WSQ_OK)
         return WSQ_OK;
     fail(srv, why);
     return WSQ_ERR_UNAUTHORIZED;
@@ -219,7 +224,8 @@ wsq_err wsq__auth_jwt(wsq_server_t *srv, const char *token, size_t len, wsq_iden
     id->kind = WSQ_ID_JWT;
     id->owned = r;
     id->rights = r;
-    id->expires_ms = c.exp ? c.exp * 1000 : 0;
+    id->expires_ms =
+        c.exp ? (c.exp + JWT_LEEWAY_S) * 1000 : 0; /* the leeway it was accepted with */
     return WSQ_OK;
 }
 
@@ -232,8 +238,10 @@ bool wsq__identity_refresh(wsq_server_t *srv, wsq_identity_t *id)
         id->rights = &cfg->auth.anonymous;
         return true;
     case WSQ_ID_TOKEN:
+        /* the same name AND the same secret: rotating a token's hash revokes the old one */
         for (size_t i = 0; i < cfg->auth.n_tokens; i++) {
-            if (strcmp(cfg->auth.tokens[i].name, id->name) == 0) {
+            if (strcmp(cfg->auth.tokens[i].name, id->name) == 0 &&
+                CRYPTO_memcmp(cfg->auth.tokens[i].sha256, id->digest, 32) == 0) {
                 id->rights = &cfg->auth.tokens[i].rights;
                 return true;
             }

@@ -172,7 +172,10 @@ void wsq__ct_stop(wsq_consumers_t *ct);
 void wsq__ct_destroy(wsq_consumers_t **ct);
 /* Queues a command (any thread; ownership of cmd passes on success, always). */
 void wsq__ct_push(wsq_consumers_t *ct, ct_cmd_t *cmd);
+/* Queues a list of commands (linked through next) with one lock. */
+void wsq__ct_push_list(wsq_consumers_t *ct, ct_cmd_t *head);
 ct_cmd_t *wsq__ct_cmd(ct_kind_t kind, uint64_t sid, uint64_t sub_id);
+void wsq__ct_cmd_free(ct_cmd_t *cmd);
 
 /* ------------------------------------------------------------------------------------------- */
 /* Identities and rights (auth.c) */
@@ -187,6 +190,7 @@ typedef struct {
     const wsq_rights_t *rights; /* never NULL once resolved */
     wsq_rights_t *owned;        /* JWT: rights from the claims, freed with the identity */
     int64_t expires_ms;         /* JWT exp in ms; 0 = never */
+    unsigned char digest[32];   /* TOKEN: SHA-256 of the token presented */
     bool anonymous;
 } wsq_identity_t;
 
@@ -309,7 +313,9 @@ struct wsq_server {
     uint32_t nconns;           /* accepted TCP connections (WebSocket and HTTP) */
     struct wsq_ip_count **ips; /* per-peer connection counts (max_connections_per_ip) */
     uint32_t nips_buckets;
-    uint32_t ping_cursor;      /* next session bucket the liveness sweep visits */
+    uint32_t ping_cursor;                    /* next session bucket the liveness sweep visits */
+    ct_cmd_t *ct_pending, **ct_pending_tail; /* wsq__ct_defer's batch */
+    bool flush_scheduled;
     wsq_session_t *paused;     /* sessions whose rx is off */
     atomic_int signal_pending; /* set by the signal handler: 1 stop, 2 reload */
     bool shutting_down;
@@ -329,6 +335,11 @@ int wsq__accept_connection(wsq_server_t *srv, struct lws *wsi);
 
 /* ST inbox producers (any thread) */
 void wsq__st_push(wsq_server_t *srv, st_item_t *item);
+/* Queues a list of items (linked through next) with one lock and at most one wake-up. */
+void wsq__st_push_list(wsq_server_t *srv, st_item_t *head);
+/* ST: queues a command for the consumer thread, handed over with all others queued during the
+ * same loop pass (one lock and one wake-up per pass instead of one per socket write). */
+void wsq__ct_defer(wsq_server_t *srv, ct_cmd_t *cmd);
 st_item_t *wsq__st_item(st_kind_t kind, uint64_t sid, uint64_t sub_id);
 
 /* Sessions (session.c), ST only */

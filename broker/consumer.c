@@ -33,6 +33,22 @@
 #define TIMER_MS 100
 #define SUB_BUCKETS 4096u
 
+/* One message in a topic's tail cache. */
+typedef struct {
+    uint64_t seq;
+    int64_t ts;
+    uint32_t flags;
+    uint32_t len;
+    unsigned char *payload; /* a copy: committed messages never change */
+    char *json;             /* its wsq.v1 msg frame for a first delivery, encoded once */
+    uint32_t json_len;
+} tc_ent_t;
+
+/* Tail cache bounds: per topic, and across all topics. */
+#define TC_SLOTS 512u /* power of two */
+#define TC_TOPIC_BYTES (1u << 20)
+#define TC_TOTAL_BYTES (64u << 20)
+
 typedef struct ct_topic {
     uint32_t id;
     char name[WSQ_TOPIC_MAX + 1];
@@ -43,6 +59,12 @@ typedef struct ct_topic {
     uint64_t purged_upto;
     struct ct_sub *subs; /* subscriptions on this topic (tnext) */
     struct ct_topic *hnext;
+    /* The tail cache: when several subscriptions follow a topic, the first to reach a message
+     * reads it from LMDB and the others take it from here - one read and one JSON encoding
+     * per message instead of one per subscriber. Seqs [tc_first, tc_next), contiguous. */
+    tc_ent_t *tc;
+    uint64_t tc_first, tc_next;
+    size_t tc_bytes;
 } ct_topic_t;
 
 typedef struct ct_consumer {
@@ -112,6 +134,7 @@ struct wsq_consumers {
     ct_sub_t **ready_tail;
     st_item_t *out_head, **out_tail; /* produced this loop, pushed at its end */
     wsq_buf_t scratch;
+    size_t tc_bytes; /* tail cache bytes, all topics */
     int64_t now_ms;
     int64_t next_timer_ms;
     int64_t next_expiry_ms; /* next consumer_ttl sweep */
@@ -130,7 +153,7 @@ ct_cmd_t *wsq__ct_cmd(ct_kind_t kind, uint64_t sid, uint64_t sub_id)
     return c;
 }
 
-static void cmd_free(ct_cmd_t *c)
+void wsq__ct_cmd_free(ct_cmd_t *c)
 {
     free(c->sub);
     wsq_wreq_free(&c->req);
@@ -143,14 +166,27 @@ void wsq__ct_push(wsq_consumers_t *ct, ct_cmd_t *cmd)
     if (cmd == NULL)
         return;
     cmd->next = NULL;
+    wsq__ct_push_list(ct, cmd);
+}
+
+void wsq__ct_push_list(wsq_consumers_t *ct, ct_cmd_t *head)
+{
+    if (head == NULL)
+        return;
+    ct_cmd_t *tail = head;
+    while (tail->next)
+        tail = tail->next;
     pthread_mutex_lock(&ct->lock);
     if (!ct->started || ct->stopping) {
         pthread_mutex_unlock(&ct->lock);
-        cmd_free(cmd);
+        for (ct_cmd_t *c = head, *nx; c; c = nx) {
+            nx = c->next;
+            wsq__ct_cmd_free(c);
+        }
         return;
     }
-    *ct->cmd_tail = cmd;
-    ct->cmd_tail = &cmd->next;
+    *ct->cmd_tail = head;
+    ct->cmd_tail = &tail->next;
     bool wake = ct->waiting;
     ct->waiting = false;
     pthread_mutex_unlock(&ct->lock);
@@ -238,6 +274,74 @@ static uint32_t seqvec_del_upto(seqvec_t *v, uint64_t upto)
 /* ------------------------------------------------------------------------------------------- */
 /* topics, consumers, subscriptions */
 
+static void tc_evict_first(wsq_consumers_t *ct, ct_topic_t *t)
+{
+    tc_ent_t *e = &t->tc[t->tc_first & (TC_SLOTS - 1)];
+    size_t b = e->len + e->json_len;
+    t->tc_bytes -= b;
+    ct->tc_bytes -= b;
+    free(e->payload);
+    free(e->json);
+    memset(e, 0, sizeof(*e));
+    t->tc_first++;
+}
+
+/* Forgets cached messages below seq (trimmed or purged: they must come from LMDB, as gaps). */
+static void tc_drop_below(wsq_consumers_t *ct, ct_topic_t *t, uint64_t seq)
+{
+    while (t->tc && t->tc_first < t->tc_next && t->tc_first < seq)
+        tc_evict_first(ct, t);
+    if (t->tc_first >= t->tc_next)
+        t->tc_first = t->tc_next = 0;
+}
+
+static void tc_free(wsq_consumers_t *ct, ct_topic_t *t)
+{
+    tc_drop_below(ct, t, UINT64_MAX);
+    free(t->tc);
+    t->tc = NULL;
+}
+
+static tc_ent_t *tc_get(ct_topic_t *t, uint64_t seq)
+{
+    if (t->tc == NULL || seq < t->tc_first || seq >= t->tc_next)
+        return NULL;
+    return &t->tc[seq & (TC_SLOTS - 1)];
+}
+
+/* Appends a message read from LMDB at the cache's tail (only contiguous seqs are kept). */
+static void tc_put(wsq_consumers_t *ct, ct_topic_t *t, const wsq_msg_view_t *m)
+{
+    if (t->subs == NULL || t->subs->tnext == NULL)
+        return; /* one subscriber: nobody would share it */
+    if (m->len > TC_TOPIC_BYTES / 8 || m->seq < t->first_seq)
+        return;
+    if (t->tc_first < t->tc_next && m->seq != t->tc_next)
+        return;
+    if (t->tc == NULL && (t->tc = calloc(TC_SLOTS, sizeof(*t->tc))) == NULL)
+        return;
+    if (t->tc_first >= t->tc_next)
+        t->tc_first = t->tc_next = m->seq;
+    while (t->tc_first < t->tc_next &&
+           (t->tc_next - t->tc_first >= TC_SLOTS || t->tc_bytes + m->len > TC_TOPIC_BYTES))
+        tc_evict_first(ct, t);
+    if (ct->tc_bytes + m->len > TC_TOTAL_BYTES)
+        return;
+    unsigned char *copy = malloc(m->len ? m->len : 1);
+    if (copy == NULL)
+        return;
+    if (m->len)
+        memcpy(copy, m->data, m->len);
+    if (t->tc_first >= t->tc_next)
+        t->tc_first = t->tc_next = m->seq;
+    tc_ent_t *e = &t->tc[m->seq & (TC_SLOTS - 1)];
+    *e = (tc_ent_t){
+        .seq = m->seq, .ts = m->ts_ms, .flags = m->flags, .len = (uint32_t)m->len, .payload = copy};
+    t->tc_next = m->seq + 1;
+    t->tc_bytes += m->len;
+    ct->tc_bytes += m->len;
+}
+
 static ct_topic_t *topic_find(wsq_consumers_t *ct, uint32_t id)
 {
     for (ct_topic_t *t = ct->topics[hash64(id)]; t; t = t->hnext)
@@ -282,6 +386,7 @@ static void topic_release(wsq_consumers_t *ct, ct_topic_t *t)
     for (ct_topic_t **pp = &ct->topics[hash64(t->id)]; *pp; pp = &(*pp)->hnext) {
         if (*pp == t) {
             *pp = t->hnext;
+            tc_free(ct, t);
             free(t);
             return;
         }
@@ -793,6 +898,7 @@ static void on_commit(wsq_consumers_t *ct, ct_cmd_t *cmd)
             t->next_seq = ti->next_seq;
         if (ti->first_seq > t->first_seq)
             t->first_seq = ti->first_seq;
+        tc_drop_below(ct, t, t->first_seq);
         if (ti->trimmed) {
             wsq_topic_info_t info;
             if (wsq_store_topic_get(ct->store, t->id, &info) == WSQ_OK &&
@@ -820,6 +926,7 @@ typedef struct {
     uint64_t last;       /* last seq visited */
     uint64_t expect;     /* next seq the read should see; a jump is a gap */
     uint64_t stop_after; /* do not go beyond this seq (the resume scan's end) */
+    bool fill_cache;     /* messages read from LMDB for new deliveries go into the tail cache */
     bool ended;          /* the subscription ended (raw-mode gap) */
     wsq_err err;
 } rd_t;
@@ -836,6 +943,8 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
     rd->last = m->seq;
     if (rd->only_seq && m->seq != rd->only_seq)
         return 1;
+    if (rd->fill_cache)
+        tc_put(ct, s->topic, m);
     if (!rd->only_seq && m->seq > rd->expect) {
         /* the read stepped over removed messages: say so before anything after them */
         if (!gap(ct, s, rd->expect, m->seq - 1, rd->out)) {
@@ -898,12 +1007,28 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
     if (s->p->raw) {
         err = wsq__outlist_frame(rd->out, binary ? 2 : 1, m->data, m->len, s->id, m->seq, true);
     } else {
-        ct->scratch.len = 0;
-        err = wsq_proto_enc_msg(&ct->scratch, s->topic->name, s->topic->name_len, m->seq, m->ts_ms,
-                                m->data, m->len, binary, count);
-        if (err == WSQ_OK)
-            err = wsq__outlist_frame(rd->out, 1, ct->scratch.data, ct->scratch.len, s->id, m->seq,
-                                     true);
+        tc_ent_t *e = count == 1 ? tc_get(s->topic, m->seq) : NULL;
+        if (e && e->json == NULL) { /* the first subscriber to need it encodes it for all */
+            ct->scratch.len = 0;
+            if (wsq_proto_enc_msg(&ct->scratch, s->topic->name, s->topic->name_len, m->seq,
+                                  m->ts_ms, m->data, m->len, binary, 1) == WSQ_OK &&
+                (e->json = malloc(ct->scratch.len)) != NULL) {
+                memcpy(e->json, ct->scratch.data, ct->scratch.len);
+                e->json_len = (uint32_t)ct->scratch.len;
+                s->topic->tc_bytes += e->json_len;
+                ct->tc_bytes += e->json_len;
+            }
+        }
+        if (e && e->json) {
+            err = wsq__outlist_frame(rd->out, 1, e->json, e->json_len, s->id, m->seq, true);
+        } else {
+            ct->scratch.len = 0;
+            err = wsq_proto_enc_msg(&ct->scratch, s->topic->name, s->topic->name_len, m->seq,
+                                    m->ts_ms, m->data, m->len, binary, count);
+            if (err == WSQ_OK)
+                err = wsq__outlist_frame(rd->out, 1, ct->scratch.data, ct->scratch.len, s->id,
+                                         m->seq, true);
+        }
     }
     if (err != WSQ_OK) {
         rd->err = err;
@@ -1021,17 +1146,38 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
     }
     if (s->scan_next > s->scan_end && s->next_seq <= s->scan_end)
         s->next_seq = s->scan_end + 1;
-    /* 3. new messages */
+    /* 3. new messages: from the tail cache while it has them, else from LMDB */
     while (live && rd.budget && s->next_seq < t->next_seq && has_credit(s) && rd.err == WSQ_OK) {
         rd.redeliver = false;
         rd.only_seq = 0;
         rd.last = 0;
         rd.expect = s->next_seq;
+        tc_ent_t *e = s->next_seq >= t->first_seq ? tc_get(t, s->next_seq) : NULL;
+        if (e) {
+            wsq_msg_view_t v = {.seq = e->seq,
+                                .ts_ms = e->ts,
+                                .flags = e->flags,
+                                .len = e->len,
+                                .data = e->payload};
+            int stop = deliver_one(&rd, &v);
+            if (rd.ended) {
+                live = false;
+                break;
+            }
+            s->next_seq = e->seq + 1;
+            if (stop)
+                break;
+            continue;
+        }
+        rd.fill_cache = true;
         wsq_read_info_t info;
         wsq_err err = wsq_store_read(ct->store, t->id, s->next_seq, rd.budget, READ_BYTES,
                                      deliver_one, &rd, &info);
+        rd.fill_cache = false;
         if (err != WSQ_OK)
             break;
+        if (info.first_seq > t->first_seq)
+            t->first_seq = info.first_seq;
         if (info.next_seq > t->next_seq)
             t->next_seq = info.next_seq;
         if (rd.ended) {
@@ -1219,10 +1365,7 @@ static void push_out(wsq_consumers_t *ct)
     st_item_t *h = ct->out_head;
     ct->out_head = NULL;
     ct->out_tail = &ct->out_head;
-    for (st_item_t *it = h, *nx; it; it = nx) {
-        nx = it->next;
-        wsq__st_push(ct->srv, it);
-    }
+    wsq__st_push_list(ct->srv, h); /* one lock, one wake-up for the whole pass */
 }
 
 static void *ct_main(void *arg)
@@ -1255,7 +1398,7 @@ static void *ct_main(void *arg)
         for (ct_cmd_t *c = cmds, *nx; c; c = nx) {
             nx = c->next;
             process(ct, c);
-            cmd_free(c);
+            wsq__ct_cmd_free(c);
         }
         if (stopping)
             break;
@@ -1340,7 +1483,7 @@ void wsq__ct_destroy(wsq_consumers_t **ctp)
     wsq__ct_stop(ct);
     for (ct_cmd_t *c = ct->cmd_head, *nx; c; c = nx) {
         nx = c->next;
-        cmd_free(c);
+        wsq__ct_cmd_free(c);
     }
     for (uint32_t b = 0; b < SUB_BUCKETS; b++) {
         while (ct->subs[b])
@@ -1354,6 +1497,7 @@ void wsq__ct_destroy(wsq_consumers_t **ctp)
         }
         for (ct_topic_t *t = ct->topics[b], *nx; t; t = nx) {
             nx = t->hnext;
+            tc_free(ct, t);
             free(t);
         }
     }

@@ -130,6 +130,10 @@ void wsq__http_free(wsq_http_t *h)
 
 static void reject_upgrade(struct lws *wsi, unsigned status, wsq_err code, const char *msg)
 {
+    char peer[64];
+    lws_get_peer_simple(wsi, peer, sizeof(peer));
+    wsq_info_log("refused", "peer=%s status=%u code=%s msg=\"%s\"", peer, status, wsq_errname(code),
+                 msg); /* never the token: msg names the reason only */
     wsq_buf_t body;
     wsq_buf_init(&body);
     json_error(&body, code, msg);
@@ -716,7 +720,7 @@ static void do_admin(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi, const
                      h->topic, c, s->ident.name, s->peer);
         submit_admin(srv, s, r);
         if (h->waiting)
-            wsq__ct_push(srv->ct, cmd); /* closes the consumer's session, drops its state */
+            wsq__ct_defer(srv, cmd); /* closes the consumer's session, drops its state */
         else
             free(cmd->sub), free(cmd);
         return;
@@ -768,9 +772,9 @@ static void do_import(wsq_server_t *srv, wsq_session_t *s)
     import_t im = {srv, s, NULL, NULL, msg, sizeof(msg)};
     im.tail = &im.head;
     uint64_t n = 0;
-    wsq_err err = wsq__import_parse((const char *)h->body.data, h->body.len,
-                                    srv->cfg->limits.max_message_size, import_one, &im, msg,
-                                    sizeof(msg), &n);
+    wsq_err err =
+        wsq__import_parse((const char *)h->body.data, h->body.len,
+                          srv->cfg->limits.max_message_size, import_one, &im, msg, sizeof(msg), &n);
     if (err == WSQ_OK && n > 0)
         err = wsq_store_submit_list(srv->store, im.head);
     if (err != WSQ_OK || n == 0) {
@@ -865,6 +869,8 @@ static int on_http(wsq_server_t *srv, struct lws *wsi, wsq_session_t **pss, cons
     char cl[32];
     if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
         strtoull(cl, NULL, 10) > srv->cfg->limits.max_message_size) {
+        atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_SIZE], 1,
+                                  memory_order_relaxed);
         reply_error(s, WSQ_ERR_TOO_LARGE, NULL);
         return 0;
     }
@@ -877,6 +883,8 @@ static void on_body_done(wsq_server_t *srv, wsq_session_t *s)
     if (h->status)
         return; /* already answered (error) */
     if (h->too_large) {
+        atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_SIZE], 1,
+                                  memory_order_relaxed);
         reply_error(s, WSQ_ERR_TOO_LARGE, NULL);
         return;
     }
@@ -968,6 +976,13 @@ int wsq__http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         return 0;
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         return wsq__accept_connection(srv, wsi);
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+        /* lws asks us to confirm OpenSSL's verdict (len = preverify_ok) and takes 0 as "accept":
+         * the default answer would let any certificate through. Keep OpenSSL's verdict. */
+        if (len == 0)
+            wsq_info_log("refused", "reason=client_certificate msg=\"client certificate not "
+                                    "signed by the listener's ca\"");
+        return len ? 0 : 1;
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
         wsq__conn_opened(srv, wsi);
         return 0;

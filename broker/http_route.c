@@ -25,7 +25,7 @@ void wsq__http_route(const char *path, bool get, bool post, wsq_route_t *r)
     if (path == NULL)
         return;
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
-        r->kind = !get ? WSQ_ROUTE_BAD_METHOD
+        r->kind = !get             ? WSQ_ROUTE_BAD_METHOD
                   : path[1] == 'h' ? WSQ_ROUTE_HEALTH
                                    : WSQ_ROUTE_METRICS;
         return;

@@ -70,7 +70,9 @@ wsq_err wsq__outlist_frame(wsq_outlist_t *l, unsigned opcode, const void *payloa
             close_cur(l);
         if (l->cur == NULL) {
             /* A lone control frame gets a small chunk; a batch grows into full-size ones. */
-            size_t cap = l->bytes < 4096 ? 4096 : WSQ_FRAG_MAX + WSQ_WS_HDR_MAX;
+            size_t cap = l->bytes == 0     ? 1024
+                         : l->bytes < 8192 ? 8192
+                                           : WSQ_FRAG_MAX + WSQ_WS_HDR_MAX;
             if (cap < need)
                 cap = need;
             l->cur = chunk_new(cap, sub_id);

@@ -25,8 +25,9 @@ static wsq_server_t *signal_target;
 
 /* lws keeps pointers to these for the life of the context. */
 struct wsq_server_lws {
-    lws_sorted_usec_list_t tick; /* periodic work and the shutdown watch */
-    lws_retry_bo_t retry;        /* ping / idle hang-up policy */
+    lws_sorted_usec_list_t tick;  /* periodic work and the shutdown watch */
+    lws_sorted_usec_list_t flush; /* hands batched credit to the consumer thread */
+    lws_retry_bo_t retry;         /* ping / idle hang-up policy */
     struct lws_protocols protocols[4];
     struct lws_protocol_vhost_options pvo_default, pvo_raw;
     wsq_server_t *srv;
@@ -34,6 +35,44 @@ struct wsq_server_lws {
 };
 
 static void on_tick(lws_sorted_usec_list_t *sul);
+
+static void flush_ct_pending(wsq_server_t *srv)
+{
+    ct_cmd_t *h = srv->ct_pending;
+    srv->ct_pending = NULL;
+    srv->ct_pending_tail = &srv->ct_pending;
+    srv->flush_scheduled = false;
+    if (srv->ct)
+        wsq__ct_push_list(srv->ct, h); /* a stopped consumer thread frees them */
+    else
+        for (ct_cmd_t *c = h, *nx; c; c = nx) {
+            nx = c->next;
+            wsq__ct_cmd_free(c);
+        }
+}
+
+static void on_flush(lws_sorted_usec_list_t *sul)
+{
+    flush_ct_pending(lws_container_of(sul, wsq_server_lws_t, flush)->srv);
+}
+
+void wsq__ct_defer(wsq_server_t *srv, ct_cmd_t *cmd)
+{
+    if (cmd == NULL)
+        return;
+    cmd->next = NULL;
+    *srv->ct_pending_tail = cmd;
+    srv->ct_pending_tail = &cmd->next;
+    if (srv->st_stopped) {
+        flush_ct_pending(srv); /* the loop is going away: no timer, hand over now */
+        return;
+    }
+    if (!srv->flush_scheduled && srv->lws && srv->lx) {
+        srv->flush_scheduled = true;
+        /* runs once the current burst of socket events is handled: one hand-over for all */
+        lws_sul_schedule(srv->lws, 0, &srv->lx->flush, on_flush, 0);
+    }
+}
 
 /* ------------------------------------------------------------------------------------------- */
 /* inbox */
@@ -58,15 +97,28 @@ static void wake_st(wsq_server_t *srv, bool wake)
 void wsq__st_push(wsq_server_t *srv, st_item_t *item)
 {
     item->next = NULL;
+    wsq__st_push_list(srv, item);
+}
+
+void wsq__st_push_list(wsq_server_t *srv, st_item_t *head)
+{
+    if (head == NULL)
+        return;
+    st_item_t *tail = head;
+    while (tail->next)
+        tail = tail->next;
     pthread_mutex_lock(&srv->inbox_lock);
     if (srv->st_stopped) {
         pthread_mutex_unlock(&srv->inbox_lock);
-        wsq__out_free_list(&item->chunks);
-        free(item);
+        for (st_item_t *it = head, *nx; it; it = nx) {
+            nx = it->next;
+            wsq__out_free_list(&it->chunks);
+            free(it);
+        }
         return;
     }
-    *srv->inbox_tail = item;
-    srv->inbox_tail = &item->next;
+    *srv->inbox_tail = head;
+    srv->inbox_tail = &tail->next;
     bool wake = !srv->wake_pending;
     srv->wake_pending = true;
     pthread_mutex_unlock(&srv->inbox_lock);
@@ -232,6 +284,12 @@ static bool same_listeners(const wsq_config_t *a, const wsq_config_t *b)
         if (x->port != y->port || strcmp(x->address, y->address) != 0 ||
             (x->tls_cert == NULL) != (y->tls_cert == NULL))
             return false;
+        if (x->tls_cert &&
+            (strcmp(x->tls_cert, y->tls_cert) != 0 || strcmp(x->tls_key, y->tls_key) != 0 ||
+             (x->tls_ca == NULL) != (y->tls_ca == NULL) ||
+             (x->tls_ca && strcmp(x->tls_ca, y->tls_ca) != 0) ||
+             x->tls_require_client_cert != y->tls_require_client_cert))
+            return false;
     }
     return true;
 }
@@ -265,8 +323,8 @@ static void reload(wsq_server_t *srv)
     olds[srv->n_old_cfgs++] = (wsq_config_t *)old; /* alive until exit: pointers into it */
     if (!same_listeners(old, n) || strcmp(old->storage.path, n->storage.path) != 0 ||
         old->storage.sync != n->storage.sync)
-        wsq_warn_log("reload", "msg=\"listeners and storage changes take effect at the next "
-                               "restart\"");
+        wsq_warn_log("reload", "msg=\"listeners (TLS files included) and storage changes take "
+                               "effect at the next restart\"");
     srv->cfg = n;
     wsq__log_init(n->log.level, n->log.json);
     wsq_store_retention_changed(srv->store);
@@ -381,6 +439,7 @@ int wsq__accept_connection(wsq_server_t *srv, struct lws *wsi)
 
 static void finish(wsq_server_t *srv)
 {
+    flush_ct_pending(srv); /* credit still pending */
     wsq_info_log("shutdown", "phase=stop_threads sessions_left=%u", srv->nsessions);
     /* the consumer thread flushes consumer state through the writer, so it stops first */
     wsq__ct_stop(srv->ct);
@@ -571,6 +630,7 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
     srv->inbox_tail = &srv->inbox_head;
     srv->confirm_tail = &srv->confirm_head;
     srv->wt_tail = &srv->wt_head;
+    srv->ct_pending_tail = &srv->ct_pending;
     srv->wbuf = malloc(LWS_PRE + WSQ_WRITE_MAX);
     srv->lx = calloc(1, sizeof(*srv->lx));
     signal_target = srv;
@@ -642,6 +702,7 @@ stop_threads:
     wsq__ct_stop(srv->ct);
     wsq_store_stop(srv->store);
 out:
+    flush_ct_pending(srv);
     wsq__ct_destroy(&srv->ct);
     /* confirms that never reached the service thread */
     drain_inbox(srv);

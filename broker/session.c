@@ -261,7 +261,7 @@ static int on_writeable(wsq_session_t *s)
             cmd->count = cr[i].count;
             cmd->bytes = cr[i].bytes;
             cmd->seq = cr[i].last_seq;
-            wsq__ct_push(srv->ct, cmd);
+            wsq__ct_defer(srv, cmd);
         }
     }
     if (s->oq_head) {
@@ -449,7 +449,7 @@ static wsq_err sub_add(wsq_session_t *s, ct_sub_params_t *p)
     sub->id = cmd->sub_id;
     sub->durable = p->consumer_len > 0;
     cmd->sub = p;
-    wsq__ct_push(s->srv->ct, cmd);
+    wsq__ct_defer(s->srv, cmd);
     return WSQ_OK;
 }
 
@@ -599,7 +599,7 @@ static void handle_wsq(wsq_session_t *s, const unsigned char *msg, size_t len)
             send_err(s, f.ref, WSQ_ERR_NOT_SUBSCRIBED, NULL);
             break;
         }
-        wsq__ct_push(srv->ct, wsq__ct_cmd(CT_UNSUB, s->id, sub->id));
+        wsq__ct_defer(srv, wsq__ct_cmd(CT_UNSUB, s->id, sub->id));
         sub_remove(s, sub);
         if (f.ref[0]) {
             wsq_buf_t b;
@@ -627,7 +627,7 @@ static void handle_wsq(wsq_session_t *s, const unsigned char *msg, size_t len)
         if (cmd) {
             cmd->seq = f.has_upto ? f.upto : f.seq;
             cmd->delay_ms = f.delay_ms;
-            wsq__ct_push(srv->ct, cmd);
+            wsq__ct_defer(srv, cmd);
         }
         break;
     }
@@ -921,7 +921,7 @@ int wsq__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
                          (unsigned long long)s->id, s->peer, s->ident.name,
                          s->close_code ? s->close_code : s->peer_close,
                          s->close_code ? s->close_reason : "peer closed");
-            wsq__ct_push(srv->ct, wsq__ct_cmd(CT_SESSION_GONE, s->id, 0));
+            wsq__ct_defer(srv, wsq__ct_cmd(CT_SESSION_GONE, s->id, 0));
             s->wsi = NULL;
             wsq__session_free(s);
             *pss = NULL;
