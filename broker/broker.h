@@ -324,6 +324,9 @@ struct wsq_server {
     int exit_code;
 };
 
+/* sd_notify: "READY=1", "RELOADING=1", "STOPPING=1" to $NOTIFY_SOCKET (notify.c). */
+void wsq__notify(const char *state);
+
 /* Runs the broker until SIGTERM/SIGINT; returns the process exit code. Takes ownership of cfg.
  * path names the file it came from (for SIGHUP reloads), NULL for the embedded default. */
 int wsq__server_run(wsq_config_t *cfg, const char *path);

@@ -215,6 +215,7 @@ static void begin_shutdown(wsq_server_t *srv)
     if (srv->shutting_down)
         return;
     srv->shutting_down = true;
+    wsq__notify("STOPPING=1");
     srv->shutdown_deadline_ns =
         wsq_mono_ns() + srv->cfg->limits.shutdown_timeout_ms * (int64_t)1000000;
     wsq_info_log("shutdown", "phase=begin sessions=%u timeout_ms=%lld", srv->nsessions,
@@ -305,7 +306,9 @@ static void reload(wsq_server_t *srv)
     }
     wsq_config_t *n = NULL;
     char err[512];
+    wsq__notify("RELOADING=1");
     if (wsq_config_load(srv->cfg_path, &n, err, sizeof(err)) != WSQ_OK) {
+        wsq__notify("READY=1");
         atomic_fetch_add_explicit(&srv->metrics.reload_failures, 1, memory_order_relaxed);
         wsq_err_log("reload",
                     "status=refused error=\"%s\" msg=\"the previous config stays in "
@@ -316,6 +319,7 @@ static void reload(wsq_server_t *srv)
     wsq_config_t **olds = realloc(srv->old_cfgs, (srv->n_old_cfgs + 1) * sizeof(*olds));
     if (olds == NULL) {
         wsq_config_free(&n);
+        wsq__notify("READY=1");
         return;
     }
     srv->old_cfgs = olds;
@@ -330,6 +334,7 @@ static void reload(wsq_server_t *srv)
     wsq_store_retention_changed(srv->store);
     wsq__sessions_reauthorize(srv);
     atomic_fetch_add_explicit(&srv->metrics.reloads, 1, memory_order_relaxed);
+    wsq__notify("READY=1");
     wsq_info_log("reload", "status=ok config=%s tokens=%zu", srv->cfg_path, n->auth.n_tokens);
 }
 
@@ -684,6 +689,7 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
     signal(SIGPIPE, SIG_IGN);
 
     lws_sul_schedule(srv->lws, 0, &srv->lx->tick, on_tick, TICK_US);
+    wsq__notify("READY=1");
     wsq_info_log("ready", "startup_ms=%lld storage=%s sync=%s",
                  (long long)((wsq_mono_ns() - t0) / 1000000), cfg->storage.path,
                  cfg->storage.sync == WSQ_SYNC_FULL    ? "full"

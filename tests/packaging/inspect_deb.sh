@@ -96,7 +96,7 @@ fi
 
 # ---- the unit
 unit="$TMP/root/lib/systemd/system/wsqd.service"
-for line in 'Type=simple' 'User=wsq' 'Group=wsq' 'ExecStart=/usr/sbin/wsqd -c /etc/wsq/wsq.yaml' \
+for line in 'Type=notify' 'NotifyAccess=main' 'User=wsq' 'Group=wsq' 'ExecStart=/usr/sbin/wsqd -c /etc/wsq/wsq.yaml' \
     'ExecReload=/bin/kill -HUP $MAINPID' 'KillSignal=SIGTERM' 'Restart=on-failure' \
     'NoNewPrivileges=yes' 'ProtectSystem=strict' 'ReadWritePaths=/var/lib/wsq' 'PrivateTmp=yes' \
     'ProtectHome=yes' 'WorkingDirectory=/var/lib/wsq' 'WantedBy=multi-user.target'; do
