@@ -311,6 +311,7 @@ struct wsq_server {
     uint64_t next_sub_id;
     bool publishers_paused;    /* the writer queue passed its high-water mark */
     uint32_t nconns;           /* accepted TCP connections (WebSocket and HTTP) */
+    uint32_t fd_conns;         /* connections the descriptor limit leaves room for (0: any) */
     struct wsq_ip_count **ips; /* per-peer connection counts (max_connections_per_ip) */
     uint32_t nips_buckets;
     uint32_t ping_cursor;                    /* next session bucket the liveness sweep visits */

@@ -8,11 +8,13 @@
  * joined, and only then is the lws context destroyed (no thread may call lws_cancel_service
  * after that), and LMDB closed last.
  */
+#include <dirent.h>
 #include <libwebsockets.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "broker.h"
 #include "session.h"
@@ -150,7 +152,15 @@ static void on_commit(void *arg, const wsq_commit_info_t *info)
         atomic_fetch_add_explicit(&srv->metrics.commits, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->metrics.commit_ns_total, (uint64_t)info->commit_ns,
                                   memory_order_relaxed);
-        atomic_store(&srv->storage_err, WSQ_OK);
+        /* Healthy again once a commit appends or frees space without refusing anything; a
+         * commit that refused publishes for lack of space reports storage_full. */
+        bool freed = false;
+        for (uint32_t i = 0; i < info->n_topics; i++)
+            freed |= info->topics[i].trimmed || info->topics[i].deleted;
+        if (info->n_refused_full > 0)
+            atomic_store(&srv->storage_err, WSQ_ERR_STORAGE_FULL);
+        else if (info->n_appends > 0 || freed)
+            atomic_store(&srv->storage_err, WSQ_OK);
     } else if (info->err == WSQ_ERR_STORAGE_FULL || info->err == WSQ_ERR_IO ||
                info->err == WSQ_ERR_PANIC) {
         atomic_store(&srv->storage_err, info->err);
@@ -409,10 +419,57 @@ void wsq__conn_closed(wsq_server_t *srv, struct lws *wsi)
     }
 }
 
+/* Connections are descriptors. Past RLIMIT_NOFILE accept() fails with EMFILE, the listening
+ * socket stays readable and lws spins on it, logging every failure; so wsqd keeps its
+ * connections below the limit: up to conn_soft() they are served, up to conn_hard() refused
+ * with a 503 (that costs a descriptor for a moment), past it closed at once. */
+static uint32_t conn_hard(const wsq_server_t *srv)
+{
+    uint32_t max = srv->cfg->limits.max_connections;
+    uint64_t hard = max ? (uint64_t)max + max / 8 + 64 : UINT32_MAX;
+    if (srv->fd_conns && hard > srv->fd_conns)
+        hard = srv->fd_conns;
+    return (uint32_t)hard;
+}
+
+static uint32_t conn_soft(const wsq_server_t *srv)
+{
+    uint32_t max = srv->cfg->limits.max_connections, hard = conn_hard(srv);
+    uint32_t fd_soft = srv->fd_conns ? hard - (hard / 16 < 64 ? hard / 16 + 1 : 64) : UINT32_MAX;
+    return max && max < fd_soft ? max : fd_soft;
+}
+
+/* Counts the descriptors open now (after start-up) against RLIMIT_NOFILE, keeping headroom for
+ * what the broker opens later (backups, TLS files, the log on reload). */
+static void fd_budget(wsq_server_t *srv)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    uint64_t used = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return;
+    while (readdir(d))
+        used++;
+    closedir(d);
+    uint64_t reserve = used + 8;
+    srv->fd_conns = rl.rlim_cur > reserve + 1
+                        ? (uint32_t)(rl.rlim_cur - reserve > UINT32_MAX - 1 ? UINT32_MAX - 1
+                                                                            : rl.rlim_cur - reserve)
+                        : 1;
+    uint32_t max = srv->cfg->limits.max_connections;
+    if (max && conn_soft(srv) < max)
+        wsq_warn_log("limits",
+                     "msg=\"the descriptor limit (RLIMIT_NOFILE %llu) leaves room for %u "
+                     "connections; limits.max_connections is %u\"",
+                     (unsigned long long)rl.rlim_cur, conn_soft(srv), max);
+}
+
 bool wsq__conn_over_limit(wsq_server_t *srv, struct lws *wsi, wsq_limit_t *which)
 {
     const wsq_config_t *cfg = srv->cfg;
-    if (cfg->limits.max_connections && srv->nconns > cfg->limits.max_connections) {
+    if (srv->nconns > conn_soft(srv)) {
         *which = WSQ_LIM_CONNECTIONS;
         atomic_fetch_add_explicit(&srv->metrics.limit_refusals[*which], 1, memory_order_relaxed);
         return true;
@@ -433,8 +490,7 @@ int wsq__accept_connection(wsq_server_t *srv, struct lws *wsi)
         return -1;
     /* Far past the limit, refusals themselves would cost descriptors: drop at once. Up to
      * it, the request gets a 503 with a JSON body (wsq__conn_over_limit). */
-    uint32_t max = srv->cfg->limits.max_connections;
-    if (max && srv->nconns >= max + max / 8 + 64) {
+    if (srv->nconns >= conn_hard(srv)) {
         atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_CONNECTIONS], 1,
                                   memory_order_relaxed);
         return -1;
@@ -678,6 +734,7 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
      * first loop iteration, and an upgrade accepted before that lands in the http protocol,
      * past every upgrade check, and is never served. */
     lws_protocol_init(srv->lws);
+    fd_budget(srv);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));

@@ -12,9 +12,14 @@
  * (MDB_MAP_FULL, I/O error) restores the snapshots, so in-memory seqs never run ahead of the disk.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "internal.h"
@@ -106,6 +111,7 @@ struct wsq__writer {
     int64_t txn_now;     /* the clock, read once per transaction */
     wtopic_t *last;      /* the topic resolved last (batches often repeat one topic) */
     bool map_full;       /* the last failed txn hit MDB_MAP_FULL (not ENOSPC) */
+    bool ballast;        /* data.reserve holds disk space for deletions on a full disk */
     bool any_age;        /* some topic has a max_age policy */
 };
 
@@ -1056,6 +1062,57 @@ static uint64_t map_reserve(const wsq_store_t *s)
     return r;
 }
 
+/* A full map can borrow map_reserve() bytes above its maximum for deletions; a full DISK cannot
+ * grow the file at all, and LMDB's deletes need fresh pages (copy on write) as soon as the
+ * file's free pages are used up. So the writer keeps that much disk in a ballast file,
+ * data.reserve, gives it up when a deletion hits ENOSPC, and takes it back once there is room
+ * for it twice over. */
+static void ballast_path(const wsq__writer_t *w, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/data.reserve", w->store->path);
+}
+
+static void ballast_take(wsq__writer_t *w)
+{
+    char path[4096];
+    ballast_path(w, path, sizeof(path));
+    uint64_t want = map_reserve(w->store);
+    struct stat st;
+    if (stat(path, &st) == 0 && (uint64_t)st.st_blocks * 512 >= want) {
+        w->ballast = true; /* kept from the last run */
+        return;
+    }
+    struct statvfs sv;
+    if (statvfs(w->store->path, &sv) != 0 || (uint64_t)sv.f_bavail * sv.f_frsize < 2 * want)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    int rc = posix_fallocate(fd, 0, (off_t)want);
+    close(fd);
+    if (rc != 0)
+        unlink(path);
+    else
+        w->ballast = true;
+}
+
+static bool ballast_release(wsq__writer_t *w)
+{
+    if (!w->ballast)
+        return false;
+    char path[4096];
+    ballast_path(w, path, sizeof(path));
+    w->ballast = false;
+    return unlink(path) == 0;
+}
+
+static bool disk_nearly_full(const wsq__writer_t *w)
+{
+    struct statvfs sv;
+    return statvfs(w->store->path, &sv) == 0 &&
+           (uint64_t)sv.f_bavail * sv.f_frsize < w->store->opts.batch_max_bytes + (4u << 20);
+}
+
 /* Commits a tiny transaction. LMDB reuses pages freed by transaction T only from T+2 on, so after
  * a purge a full store needs one more commit before the freed pages can take new messages. */
 static bool tick(wsq__writer_t *w)
@@ -1131,6 +1188,8 @@ static wsq_err run_txn(wsq__writer_t *w, wsq_wreq_t *batch, int64_t *commit_ns)
     rc = mdb_txn_commit(w->txn);
     *commit_ns = wsq_mono_ns() - t0;
     w->txn = NULL;
+    if (rc == EIO && disk_nearly_full(w))
+        rc = ENOSPC; /* LMDB reports a short write ("filesystem full?") as EIO */
     if (rc != 0) {
         w->map_full = rc == MDB_MAP_FULL;
         rollback(w);
@@ -1178,6 +1237,7 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
     int64_t commit_ns = 0;
     wsq_err err;
     bool reserve = false, ticked = false;
+    uint32_t refused = 0;
     for (wsq_wreq_t *r = batch; r; r = r->next)
         r->err = WSQ_OK;
     if (w->fatal != WSQ_OK) {
@@ -1195,12 +1255,17 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
                     continue;
             }
             /* At the maximum (or the disk is full): refuse what needs space, keep what frees it
-             * (purges, deletes, acks) and try again; then try smaller delete chunks. */
+             * (purges, deletes, acks) and try again; then try smaller delete chunks. Appends go
+             * first: opening a consumer on an existing topic takes a few bytes, and readers
+             * must go on subscribing while publishes are refused. */
             bool shed = false;
-            for (wsq_wreq_t *r = batch; r; r = r->next) {
-                if (is_growth(r) && r->err == WSQ_OK) {
-                    r->err = WSQ_ERR_STORAGE_FULL;
-                    shed = true;
+            for (int pass = 0; pass < 2 && !shed; pass++) {
+                for (wsq_wreq_t *r = batch; r; r = r->next) {
+                    if (r->err == WSQ_OK && (pass == 0 ? r->op == WSQ_WOP_APPEND : is_growth(r))) {
+                        r->err = WSQ_ERR_STORAGE_FULL;
+                        refused++;
+                        shed = true;
+                    }
                 }
             }
             if (shed)
@@ -1210,6 +1275,8 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
                 if (reserve)
                     continue;
             }
+            if (!w->map_full && ballast_release(w))
+                continue;
             if (w->budget_max > 16) {
                 w->budget_max /= 8;
                 continue;
@@ -1325,6 +1392,7 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
             .txn_id = w->txn_id,
             .n_requests = nreq,
             .n_appends = nappends,
+            .n_refused_full = refused,
             .n_topics = nt,
             .topics = w->ctopics,
             .queue_msgs = atomic_load_explicit(&w->qmsgs, memory_order_relaxed),
@@ -1354,6 +1422,8 @@ static void periodic(wsq__writer_t *w)
             trim_enqueue(w, t);
     }
     w->any_age = any_age;
+    if (!w->ballast && w->fatal == WSQ_OK)
+        ballast_take(w);
     int64_t mono = wsq_mono_ns() / 1000000;
     if (mono >= w->next_reader_check) {
         int dead = 0;
@@ -1578,6 +1648,7 @@ wsq_err wsq_store_start(wsq_store_t *store)
         return WSQ_ERR_INVAL;
     }
     w->started = true;
+    ballast_take(w);
     w->next_reader_check = wsq_mono_ns() / 1000000 + READER_CHECK_MS;
     int rc = pthread_create(&w->thread, NULL, writer_main, w);
     if (rc != 0)

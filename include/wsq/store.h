@@ -75,6 +75,8 @@ typedef struct {
     uint64_t txn_id;                  /* increasing commit counter */
     uint32_t n_requests;              /* requests completed by this commit */
     uint32_t n_appends;               /* messages appended */
+    uint32_t n_refused_full;          /* requests refused with WSQ_ERR_STORAGE_FULL while the rest
+                                       * of the batch committed (the store is at its maximum) */
     uint32_t n_topics;                /* entries in topics */
     const wsq_commit_topic_t *topics; /* topics whose state changed */
     uint64_t queue_msgs;              /* requests still waiting after this commit */
