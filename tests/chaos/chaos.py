@@ -1,0 +1,1132 @@
+#!/usr/bin/python3
+"""Chaos under load: kill -9 wsqd at random moments while a mixed load runs, and prove that
+nothing confirmed is lost, changed, reordered or given a reused seq.
+
+Usage:
+    /usr/bin/python3 tests/chaos/chaos.py WSQD WSQCTL [--cycles N] [--seconds S] [--seed K] ...
+
+    ctest (label chaos):    chaos.short  = --cycles 20 --seconds 60 --seed 1
+    a longer run by hand:   /usr/bin/python3 tests/chaos/chaos.py build/broker/wsqd \\
+                                build/tools/wsqctl/wsqctl --cycles 100 --seconds 600 --seed 7
+                            (--rate 0: publish as fast as the clients can; add --catchup 90,
+                            the consumers then need longer to catch up at a checkpoint)
+    no kills (soak load):   ... --cycles 0 --seconds 1800 --retention 20000 --info FILE
+                            (tools/soak.sh drives this and samples the broker)
+
+It starts one real wsqd (storage.sync full, limits.ack_wait 0, a fixed loopback port so that the
+clients reconnect to the same address, anonymous clients with every right) on a temp data dir,
+and runs, all in one asyncio loop:
+
+- wsq.v1 publishers (--publishers) with up to --pub-window confirms outstanding (`pub` with a
+  ref); every `ok` is a confirmed (topic, seq, payload);
+- HTTP publishers (--http-publishers): POST /topics/T, a 200 {"seq":N} is the confirm;
+- durable consumers (--consumers per topic, wsq.v1): random windows, acks individual (`seq`) and
+  cumulative (`upto`), and at random they close (gracefully or by dropping the TCP connection)
+  and resume;
+- `wsqctl --url ... purge T --before S` (and now and then `--all`) through the admin endpoint;
+- one topic (chaos.ret) with retention max_messages (--ret-max), so retention gaps happen too.
+
+Every message (its topic, type and bytes) is a pure function of (seed, publisher, n), so any
+delivered or stored payload is checked byte-exact against what was sent, without keeping
+payloads. The random choices of every actor and the kill schedule come from --seed (the timing
+of a real broker is not deterministic, the decisions are).
+
+Each of the --cycles cycles: run the load for a random time (the cycles spread over
+--seconds), kill -9 wsqd, and with wsqd down:
+- `wsqctl --data DIR check` must pass (exit 0, no violation);
+- `wsqctl --data DIR topics` + `export`: every confirmed message is in the store, byte-exact, at
+  its confirmed seq, unless a purge or retention removed it (a removed range is always a prefix
+  below first_seq, and first_seq - 1 may not pass what purges (`purged_upto`, checked against the
+  purges we ran) and retention (next_seq - 1 - max_messages) allow); the stored seqs are
+  contiguous, ts never decreases, next_seq is above every confirmed seq (no seq can be reused);
+then restart wsqd on the same data dir and wait until every consumer has caught up with what was
+confirmed before the kill, and check:
+- every confirmed message that no purge/retention removed was delivered to every consumer of its
+  topic, byte-exact (duplicates allowed: at-least-once);
+- within a session, deliveries come in strictly increasing seq order, and a `gap` comes before
+  the first message after its range;
+- a `gap` covers only seqs a purge or retention removed, and its reason names a cause that
+  applies (`retention` on a topic without retention is wrong); a gap over a confirmed message
+  that nothing removed is a loss;
+- publishers get their confirms in publish order, each topic's seqs increasing;
+- a (topic, seq) never shows two different payloads, and one publish never appears at two seqs;
+- consumers resume where they acked: within one broker run (no kill in between), a message whose
+  ack was sent on a gracefully closed session is never delivered again. Acks are persisted
+  lazily, so an ack sent shortly before a kill may be lost and the message redelivered: allowed,
+  counted (`lost acks`) and its age reported.
+At the end the load stops, consumers drain, wsqd is stopped with SIGTERM (exit 0) and the store
+is checked once more. Counts are printed: confirmed, delivered, redelivered, lost (must be 0).
+Exit status 0 when no violation was found, 1 otherwise.
+"""
+
+import argparse
+import asyncio
+import base64
+import bisect
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration", "py"))
+import wsqharness as h  # noqa: E402
+import websockets  # noqa: E402
+import websockets.exceptions  # noqa: E402
+
+TOPICS = ["chaos.a", "chaos.b", "chaos/c", "chaos.ret"]
+RET_TOPIC = "chaos.ret"
+TEXT_ALPHABET = ("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:,;!?"
+                 "\"\\/\n\t\r\x01\x1f\x7f{}[]" "\u00e9\u00fc\u20ac\u4e2d\U0001f600")
+
+VIOLATION_LIMIT = 200   # stop printing (not counting) after this many
+
+
+def log(msg):
+    sys.stderr.write("[chaos %7.2f] %s\n" % (time.monotonic() - T0, msg))
+    sys.stderr.flush()
+
+
+T0 = time.monotonic()
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# -- messages: a pure function of (seed, publisher, n) ---------------------------------------
+
+def _stream(key, nbytes):
+    out = bytearray()
+    i = 0
+    while len(out) < nbytes:
+        out += hashlib.blake2b(key + i.to_bytes(4, "little"), digest_size=64).digest()
+        i += 1
+    return bytes(out[:nbytes])
+
+
+def make_message(seed, pub, n, topics):
+    """-> (topic, binary, payload bytes). The payload starts with b"PUB:N:"."""
+    key = b"%d/%d/%d" % (seed, pub, n)
+    d = hashlib.blake2b(key, digest_size=16).digest()
+    topic = topics[d[0] % len(topics)]
+    binary = d[1] % 3 == 0
+    if d[2] == 0 and d[3] < 16:
+        size = 66000 + d[4] * 17              # above 64 KiB: fragmented delivery (1 in 4096)
+    elif d[2] < 24:
+        size = (d[3] << 4 | d[4] >> 4) % 4000  # up to 4 KB (about 1 in 11)
+    else:
+        size = d[3] % 200
+    head = b"%d:%d:" % (pub, n)
+    body = _stream(key, size)
+    if binary:
+        return topic, True, head + body
+    text = "".join(TEXT_ALPHABET[b % len(TEXT_ALPHABET)] for b in body)
+    return topic, False, head + text.encode("utf-8")
+
+
+def parse_msgid(payload):
+    parts = payload.split(b":", 2)
+    if len(parts) < 3:
+        return None
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+
+
+# -- the model -------------------------------------------------------------------------------
+
+class Topic:
+    def __init__(self, name, ret_max):
+        self.name = name
+        self.ret_max = ret_max           # retention max_messages (0: none)
+        self.seq_owner = {}              # seq -> msgid, from confirms, deliveries, the store
+        self.msg_seq = {}                # msgid -> seq
+        self.confirmed = {}              # seq -> msgid (confirmed only)
+        self.max_confirmed = 0
+        self.max_seen = 0                # highest seq known to exist
+        self.purge_bound = 0             # highest seq a purge (done or maybe done) removed
+        self.pruned = 0                  # records at or below were dropped (all verified)
+        self.prev_mark = 0
+        self.purge_uncertain = False     # a purge was cut off by a kill (outcome unknown)
+        self.purge_all_inflight = False  # a purge --all runs (its bound is not known yet)
+        self.purge_inflight = False      # any purge runs
+        self.consumers = []
+
+    def removal_bound(self):
+        b = self.purge_bound
+        if self.ret_max:
+            b = max(b, self.max_seen - self.ret_max)
+        return b
+
+
+class Consumer:
+    def __init__(self, topic, name, rng):
+        self.topic = topic
+        self.name = name
+        self.rng = rng
+        self.got = set()                 # seqs delivered at least once
+        self.gaps = []                   # (from, to, reason, time) received
+        self.gaps_checked = 0
+        self.cover = []                  # merged gap intervals, sorted [(from, to)]
+        self.high = 0                    # highest seq delivered or covered by a gap
+        self.verified = 0                # checked up to here at a checkpoint
+        # acks sent: certain = the session was closed gracefully, so wsqd read them
+        self.acked = {}                  # seq -> (gen, certain, monotonic time)
+        self.upto = (0, False, 0, 0.0)   # (gen, certain, seq, time): highest cumulative ack
+        self.final_wait = False
+        self.delivered = 0
+        self.redelivered = 0
+        self.sessions = 0
+
+    def add_gap(self, frm, to):
+        i = bisect.bisect_left(self.cover, (frm, to))
+        self.cover.insert(i, (frm, to))
+        merged = []
+        for a, b in self.cover:
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self.cover = merged
+
+    def covered(self, seq):
+        if seq in self.got:
+            return True
+        i = bisect.bisect_right(self.cover, (seq, float("inf"))) - 1
+        return i >= 0 and self.cover[i][0] <= seq <= self.cover[i][1]
+
+    def acked_certain(self, seq, gen):
+        """Was an ack for seq sent in broker run gen on a session closed gracefully?"""
+        a = self.acked.get(seq)
+        if a and a[0] == gen and a[1]:
+            return True
+        return self.upto[0] == gen and self.upto[1] and seq <= self.upto[2]
+
+    def last_ack(self, seq):
+        """(gen, certain, time) of the latest ack sent that covers seq, or None."""
+        t = self.acked.get(seq)
+        if seq <= self.upto[2] and (t is None or self.upto[3] > t[2]):
+            t = (self.upto[0], self.upto[1], self.upto[3])
+        return t
+
+
+class Chaos:
+    def __init__(self, args):
+        self.a = args
+        self.seed = args.seed
+        self.rng = random.Random("kill/%d" % args.seed)
+        self.topics = {}
+        for name in TOPICS:
+            ret = args.ret_max if name == RET_TOPIC else args.retention
+            self.topics[name] = Topic(name, ret)
+        self.topic_names = list(TOPICS)
+        self.gen = 0                         # broker run number (bumped at each restart)
+        self.kill_times = {}                 # gen -> monotonic time it was killed
+        self.up = asyncio.Event()            # the broker is up (clients may connect)
+        self.stop_load = False
+        self.stop_all = False
+        self.purge_lock = asyncio.Lock()
+        self.violations = []
+        self.lost = set()
+        self.counts = dict(confirmed=0, confirmed_ws=0, confirmed_http=0, unknown=0,
+                           pub_errors=0, purges=0, purges_uncertain=0, purged_msgs=0, kills=0,
+                           gaps_purge=0, gaps_retention=0, lost_acks=0, dropped_acks=0,
+                           consumer_errs=0,
+                           store_msgs_checked=0, sessions_graceful=0, sessions_aborted=0,
+                           http_publishes=0)
+        self.max_lost_ack_age = 0.0
+        self.lost_ack_ages = []
+        self.d = None
+
+    # -- violations --------------------------------------------------------------------------
+
+    def violation(self, what):
+        self.violations.append(what)
+        if len(self.violations) <= VIOLATION_LIMIT:
+            log("VIOLATION: " + what)
+
+    # -- the seq <-> message registry ----------------------------------------------------------
+
+    def register(self, t, seq, msgid, source):
+        """A (topic, seq) was seen holding msgid (confirm, delivery or the store)."""
+        if seq <= 0:
+            self.violation("%s: %s gave seq %d" % (t.name, source, seq))
+            return
+        if seq > t.max_seen:
+            t.max_seen = seq
+        if seq <= t.pruned:
+            if source == "confirm":
+                self.violation("%s: confirm of seq %d, at or below seqs already verified "
+                               "(seq reused?) msg %r" % (t.name, seq, msgid))
+            return
+        old = t.seq_owner.get(seq)
+        if old is None:
+            t.seq_owner[seq] = msgid
+        elif old != msgid:
+            self.violation("%s: seq %d holds message %r, earlier %r (seq reused or payload "
+                           "changed; seen via %s)" % (t.name, seq, msgid, old, source))
+        prev = t.msg_seq.get(msgid)
+        if prev is None:
+            t.msg_seq[msgid] = seq
+        elif prev != seq:
+            self.violation("%s: message %r at seq %d, earlier at seq %d (one publish stored "
+                           "twice; via %s)" % (t.name, msgid, seq, prev, source))
+
+    def check_payload(self, t, seq, binary, payload, source):
+        """A delivered or stored payload: must be what its publisher sent, to this topic."""
+        msgid = parse_msgid(payload)
+        if msgid is None:
+            self.violation("%s seq %d (%s): payload not from this test: %r"
+                           % (t.name, seq, source, payload[:80]))
+            return None
+        topic, want_bin, want = make_message(self.seed, msgid[0], msgid[1], self.topic_names)
+        if topic != t.name:
+            self.violation("%s seq %d (%s): message %r was published to %s"
+                           % (t.name, seq, source, msgid, topic))
+        if want != payload or want_bin != binary:
+            self.violation("%s seq %d (%s): payload of %r differs (binary %s/%s, %d/%d bytes)"
+                           % (t.name, seq, source, msgid, binary, want_bin, len(payload),
+                              len(want)))
+        self.register(t, seq, msgid, source)
+        return msgid
+
+    def confirm(self, msgid, topic, seq, via):
+        t = self.topics[topic]
+        self.register(t, seq, msgid, "confirm")
+        if seq > t.pruned:
+            if seq in t.confirmed and t.confirmed[seq] != msgid:
+                pass  # reported by register
+            t.confirmed[seq] = msgid
+        if seq > t.max_confirmed:
+            t.max_confirmed = seq
+        self.counts["confirmed"] += 1
+        self.counts["confirmed_" + via] += 1
+
+    # -- the broker ------------------------------------------------------------------------------
+
+    def make_broker(self):
+        port = free_port()
+        rules = []
+        for name, t in self.topics.items():
+            if t.ret_max:
+                rules.append("    - pattern: \"%s\"\n      max_messages: %d\n" % (name, t.ret_max))
+        extra = "limits:\n  ack_wait: 0\n  max_window: 10000\n"
+        if rules:
+            extra += "retention:\n  topics:\n" + "".join(rules)
+        self.d = h.Wsqd(binary=self.a.wsqd, extra_yaml=extra, sync="full", log_level="info",
+                        listeners_yaml="listeners:\n  - address: 127.0.0.1\n    port: %d\n"
+                        % port)
+        self.port = port
+        self.url = "http://127.0.0.1:%d" % port
+
+    async def start_broker(self):
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.d.start)
+        self.started_at = time.monotonic()
+        if self.a.info:
+            tmp = self.a.info + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"pid": self.d.pid, "port": self.d.port, "data": self.d.data,
+                           "conf": self.d.conf, "log": self.d.log_path, "gen": self.gen}, f)
+            os.replace(tmp, self.a.info)
+        self.up.set()
+
+    # -- wsqctl ----------------------------------------------------------------------------------
+
+    async def ctl(self, *args, timeout=60.0):
+        p = await asyncio.create_subprocess_exec(
+            self.a.wsqctl, *args, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(p.communicate(), timeout * h.SLOW)
+        except asyncio.TimeoutError:
+            p.kill()
+            await p.wait()
+            raise AssertionError("wsqctl %s: no answer within %.0fs" % (" ".join(args), timeout))
+        return p.returncode, out, err.decode("utf-8", "replace")
+
+    # -- publishers ------------------------------------------------------------------------------
+
+    async def ws_publisher(self, pub):
+        rng = random.Random("pub/%d/%d" % (self.seed, pub))
+        n = 0
+        rate = self.a.rate / max(1, self.a.publishers + self.a.http_publishers * 0.2)
+        while not self.stop_load:
+            await self.up.wait()
+            try:
+                ws = await h.connect_v1(self.d, open_timeout=5 * h.SLOW)
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException):
+                await asyncio.sleep(0.05)
+                continue
+            inflight = {}
+            last_seq = {}
+            window = rng.choice([1, 4, 16, self.a.pub_window])
+            room = asyncio.Event()
+            room.set()
+            dead = False
+
+            async def reader():
+                nonlocal dead
+                try:
+                    async for frame in ws:
+                        f = json.loads(frame)
+                        ref = f.get("ref")
+                        if ref not in inflight:
+                            self.violation("publisher %d: frame for unknown ref: %r"
+                                           % (pub, frame[:200]))
+                            continue
+                        first = next(iter(inflight))
+                        if ref != first:
+                            self.violation("publisher %d: answer for ref %r before ref %r "
+                                           "(confirms out of publish order)"
+                                           % (pub, ref, first))
+                        msgid, topic = inflight.pop(ref)
+                        room.set()
+                        if f["op"] == "ok":
+                            if f.get("topic") != topic:
+                                self.violation("publisher %d: ok for %r names topic %r, sent "
+                                               "to %r" % (pub, msgid, f.get("topic"), topic))
+                            seq = f["seq"]
+                            if seq <= last_seq.get(topic, 0):
+                                self.violation("publisher %d: confirms out of order on %s: "
+                                               "%d after %d" % (pub, topic, seq,
+                                                                last_seq[topic]))
+                            last_seq[topic] = seq
+                            self.confirm(msgid, topic, seq, "ws")
+                        else:
+                            self.counts["pub_errors"] += 1
+                            self.violation("publisher %d: publish %r refused: %r"
+                                           % (pub, msgid, frame[:200]))
+                except (websockets.exceptions.ConnectionClosed, OSError):
+                    pass
+                finally:
+                    dead = True
+                    room.set()
+
+            rt = asyncio.create_task(reader())
+            try:
+                while not self.stop_load and not dead:
+                    if len(inflight) >= window:
+                        room.clear()
+                        await room.wait()
+                        continue
+                    n += 1
+                    topic, binary, payload = make_message(self.seed, pub, n, self.topic_names)
+                    m = {"op": "pub", "topic": topic, "ref": n}
+                    if binary:
+                        m["data"] = base64.b64encode(payload).decode()
+                        m["enc"] = "base64"
+                    else:
+                        m["data"] = payload.decode("utf-8")
+                    inflight[n] = ((pub, n), topic)
+                    await ws.send(json.dumps(m, separators=(",", ":"), ensure_ascii=False))
+                    if rate > 0:
+                        await asyncio.sleep(rng.expovariate(rate))
+                # stopping: wait for what is in flight (bounded)
+                deadline = time.monotonic() + 10 * h.SLOW
+                while inflight and not dead and time.monotonic() < deadline:
+                    room.clear()
+                    try:
+                        await asyncio.wait_for(room.wait(), 0.5)
+                    except asyncio.TimeoutError:
+                        pass
+            except (websockets.exceptions.ConnectionClosed, OSError):
+                pass
+            finally:
+                if self.stop_load and not dead:
+                    try:
+                        await asyncio.wait_for(ws.close(), 5 * h.SLOW)
+                    except Exception:
+                        pass
+                else:
+                    ws.transport.abort()
+                try:
+                    await asyncio.wait_for(rt, 5 * h.SLOW)
+                except Exception:
+                    rt.cancel()
+                self.counts["unknown"] += len(inflight)
+                inflight.clear()
+            if not self.stop_load:
+                await asyncio.sleep(0.02)
+
+    async def http_publisher(self, idx):
+        pub = 1000 + idx
+        rng = random.Random("http/%d/%d" % (self.seed, idx))
+        n = 0
+        rate = self.a.rate * 0.2 / max(1, self.a.publishers + self.a.http_publishers * 0.2)
+        while not self.stop_load:
+            await self.up.wait()
+            n += 1
+            topic, binary, payload = make_message(self.seed, pub, n, self.topic_names)
+            ctype = b"application/octet-stream" if binary else b"text/plain; charset=utf-8"
+            try:
+                status, body = await self.http_post(topic, payload, ctype)
+            except (OSError, asyncio.TimeoutError, ValueError):
+                self.counts["unknown"] += 1
+                await asyncio.sleep(0.05)
+                continue
+            self.counts["http_publishes"] += 1
+            if status == 200:
+                try:
+                    obj = json.loads(body)
+                    seq = obj["seq"]
+                except (ValueError, KeyError):
+                    self.violation("HTTP publish %r: 200 with body %r" % ((pub, n), body[:200]))
+                    continue
+                if obj.get("topic") not in (None, topic):
+                    self.violation("HTTP publish %r: answer names topic %r" % ((pub, n), obj))
+                self.confirm((pub, n), topic, seq, "http")
+            else:
+                self.counts["pub_errors"] += 1
+                self.violation("HTTP publish %r to %s: status %d %r"
+                               % ((pub, n), topic, status, body[:200]))
+            if rate > 0:
+                await asyncio.sleep(rng.expovariate(rate))
+
+    async def http_post(self, topic, payload, ctype):
+        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port),
+                                      5 * h.SLOW)
+        try:
+            req = (b"POST /topics/%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: %s\r\n"
+                   b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+                   % (topic.encode(), self.port, ctype, len(payload)))
+            w.write(req + payload)
+            await w.drain()
+            data = await asyncio.wait_for(r.read(), 15 * h.SLOW)
+        finally:
+            w.close()
+        if b"\r\n\r\n" not in data:
+            raise ValueError("no complete HTTP answer")
+        head, body = data.split(b"\r\n\r\n", 1)
+        status = int(head.split(b" ", 2)[1])
+        return status, body
+
+    # -- purges ----------------------------------------------------------------------------------
+
+    async def purger(self):
+        rng = random.Random("purge/%d" % self.seed)
+        while not self.stop_load:
+            await asyncio.sleep(rng.uniform(0.3, 2.0 * self.a.purge_every))
+            if self.stop_load:
+                break
+            await self.up.wait()
+            name = rng.choice([n for n in TOPICS if n != RET_TOPIC] + [RET_TOPIC])
+            t = self.topics[name]
+            if rng.random() < 0.1:
+                args = ["--all"]
+                before = None
+            else:
+                lo = max(1, t.purge_bound + 1)
+                hi = max(lo, t.max_confirmed - rng.randint(0, 300))
+                before = rng.randint(lo, hi) if hi > lo else lo
+                args = ["--before", str(before)]
+            async with self.purge_lock:
+                confirmed_before = t.max_confirmed
+                if before is not None:
+                    # it may take effect at any moment from now on
+                    t.purge_bound = max(t.purge_bound, before - 1)
+                else:
+                    t.purge_all_inflight = True
+                t.purge_inflight = True
+                rc, out, err = await self.ctl("--url", self.url, "--json", "purge", name, *args)
+                t.purge_all_inflight = t.purge_inflight = False
+                try:
+                    res = json.loads(out.decode("utf-8").strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    res = {}
+                if rc == 0 and res.get("topic") == name:
+                    self.counts["purges"] += 1
+                    self.counts["purged_msgs"] += res.get("removed", 0)
+                    if res.get("via") != "broker":
+                        self.violation("purge went %r, not through the broker" % res.get("via"))
+                    nxt = res["next_seq"]
+                    first = res["first_seq"]
+                    if nxt - 1 < confirmed_before:
+                        self.violation("%s: purge answered next_seq %d, but seq %d was "
+                                       "confirmed before it (next seq moved back)"
+                                       % (name, nxt, confirmed_before))
+                    t.max_seen = max(t.max_seen, nxt - 1)
+                    if before is None:
+                        t.purge_bound = max(t.purge_bound, nxt - 1)
+                    elif first < before and first > 0 and first != nxt:
+                        self.violation("%s: purge --before %d left first_seq %d"
+                                       % (name, before, first))
+                elif rc == 5 or res.get("error", {}).get("code") in ("unavailable",):
+                    # the broker died under it: resolved from the store's purged_upto
+                    self.counts["purges_uncertain"] += 1
+                    t.purge_uncertain = True
+                elif res.get("error", {}).get("code") == "not_found":
+                    pass  # the topic does not exist yet
+                else:
+                    self.violation("wsqctl purge %s %s: exit %d %r %s"
+                                   % (name, " ".join(args), rc, out[:300], err[:300]))
+
+    # -- consumers -------------------------------------------------------------------------------
+
+    async def consumer(self, c):
+        rng = c.rng
+        t = c.topic
+        while not self.stop_all:
+            await self.up.wait()
+            gen = self.gen
+            try:
+                ws = await h.connect_v1(self.d, open_timeout=5 * h.SLOW)
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException):
+                await asyncio.sleep(0.05)
+                continue
+            c.sessions += 1
+            window = rng.choice([4, 16, 64, 256])
+            every = max(1, min(window // 2, rng.choice([1, 3, 8, 32])))
+            p_single = rng.choice([0.0, 0.3, 0.9])
+            budget = rng.choice([20, 100, 500, 2000, 10 ** 9])
+            graceful = rng.random() < 0.7
+            # a slow reader now and then, so that purges and retention overtake it
+            slow = rng.uniform(0.002, 0.02) if rng.random() < 0.25 else 0.0
+            if slow:   # a short slow spell: it must catch up in its next sessions
+                budget = min(budget, rng.choice([50, 200, 500]))
+            sess_acks = {}                 # seq -> time (individual), this session
+            sess_upto = (0, 0.0)
+            last = 0                       # strict order within the session
+            pending = []                   # delivered, not acked yet in this session
+            msgs = 0
+            subscribed = False
+            closed_by_us = False
+            try:
+                await ws.send(json.dumps({"op": "sub", "topic": t.name, "consumer": c.name,
+                                          "from": "earliest", "window": window, "ref": 1}))
+                while not self.stop_all:
+                    if msgs >= budget:
+                        break
+                    if self.stop_load and c.high >= t.max_confirmed and c.final_wait:
+                        break
+                    try:
+                        frame = await asyncio.wait_for(ws.recv(), 0.2)
+                    except asyncio.TimeoutError:
+                        frame = None
+                    if frame is None:
+                        if pending:
+                            up = max(pending)
+                            await ws.send(json.dumps({"op": "ack", "topic": t.name,
+                                                      "upto": up}))
+                            sess_upto = (up, time.monotonic())
+                            pending = []
+                        continue
+                    f = json.loads(frame)
+                    op = f.get("op")
+                    if op == "subscribed":
+                        subscribed = True
+                        st = f.get("start_seq", 0)
+                        if f.get("first_seq", 0) > 0:
+                            t.max_seen = max(t.max_seen, f.get("next_seq", 1) - 1)
+                        if c.upto[0] == gen and c.upto[1] and st <= c.upto[2]:
+                            self.violation("%s/%s: resumed at start_seq %d although upto %d was "
+                                           "acked in this broker run"
+                                           % (t.name, c.name, st, c.upto[2]))
+                        continue
+                    if op == "gap":
+                        frm, to, reason = f["from"], f["to"], f.get("reason")
+                        if frm > to:
+                            self.violation("%s/%s: gap %r has from > to" % (t.name, c.name, f))
+                        c.gaps.append((frm, to, reason, time.monotonic() - self.started_at,
+                                       t.purge_inflight))
+                        c.add_gap(frm, to)
+                        c.high = max(c.high, to)
+                        last = max(last, to)
+                        continue
+                    if op == "err":
+                        self.counts["consumer_errs"] += 1
+                        self.violation("%s/%s: err %r" % (t.name, c.name, frame[:300]))
+                        continue
+                    if op != "msg":
+                        self.violation("%s/%s: unexpected frame %r" % (t.name, c.name,
+                                                                       frame[:200]))
+                        continue
+                    seq = f["seq"]
+                    msgs += 1
+                    if not subscribed:
+                        self.violation("%s/%s: msg before subscribed" % (t.name, c.name))
+                    if f.get("topic") != t.name:
+                        self.violation("%s/%s: msg of topic %r" % (t.name, c.name,
+                                                                   f.get("topic")))
+                    if seq <= last:
+                        self.violation("%s/%s: seq %d delivered after %d in one session "
+                                       "(order)" % (t.name, c.name, seq, last))
+                    last = max(last, seq)
+                    if f.get("enc") == "base64":
+                        payload, binary = base64.b64decode(f["data"]), True
+                    else:
+                        payload, binary = f["data"].encode("utf-8"), False
+                    self.check_payload(t, seq, binary, payload, "delivery to " + c.name)
+                    c.delivered += 1
+                    if seq in c.got:
+                        c.redelivered += 1
+                        if c.acked_certain(seq, gen):
+                            self.violation("%s/%s: seq %d redelivered although its ack was "
+                                           "sent in this broker run (gen %d) on a session "
+                                           "closed gracefully" % (t.name, c.name, seq, gen))
+                        else:
+                            at = c.last_ack(seq)
+                            if at is not None and at[0] < gen:
+                                # acked before a kill, the ack was not persisted yet
+                                self.counts["lost_acks"] += 1
+                                kt = self.kill_times.get(at[0])
+                                if kt is not None:
+                                    age = kt - at[2]
+                                    self.lost_ack_ages.append(age)
+                                    self.max_lost_ack_age = max(self.max_lost_ack_age, age)
+                            elif at is not None:
+                                # acked on a session we dropped (TCP abort): the ack may
+                                # never have reached wsqd
+                                self.counts["dropped_acks"] += 1
+                    else:
+                        c.got.add(seq)
+                    if seq > c.high:
+                        c.high = seq
+                    # ack: individually now, or cumulatively later
+                    if rng.random() < p_single:
+                        await ws.send(json.dumps({"op": "ack", "topic": t.name, "seq": seq}))
+                        sess_acks[seq] = time.monotonic()
+                    else:
+                        pending.append(seq)
+                    if slow:
+                        await asyncio.sleep(slow)
+                    if len(pending) >= every:
+                        up = max(pending)
+                        await ws.send(json.dumps({"op": "ack", "topic": t.name, "upto": up}))
+                        sess_upto = (up, time.monotonic())
+                        pending = []
+                closed_by_us = True
+            except (websockets.exceptions.ConnectionClosed, OSError):
+                pass
+            # end of the session
+            ok_close = False
+            if closed_by_us and graceful:
+                try:
+                    await asyncio.wait_for(ws.close(), 3 * h.SLOW)
+                    ok_close = ws.close_code == 1000
+                except Exception:
+                    ok_close = False
+            else:
+                ws.transport.abort()
+            # graceful: wsqd read every ack of this session before the close, so they are
+            # certain; otherwise they may never have arrived (kept for the statistics only)
+            certain = ok_close and self.gen == gen
+            self.counts["sessions_graceful" if certain else "sessions_aborted"] += 1
+            for s, tm in sess_acks.items():
+                c.acked[s] = (gen, certain, tm)
+            if sess_upto[0] > 0 and (sess_upto[0] > c.upto[2] or
+                                     (sess_upto[0] == c.upto[2] and certain)):
+                c.upto = (gen, certain, sess_upto[0], sess_upto[1])
+            if not self.stop_all:
+                # away for a while now and then (the backlog grows; gaps)
+                away = rng.uniform(0.5, 3.0) if rng.random() < 0.15 else rng.uniform(0, 0.3)
+                await asyncio.sleep(away)
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    async def inspect_store(self, marks, final=False):
+        """wsqd is down: wsqctl check, then every confirmed message must be in the store."""
+        data = self.d.data
+        rc, out, err = await self.ctl("--data", data, "--json", "check", timeout=120)
+        try:
+            res = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            res = {}
+        if rc != 0 or not res.get("ok"):
+            self.violation("wsqctl check after kill %d: exit %d %s %s"
+                           % (self.counts["kills"], rc, out[:2000], err[:500]))
+        rc, out, err = await self.ctl("--data", data, "--json", "topics")
+        if rc != 0:
+            self.violation("wsqctl topics: exit %d %s" % (rc, err[:500]))
+            return
+        meta = {x["name"]: x for x in json.loads(out.decode())["topics"]}
+        # resolve purges whose outcome was unknown: the store says what purges removed
+        for name, t in self.topics.items():
+            m = meta.get(name)
+            if not m:
+                continue
+            pu = m.get("purged_upto", 0) or 0
+            if pu > t.purge_bound:
+                if t.purge_uncertain or t.purge_all_inflight:
+                    t.purge_bound = pu
+                else:
+                    self.violation("%s: store purged_upto %d, but our purges removed at most "
+                                   "up to %d" % (name, pu, t.purge_bound))
+            t.purge_uncertain = False
+        rc, out, err = await self.ctl("--data", data, "export", timeout=300)
+        if rc != 0:
+            self.violation("wsqctl export: exit %d %s" % (rc, err[:500]))
+            return
+        stored = {name: {} for name in self.topics}
+        last_ts = {}
+        for line in out.splitlines():
+            x = json.loads(line)
+            name = x["topic"]
+            if name not in self.topics:
+                self.violation("store holds a topic we never used: %r" % name)
+                continue
+            seq = x["seq"]
+            if x.get("enc") == "base64":
+                payload, binary = base64.b64decode(x["data"]), True
+            else:
+                payload, binary = x["data"].encode("utf-8"), False
+            t = self.topics[name]
+            if x["ts"] < last_ts.get(name, 0):
+                self.violation("%s seq %d: ts %d below the previous %d"
+                               % (name, seq, x["ts"], last_ts[name]))
+            last_ts[name] = x["ts"]
+            stored[name][seq] = True
+            self.counts["store_msgs_checked"] += 1
+            self.check_payload(t, seq, binary, payload, "store")
+        for name, t in self.topics.items():
+            m = meta.get(name)
+            seqs = stored[name]
+            if m is None:
+                if t.max_confirmed:
+                    self.violation("%s: topic missing from the store (%d confirmed)"
+                                   % (name, t.max_confirmed))
+                continue
+            first, nxt = m["first_seq"], m["next_seq"]
+            t.max_seen = max(t.max_seen, nxt - 1)
+            if seqs:
+                lo, hi = min(seqs), max(seqs)
+                if len(seqs) != hi - lo + 1:
+                    self.violation("%s: stored seqs %d..%d are not contiguous (%d messages)"
+                                   % (name, lo, hi, len(seqs)))
+                if hi != nxt - 1:
+                    self.violation("%s: last stored seq %d but next_seq %d" % (name, hi, nxt))
+                if lo != first:
+                    self.violation("%s: first stored seq %d, topic says first_seq %d"
+                                   % (name, lo, first))
+            if nxt <= t.max_confirmed:
+                self.violation("%s: next_seq %d after the restart, but seq %d was confirmed "
+                               "(seqs would be reused)" % (name, nxt, t.max_confirmed))
+            # the removed prefix is allowed by purges and retention
+            removed_to = (min(seqs) if seqs else nxt) - 1
+            allowed = t.purge_bound
+            if t.ret_max:
+                allowed = max(allowed, nxt - 1 - t.ret_max)
+            if removed_to > allowed:
+                self.violation("%s: seqs up to %d are gone, but purges removed at most %d and "
+                               "retention (max_messages %d, next_seq %d) at most %d"
+                               % (name, removed_to, t.purge_bound, t.ret_max, nxt,
+                                  nxt - 1 - t.ret_max if t.ret_max else 0))
+            for seq, msgid in t.confirmed.items():
+                if seq not in seqs and seq > removed_to:
+                    self.lost.add((name, seq))
+                    self.violation("%s: confirmed seq %d (message %r) is not in the store "
+                                   "(LOST)" % (name, seq, msgid))
+                elif seq not in seqs and seq > allowed:
+                    self.lost.add((name, seq))
+
+    def check_gaps(self):
+        """Every gap a consumer got must cover only seqs a purge or retention removed, and
+        name a cause that applies (one gap may span seqs of both causes: either name is
+        right then)."""
+        for t in self.topics.values():
+            by_purge = t.purge_bound
+            by_ret = t.max_seen - t.ret_max if t.ret_max else 0
+            for c in t.consumers:
+                for frm, to, reason, since, inflight in c.gaps[c.gaps_checked:]:
+                    what = ("%s/%s: gap %d-%d %s (purges removed up to %d; retention max %d, "
+                            "highest seq %d; %.2fs after a (re)start%s)"
+                            % (t.name, c.name, frm, to, reason, by_purge, t.ret_max,
+                               t.max_seen, since, ", a purge running" if inflight else ""))
+                    if reason == "purge":
+                        self.counts["gaps_purge"] += 1
+                        if frm > by_purge:
+                            self.violation(what + ": no purge removed any of it")
+                    elif reason == "retention":
+                        self.counts["gaps_retention"] += 1
+                        if not t.ret_max:
+                            self.violation(what + ": the topic has no retention (wrong reason)")
+                        elif frm > by_ret:
+                            self.violation(what + ": retention removed none of it")
+                    else:
+                        self.violation(what + ": unknown reason")
+                    if to > max(by_purge, by_ret):
+                        self.violation(what + ": it covers seqs nothing removed")
+                        # a gap over confirmed messages that nothing removed is a loss
+                        for s in range(max(frm, t.pruned + 1, by_purge + 1, by_ret + 1), to + 1):
+                            if s in t.confirmed:
+                                self.lost.add((t.name, s))
+                                self.violation("%s/%s: the gap skips confirmed seq %d (LOST)"
+                                               % (t.name, c.name, s))
+                                break
+                c.gaps_checked = len(c.gaps)
+
+    async def checkpoint(self, marks, timeout):
+        """Wait until every consumer has covered its topic up to marks[topic], then check."""
+        deadline = time.monotonic() + timeout * h.SLOW
+        while True:
+            behind = []
+            for name, t in self.topics.items():
+                m = marks.get(name, 0)
+                rb = t.removal_bound()
+                for c in t.consumers:
+                    if c.high >= m:
+                        continue
+                    if all(s <= rb or s not in t.confirmed for s in range(c.high + 1, m + 1)):
+                        continue
+                    behind.append((c, m))
+            if not behind:
+                break
+            if time.monotonic() > deadline:
+                for c, m in behind:
+                    self.violation("%s/%s: stuck: delivered up to %d, confirmed up to %d "
+                                   "(timed out after %.0fs)" % (c.topic.name, c.name, c.high, m,
+                                                                timeout))
+                break
+            await asyncio.sleep(0.05)
+        async with self.purge_lock:
+            self.check_gaps()
+            for name, t in self.topics.items():
+                m = marks.get(name, 0)
+                rb = t.removal_bound()
+                for c in t.consumers:
+                    upto = min(m, c.high)
+                    for s in range(max(c.verified, t.pruned) + 1, upto + 1):
+                        if s in t.confirmed and not c.covered(s) and s > rb:
+                            self.lost.add((name, s))
+                            self.violation("%s/%s: confirmed seq %d (message %r) was never "
+                                           "delivered (LOST)" % (name, c.name, s,
+                                                                 t.confirmed[s]))
+                    c.verified = max(c.verified, upto)
+            self.prune()
+
+    def prune(self):
+        """Drop records every consumer has verified (keeps memory flat in long runs); seqs at
+        or below a topic's pruned mark that show up again are only payload-checked."""
+        for t in self.topics.values():
+            if not t.consumers:
+                continue
+            # one checkpoint behind: a confirm may still be on its way for a while
+            mark = min(min(c.verified for c in t.consumers), t.prev_mark)
+            t.prev_mark = min(c.verified for c in t.consumers)
+            if mark <= t.pruned:
+                continue
+            for s in range(t.pruned + 1, mark + 1):
+                t.confirmed.pop(s, None)
+                msgid = t.seq_owner.pop(s, None)
+                if msgid is not None:
+                    t.msg_seq.pop(msgid, None)
+                for c in t.consumers:
+                    c.got.discard(s)
+                    c.acked.pop(s, None)
+            t.pruned = mark
+            for c in t.consumers:
+                c.cover = [(a, b) for a, b in c.cover if b > mark]
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def marks(self):
+        return {name: t.max_confirmed for name, t in self.topics.items()}
+
+    async def create_consumers(self):
+        """Create every durable consumer (from earliest) and wait until the store has them, so
+        that a kill cannot forget one."""
+        for name, t in self.topics.items():
+            for i in range(self.a.consumers):
+                c = Consumer(t, "c%d" % i, random.Random("cons/%d/%s/%d" % (self.seed, name, i)))
+                t.consumers.append(c)
+                ws = await h.connect_v1(self.d)
+                await h.send_json(ws, {"op": "sub", "topic": name, "consumer": c.name,
+                                       "from": "earliest", "ref": 1})
+                await h.expect_op(ws, "subscribed")
+                await ws.close()
+        want = len(self.topics) * self.a.consumers
+        deadline = time.monotonic() + 10 * h.SLOW
+        while True:
+            rc, out, err = await self.ctl("--data", self.d.data, "--json", "consumers")
+            if rc == 0 and len(json.loads(out.decode())["consumers"]) >= want:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("consumers not persisted: %s %s" % (out[:500], err))
+            await asyncio.sleep(0.05)
+
+    async def kill_loop(self):
+        cycles = self.a.cycles
+        end = time.monotonic() + self.a.seconds
+        for cycle in range(cycles):
+            left = max(0.2, end - time.monotonic())
+            mean = left / (cycles - cycle)
+            r = self.rng.random()
+            if r < 0.1:
+                wait = self.rng.uniform(0.0, 0.1)       # right after a restart / recovery
+            else:
+                wait = self.rng.uniform(0.2 * mean, 1.6 * mean)
+            wait = max(0.0, wait - 0.3)                   # the checkpoint takes some time
+            await asyncio.sleep(wait)
+            marks = self.marks()
+            self.up.clear()
+            self.kill_times[self.gen] = time.monotonic()
+            self.d.kill()
+            self.counts["kills"] += 1
+            await self.inspect_store(marks)
+            self.gen += 1
+            await self.start_broker()
+            await self.checkpoint(marks, timeout=self.a.catchup)
+            log("cycle %d/%d: killed after %.2fs; confirmed %d, delivered %d, redelivered %d, "
+                "violations %d" % (cycle + 1, cycles, wait, self.counts["confirmed"],
+                                   self.delivered(), self.redelivered(), len(self.violations)))
+        # no kills: checkpoints now and then until the time is up
+        while time.monotonic() < end:
+            await asyncio.sleep(min(self.a.checkpoint_every, max(0, end - time.monotonic())))
+            marks = self.marks()
+            await self.checkpoint(marks, timeout=self.a.catchup)
+            if not cycles:
+                log("checkpoint: confirmed %d, delivered %d, redelivered %d, violations %d"
+                    % (self.counts["confirmed"], self.delivered(), self.redelivered(),
+                       len(self.violations)))
+
+    def delivered(self):
+        return sum(c.delivered for t in self.topics.values() for c in t.consumers)
+
+    def redelivered(self):
+        return sum(c.redelivered for t in self.topics.values() for c in t.consumers)
+
+    async def run(self):
+        self.make_broker()
+        log("wsqd %s, data dir %s, port %d, seed %d, %d cycles over %.0fs"
+            % (self.a.wsqd, self.d.data, self.port, self.seed, self.a.cycles, self.a.seconds))
+        await self.start_broker()
+        await self.create_consumers()
+        tasks = []
+        for t in self.topics.values():
+            for c in t.consumers:
+                tasks.append(asyncio.create_task(self.consumer(c)))
+        load = [asyncio.create_task(self.ws_publisher(i)) for i in range(self.a.publishers)]
+        load += [asyncio.create_task(self.http_publisher(i))
+                 for i in range(self.a.http_publishers)]
+        if self.a.purge_every > 0:
+            load.append(asyncio.create_task(self.purger()))
+        try:
+            await self.kill_loop()
+            # stop the load, let the consumers drain, check once more
+            self.stop_load = True
+            await asyncio.wait_for(asyncio.gather(*load), 60 * h.SLOW)
+            for t in self.topics.values():
+                for c in t.consumers:
+                    c.final_wait = True
+            await self.checkpoint(self.marks(), timeout=self.a.catchup)
+            self.stop_all = True
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30 * h.SLOW)
+            loop = asyncio.get_running_loop()
+            rc = await loop.run_in_executor(None, lambda: self.d.stop(expect_rc=None))
+            if rc != 0:
+                self.violation("wsqd exited with %s on SIGTERM\n%s" % (rc, self.d.log_tail()))
+            await self.inspect_store(self.marks(), final=True)
+            errs = []
+            for ln in self.d.log().splitlines():
+                parts = ln.split(None, 2)
+                if (len(parts) > 1 and parts[1] == "error") or "Sanitizer" in ln or \
+                        "runtime error" in ln:
+                    errs.append(ln)
+            for ln in errs[:20]:
+                self.violation("wsqd log: " + ln)
+        finally:
+            self.stop_all = self.stop_load = True
+            for tk in tasks + load:
+                tk.cancel()
+            await asyncio.gather(*tasks, *load, return_exceptions=True)
+
+    def report(self):
+        c = self.counts
+        lines = [
+            "chaos seed %d: %d kills" % (self.seed, c["kills"]),
+            "  confirmed   %d (wsq.v1 %d, HTTP %d); %d publishes of unknown outcome (in flight "
+            "at a kill)" % (c["confirmed"], c["confirmed_ws"], c["confirmed_http"],
+                            c["unknown"]),
+            "  delivered   %d to %d durable consumers in %d sessions (%d closed gracefully, "
+            "%d dropped)" % (self.delivered(),
+                             sum(len(t.consumers) for t in self.topics.values()),
+                             sum(x.sessions for t in self.topics.values() for x in t.consumers),
+                             c["sessions_graceful"], c["sessions_aborted"]),
+            "  redelivered %d (of which %d after a kill lost an ack; oldest lost ack sent "
+            "%.0f ms before its kill)" % (self.redelivered(), c["lost_acks"],
+                                          1000 * self.max_lost_ack_age),
+            "  acks        %d acks dropped with a TCP abort were redelivered (allowed)"
+            % c["dropped_acks"],
+            "  purges      %d (%d messages; %d interrupted by a kill); gaps: %d purge, %d "
+            "retention" % (c["purges"], c["purged_msgs"], c["purges_uncertain"],
+                           c["gaps_purge"], c["gaps_retention"]),
+            "  store       %d stored messages checked byte-exact after kills; wsqctl check "
+            "after every kill" % c["store_msgs_checked"],
+            "  lost        %d" % len(self.lost),
+            "  violations  %d" % len(self.violations),
+        ]
+        return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("wsqd")
+    ap.add_argument("wsqctl")
+    ap.add_argument("--cycles", type=int, default=20, help="kill -9 cycles (20)")
+    ap.add_argument("--seconds", type=float, default=60, help="duration of the load (60)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--publishers", type=int, default=3, help="wsq.v1 publishers (3)")
+    ap.add_argument("--http-publishers", type=int, default=1)
+    ap.add_argument("--pub-window", type=int, default=64, help="most unconfirmed per publisher")
+    ap.add_argument("--rate", type=float, default=600,
+                    help="target publishes/s over all publishers (600; 0 = as fast as possible)")
+    ap.add_argument("--consumers", type=int, default=2, help="durable consumers per topic (2)")
+    ap.add_argument("--purge-every", type=float, default=1.5,
+                    help="mean seconds between purges (1.5; 0 = none)")
+    ap.add_argument("--ret-max", type=int, default=100,
+                    help="retention max_messages of chaos.ret (100)")
+    ap.add_argument("--retention", type=int, default=0,
+                    help="retention max_messages of the other topics (0 = none; soak: 20000)")
+    ap.add_argument("--catchup", type=float, default=30,
+                    help="seconds consumers get to catch up at a checkpoint (30)")
+    ap.add_argument("--checkpoint-every", type=float, default=20,
+                    help="seconds between checkpoints once no kills are left (20)")
+    ap.add_argument("--info", help="write {pid, port, data, ...} of wsqd here at every start")
+    a = ap.parse_args()
+    a.wsqd = os.path.abspath(a.wsqd)
+    a.wsqctl = os.path.abspath(a.wsqctl)
+    os.environ["WSQD"] = a.wsqd
+    h._detect_slow(a.wsqd)
+
+    def on_signal(signum, frame):
+        sys.stderr.write("\nchaos: signal %d: killing wsqd and removing temp dirs\n" % signum)
+        h._cleanup_all()
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+    ch = Chaos(a)
+    ok = False
+    try:
+        asyncio.run(ch.run())
+        ok = not ch.violations and not ch.lost
+    except Exception as e:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        ch.violation("the run failed: %r" % (e,))
+    finally:
+        if ch.d is not None and (not ok):
+            sys.stderr.write(ch.d.log_tail(80) + "\n")
+        h._cleanup_all()
+    print(ch.report())
+    if ch.lost_ack_ages:
+        ages = sorted(ch.lost_ack_ages)
+        print("  lost-ack ages (ms before the kill): median %.0f, max %.0f, n %d"
+              % (1000 * ages[len(ages) // 2], 1000 * ages[-1], len(ages)))
+    print("RESULT: %s" % ("PASS" if ok else "FAIL"))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
