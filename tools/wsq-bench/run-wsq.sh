@@ -1,0 +1,142 @@
+#!/bin/sh
+# Runs the wsq-bench scenarios against wsqd, a fresh broker (temp config, temp store) per run,
+# and prints the median and spread of each. Results: one JSON object per run in OUT/<name>.jsonl.
+#
+# Usage: tools/wsq-bench/run-wsq.sh [-n RUNS] [-o OUTDIR] [NAME...]
+#   NAME: t1 t1raw t2 t3 t3raw t4 t5 t5raw (default: all)
+# Env:  WSQD (default build/broker/wsqd), WSQ_BENCH (default build/tools/wsq-bench/wsq-bench),
+#       SYNC (storage.sync, default full), BENCH_ARGS (extra wsq-bench arguments for every run)
+set -eu
+cd "$(dirname "$0")/../.."
+RUNS=3
+OUT=${TMPDIR:-/tmp}/wsq-bench-results
+while getopts n:o: opt; do
+    case $opt in
+    n) RUNS=$OPTARG ;;
+    o) OUT=$OPTARG ;;
+    *) exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+NAMES=${*:-t1 t1raw t2 t3 t3raw t4 t5 t5raw}
+WSQD=${WSQD:-build/broker/wsqd}
+BENCH=${WSQ_BENCH:-build/tools/wsq-bench/wsq-bench}
+SYNC=${SYNC:-full}
+mkdir -p "$OUT"
+
+# The scenario of each name (arguments after --url and --broker-pid).
+args() {
+    case $1 in
+    t1) echo "publish --conns 16 --window 256 --size 128 --seconds 5 --warmup 1" ;;
+    t1raw) echo "publish --mode raw --pub-token benchpub --verify --conns 16 --size 128 --seconds 10 --warmup 2" ;;
+    t2) echo "drain --preload 1000000 --resume --consumers 1 --window 1000 --ack-every 250 --size 128 --seconds 30" ;;
+    t3) echo "fanout --rate 1000 --subs 1000 --size 128 --seconds 10 --warmup 2" ;;
+    t3raw) echo "fanout --rate 1000 --subs 1000 --sub-mode raw --size 128 --seconds 10 --warmup 2" ;;
+    t4) echo "latency --rate 10000 --size 128 --seconds 10 --warmup 2" ;;
+    t5) echo "idle --conns 10000 --seconds 30" ;;
+    t5raw) echo "idle --conns 10000 --mode raw --seconds 30" ;;
+    *) echo "unknown name $1" >&2; exit 2 ;;
+    esac
+}
+
+PID=
+DIR=
+stop_broker() {
+    if [ -n "$PID" ]; then
+        kill "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+        PID=
+    fi
+    if [ -n "$DIR" ]; then
+        rm -rf "$DIR"
+        DIR=
+    fi
+}
+trap stop_broker EXIT INT TERM
+
+start_broker() {
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/wsq-bench.XXXXXX")
+    sha=$(printf %s benchpub | sha256sum | cut -d' ' -f1)
+    cat >"$DIR/wsq.yaml" <<EOF
+listeners:
+  - address: 127.0.0.1
+    port: 0
+storage:
+  path: $DIR/data
+  sync: $SYNC
+limits:
+  max_connections: 0
+auth:
+  anonymous:
+    publish: [">"]
+    subscribe: [">"]
+    admin: true
+  tokens:
+    - name: benchpub
+      sha256: $sha
+      publish: [">"]
+      subscribe: []
+EOF
+    "$WSQD" -c "$DIR/wsq.yaml" >"$DIR/wsqd.log" 2>&1 &
+    PID=$!
+    i=0
+    PORT=
+    while [ $i -lt 100 ]; do
+        PORT=$(sed -n 's/.*listening address=[^ ]* port=\([0-9]*\).*/\1/p' "$DIR/wsqd.log" 2>/dev/null | head -1)
+        [ -n "$PORT" ] && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if [ -z "$PORT" ]; then
+        cat "$DIR/wsqd.log" >&2
+        echo "wsqd did not start" >&2
+        exit 1
+    fi
+}
+
+for name in $NAMES; do
+    : >"$OUT/$name.jsonl"
+    r=1
+    while [ $r -le "$RUNS" ]; do
+        start_broker
+        echo "== $name run $r/$RUNS: wsq-bench $(args "$name") (wsqd pid $PID port $PORT)" >&2
+        # shellcheck disable=SC2046
+        "$BENCH" $(args "$name") --url "ws://127.0.0.1:$PORT" --broker-pid "$PID" --json --quiet \
+            ${BENCH_ARGS:-} >>"$OUT/$name.jsonl" || echo "   (run reported errors)" >&2
+        stop_broker
+        r=$((r + 1))
+        sleep 1
+    done
+done
+
+python3 - "$OUT" $NAMES <<'EOF'
+import json, statistics, sys
+out, names = sys.argv[1], sys.argv[2:]
+def primary(d):
+    r = d["result"]
+    s = d["scenario"]
+    if s == "publish":
+        return ("sent/s", r["sent_per_s"]) if d["params"]["mode"] == "raw" else ("confirmed/s", r["confirmed_per_s"])
+    if s == "drain": return ("drained/s", r["drained_per_s"])
+    if s in ("fanout", "latency"): return ("delivered/s", r["delivered_per_s"])
+    return ("rss MB (anon)", r["broker_rss_max_kb"] / 1024)
+def fmt(vals):
+    m = statistics.median(vals)
+    return "%.4g (%.4g..%.4g)" % (m, min(vals), max(vals))
+print("%-6s %-36s %-26s %-26s %-18s %-18s %-18s %s" % ("name", "primary: median (min..max)", "p50 ms", "p99 ms", "bench cpu %", "broker cpu %", "others cpu %", "errors"))
+for n in names:
+    try:
+        runs = [json.loads(l) for l in open("%s/%s.jsonl" % (out, n)) if l.strip()]
+    except OSError:
+        continue
+    if not runs: continue
+    label = primary(runs[0])[0]
+    lat = "deliver_latency" if runs[0]["scenario"] in ("fanout", "latency") or runs[0]["params"]["mode"] == "raw" else "confirm_latency"
+    p50 = [d["result"][lat]["p50_ms"] for d in runs]
+    p99 = [d["result"][lat]["p99_ms"] for d in runs]
+    print("%-6s %-36s %-26s %-26s %-18s %-18s %-18s %s" % (n, label + " " + fmt([primary(d)[1] for d in runs]),
+          fmt(p50) if max(p50) > 0 else "-", fmt(p99) if max(p99) > 0 else "-",
+          fmt([d["cpu"]["bench_pct"] for d in runs]), fmt([d["cpu"]["broker_pct"] for d in runs]),
+          fmt([d["cpu"]["others_pct"] for d in runs]),
+          ",".join(str(d["errors"]["total"]) for d in runs)))
+EOF
