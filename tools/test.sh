@@ -1,8 +1,10 @@
 #!/bin/sh
-# Builds wsq and runs every test: once in a normal build, once under ASan+UBSan.
+# Builds wsq and runs every test: once in a normal build, once under ASan+UBSan; then the threaded
+# tests (writer, service and consumer thread handoffs, takeovers, purges, shutdown) under
+# ThreadSanitizer (tools/tsan.sh, a clang build in build-tsan).
 # Usage: tools/test.sh [ctest args...]     (e.g. tools/test.sh -R unit)
 # Env: WSQ_JOBS (parallel build/test jobs, default: number of cores),
-#      WSQ_SKIP_SANITIZE=1 to skip the sanitizer pass (local iteration only; CI runs both).
+#      WSQ_SKIP_SANITIZE=1 to skip the sanitizer passes (local iteration only; CI runs both).
 set -eu
 cd "$(dirname "$0")/.."
 tools/deps.sh
@@ -24,5 +26,7 @@ if [ "${WSQ_SKIP_SANITIZE:-0}" != 1 ]; then
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --output-on-failure -j "$JOBS" "$@")
+    echo "== threaded tests (TSan build)"
+    WSQ_JOBS=$JOBS tools/tsan.sh "$@"
 fi
 echo "== all tests passed"

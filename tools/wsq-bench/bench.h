@@ -141,7 +141,8 @@ typedef struct conn {
     int fd;
     uint32_t idx;  /* global index */
     uint32_t ridx; /* index within its role: topic number, consumer number */
-    uint8_t role, flavor, state;
+    uint8_t role, flavor;
+    _Atomic uint8_t state; /* written by the conn's loop thread; main polls it to stop waiting */
     bool ready, counted, close_sent, confirms, durable, check_order, want_out, sub_pending;
     bool resume_unsub; /* drain --resume: the setup subscription is followed by unsub */
     bool drained;

@@ -753,7 +753,7 @@ static bool stop_done(void)
 static bool all_closed(void)
 {
     for (size_t i = 0; i < g.nconns; i++) {
-        uint8_t st = g.conns[i].state; /* racy read, only to know when to stop waiting */
+        uint8_t st = atomic_load_explicit(&g.conns[i].state, memory_order_relaxed);
         if (st != CS_DONE && st != CS_NEW)
             return false;
     }
