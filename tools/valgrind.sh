@@ -1,0 +1,377 @@
+#!/bin/sh
+# Runs wsqd under Valgrind (memcheck) through a full start, traffic and SIGTERM shutdown, twice on
+# the same data dir (the second run recovers the store and resumes a durable consumer), and fails
+# unless both runs exit 0 with 0 errors and 0 bytes definitely or indirectly lost.
+#
+# Usage: tools/valgrind.sh             (builds build-valgrind: a normal RelWithDebInfo build)
+# Env:   WSQD=/path/to/wsqd            use that (non-sanitizer) binary instead of building one
+#        WSQ_KEEP=1                    keep the temp dir (config, data, wsqd and valgrind logs)
+#        WSQ_VG_BUILD_TYPE=Debug       build type of build-valgrind (default RelWithDebInfo)
+#
+# Traffic (python3-websockets 10.x from Debian, /usr/bin/python3, driven by the script below):
+#   run 1: raw mode publish (text + binary) and subscribe (ephemeral and ?consumer=);
+#          wsq.v1 publish with confirms (text + base64), an ephemeral subscription, a durable
+#          consumer with acks (seq and upto), a nack, a resume and a takeover; bad frames;
+#          HTTP publish, history, healthz, metrics, 404/405, admin whoami, purge, import,
+#          delete-consumer; then SIGTERM while a wsq.v1 and a raw client are connected and a
+#          publisher has confirms in flight (they must see close 1001).
+#   run 2: the same data dir: the durable consumer resumes with its unacknowledged messages,
+#          history still has what was confirmed, then SIGTERM.
+# "still reachable" blocks (libwebsockets, OpenSSL, libc at exit) are not failures; "possibly
+# lost" is shown (--show-leak-kinds) but not counted: read the log when the summary lists any.
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=/usr/bin/python3
+
+command -v valgrind >/dev/null || { echo "valgrind: valgrind is not installed" >&2; exit 2; }
+$PY -c 'import websockets' 2>/dev/null ||
+    { echo "valgrind: needs python3-websockets for $PY" >&2; exit 2; }
+
+if [ -z "${WSQD:-}" ]; then
+    tools/deps.sh
+    cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE="${WSQ_VG_BUILD_TYPE:-RelWithDebInfo}" \
+        -DWSQ_SANITIZE=OFF -DWSQ_TSAN=OFF -DWSQ_FUZZ=OFF >/dev/null
+    cmake --build build-valgrind -j "$(nproc)" --target wsqd
+    WSQD=$ROOT/build-valgrind/broker/wsqd
+fi
+if nm "$WSQD" 2>/dev/null | grep -q '__asan_init\|__tsan_init'; then
+    echo "valgrind: $WSQD is a sanitizer build; valgrind needs a normal one" >&2
+    exit 2
+fi
+
+DIR=$(mktemp -d /tmp/wsq-valgrind.XXXXXX)
+VGPID=""
+cleanup() {
+    if [ -n "$VGPID" ] && kill -0 "$VGPID" 2>/dev/null; then kill -KILL "$VGPID" 2>/dev/null || :; fi
+    if [ "${WSQ_KEEP:-0}" = 1 ]; then echo "valgrind: kept $DIR"; else rm -rf "$DIR"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+cat >"$DIR/wsq.yaml" <<EOF
+listeners:
+  - address: 127.0.0.1
+    port: 0
+storage:
+  path: $DIR/data
+  sync: full
+  map_size_initial: 4MiB
+limits:
+  max_message_size: 256KiB
+  ack_wait: 2s
+  shutdown_timeout: 20s
+auth:
+  anonymous:
+    publish: [">"]
+    subscribe: [">"]
+    admin: true
+log:
+  level: debug
+  format: text
+EOF
+
+# The traffic driver. argv: run (1|2), port, dir. Exits non-zero with a message on any surprise.
+cat >"$DIR/drive.py" <<'EOF'
+import asyncio, base64, http.client, json, os, sys
+import websockets, websockets.exceptions
+
+RUN, PORT, DIR = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+T = 60  # seconds per wait: valgrind makes wsqd some 20-50x slower
+BIN = bytes(range(256)) * 3
+
+def fail(msg):
+    sys.stderr.write("drive.py run %d: %s\n" % (RUN, msg))
+    sys.exit(1)
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+def req(method, path, body=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=T)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+def http_json(method, path, body=None, headers=None):
+    st, data = req(method, path, body, headers)
+    return st, (json.loads(data) if data else None)
+
+async def ws(path="/", v1=True):
+    kw = dict(max_size=None, max_queue=None, ping_interval=None, open_timeout=T,
+              close_timeout=T)
+    if v1:
+        kw["subprotocols"] = ["wsq.v1"]
+    return await websockets.connect("ws://127.0.0.1:%d%s" % (PORT, path), **kw)
+
+async def rj(w, skip=()):
+    while True:
+        f = await asyncio.wait_for(w.recv(), T)
+        check(isinstance(f, str), "binary frame on wsq.v1: %r" % f[:50])
+        o = json.loads(f)
+        if o.get("op") not in skip:
+            return o
+
+async def sj(w, o):
+    await w.send(json.dumps(o, separators=(",", ":")))
+
+async def pub(w, topic, data, ref):
+    m = {"op": "pub", "topic": topic, "ref": ref}
+    if isinstance(data, bytes):
+        m["data"], m["enc"] = base64.b64encode(data).decode(), "base64"
+    else:
+        m["data"] = data
+    await sj(w, m)
+    o = await rj(w)
+    check(o.get("op") == "ok" and o.get("ref") == ref, "pub %s: %r" % (ref, o))
+    return o["seq"]
+
+async def msgs(w, n, skip=("gap",)):
+    out = []
+    while len(out) < n:
+        o = await rj(w, skip)
+        check(o.get("op") == "msg", "expected msg, got %r" % o)
+        out.append(o)
+    return out
+
+async def until(w, want):
+    """Reads msg frames until every seq in want was seen; returns the seqs in arrival order
+    (redeliveries after ack_wait and newer messages may come in between)."""
+    want, out = set(want), []
+    while not want <= set(out):
+        out.append((await msgs(w, 1))[0]["seq"])
+    return out
+
+async def closed(w):
+    try:
+        while True:
+            await asyncio.wait_for(w.recv(), T)
+    except websockets.exceptions.ConnectionClosed:
+        return w.close_code
+
+async def run1():
+    # raw mode: a subscriber, a durable raw consumer and a publisher
+    rs = await ws("/topics/vg.raw?from=earliest", v1=False)
+    rc = await ws("/topics/vg.raw?consumer=rawc&from=earliest", v1=False)
+    rp = await ws("/topics/vg.raw", v1=False)
+    await rp.send("hello raw")
+    await rp.send(BIN)
+    await rp.send("x" * 100000)  # > 64 KiB: delivered fragmented
+    for w in (rs, rc):
+        got = [await asyncio.wait_for(w.recv(), T) for _ in range(3)]
+        check(got == ["hello raw", BIN, "x" * 100000], "raw delivery: %r" % [g[:20] for g in got])
+    for w in (rs, rc, rp):
+        await w.close()
+    st, _ = req("GET", "/topics/bad..topic")  # a raw upgrade target that is not one: plain 404/405
+    check(st in (404, 405), "GET bad path -> %d" % st)
+
+    # wsq.v1 publishes with confirms, text and binary
+    p = await ws()
+    seqs = [await pub(p, "vg.v1", "m%d \u00e9" % i if i % 3 else BIN, i) for i in range(1, 11)]
+    check(seqs == list(range(1, 11)), "seqs %r" % seqs)
+    await sj(p, {"op": "pub", "topic": "vg.v1", "data": "fire and forget"})  # no ref: no ok
+    await sj(p, {"op": "pub", "topic": "bad..topic", "data": "x", "ref": "bt"})
+    o = await rj(p)
+    check(o.get("op") == "err" and o.get("code") == "bad_topic", "bad topic: %r" % o)
+    await p.send("{not json")
+    o = await rj(p)
+    check(o.get("op") == "err", "bad json: %r" % o)
+    await p.send(b"\x00binary")
+    o = await rj(p)
+    check(o.get("op") == "err" and o.get("code") == "bad_request", "binary frame: %r" % o)
+    await sj(p, {"op": "ping", "ref": 5})
+    check((await rj(p)) == {"op": "pong", "ref": 5}, "pong")
+
+    # an ephemeral subscription
+    e = await ws()
+    await sj(e, {"op": "sub", "topic": "vg.v1", "from": "earliest", "ref": "e"})
+    o = await rj(e)
+    check(o.get("op") == "subscribed", "ephemeral sub: %r" % o)
+    got = await msgs(e, 11)
+    check([m["seq"] for m in got] == list(range(1, 12)), "ephemeral seqs")
+    await sj(e, {"op": "unsub", "topic": "vg.v1", "ref": "u"})
+    check((await rj(e)).get("op") == "ok", "unsub")
+    await e.close()
+
+    # a durable consumer: acks (upto and seq), a nack, redelivery after ack_wait
+    c = await ws()
+    await sj(c, {"op": "sub", "topic": "vg.v1", "consumer": "dur", "from": "earliest",
+                 "window": 4, "ref": 1})
+    o = await rj(c)
+    check(o.get("op") == "subscribed" and o.get("resumed") is False, "durable sub: %r" % o)
+    got = await until(c, {1, 2, 3, 4})  # the window is 4
+    await sj(c, {"op": "ack", "topic": "vg.v1", "upto": 2})
+    await sj(c, {"op": "ack", "topic": "vg.v1", "seq": 4})
+    await sj(c, {"op": "nack", "topic": "vg.v1", "seq": 3, "delay": 10})
+    got = await until(c, {3, 5, 6})  # 3 again (nack), then 5, 6 in the freed slots
+    await sj(c, {"op": "ack", "topic": "vg.v1", "seq": 3})
+    await sj(c, {"op": "ack", "topic": "vg.v1", "seq": 5})
+    await sj(c, {"op": "ping", "ref": "p"})
+    await rj(c, ("msg", "gap"))
+    await c.close()
+    # resume: 6 is the first unacknowledged message
+    c = await ws()
+    await sj(c, {"op": "sub", "topic": "vg.v1", "consumer": "dur", "ref": 2})
+    o = await rj(c)
+    check(o.get("resumed") is True and o.get("start_seq") == 6, "resume: %r" % o)
+    got = await until(c, {6})
+    check(got[0] == 6, "resume order %r" % got)
+    # a takeover by a second session: it gets everything unacknowledged
+    c2 = await ws()
+    await sj(c2, {"op": "sub", "topic": "vg.v1", "consumer": "dur", "ref": 3})
+    o = await rj(c2, ("msg",))
+    check(o.get("op") == "subscribed", "takeover sub: %r" % o)
+    code = await closed(c)
+    check(code == 4009, "taken-over session closed with %r" % code)
+    await until(c2, set(range(6, 12)))
+    await sj(c2, {"op": "ack", "topic": "vg.v1", "upto": 8})
+    await sj(c2, {"op": "ping", "ref": "p2"})
+    await rj(c2, ("msg",))
+    await c2.close()  # 9, 10, 11 stay unacknowledged across the restart
+
+    # HTTP
+    st, o = http_json("POST", "/topics/vg.http", b"http one", {"Content-Type": "text/plain"})
+    check(st == 200 and o["seq"] == 1, "POST: %d %r" % (st, o))
+    st, o = http_json("POST", "/topics/vg.http", BIN, {"Content-Type": "application/octet-stream"})
+    check(st == 200 and o["seq"] == 2, "POST binary: %d %r" % (st, o))
+    st, o = http_json("GET", "/topics/vg.http/messages?from=1&limit=10")
+    check(st == 200 and len(o["messages"]) == 2, "history: %d %r" % (st, o))
+    st, o = http_json("GET", "/topics/vg.v1/messages?from=2&limit=3")
+    check(st == 200 and [m["seq"] for m in o["messages"]] == [2, 3, 4], "history v1: %r" % o)
+    st, _ = req("GET", "/healthz")
+    check(st == 200, "healthz %d" % st)
+    st, body = req("GET", "/metrics")
+    check(st == 200 and b"wsq_" in body, "metrics %d" % st)
+    st, _ = req("DELETE", "/topics/vg.http")
+    check(st == 405, "DELETE -> %d" % st)
+    st, _ = req("GET", "/nothing/here")
+    check(st == 404, "404 -> %d" % st)
+    st, o = http_json("GET", "/admin/whoami")
+    check(st == 200 and o["admin"] is True, "whoami %r" % o)
+    lines = "\n".join(json.dumps({"topic": "vg.imp", "data": "i%d" % i}) for i in range(5))
+    lines += "\n" + json.dumps({"topic": "vg.imp", "data": base64.b64encode(BIN).decode(),
+                                "enc": "base64"}) + "\n"
+    st, o = http_json("POST", "/admin/import", lines.encode(),
+                      {"Content-Type": "application/x-ndjson"})
+    check(st == 200 and o.get("imported") == 6, "import: %d %r" % (st, o))
+    st, o = http_json("POST", "/admin/import", b'{"topic":"vg.imp"}\n')
+    check(st == 400, "bad import: %d %r" % (st, o))
+    # a purge while a consumer waits: it gets a gap
+    g = await ws()
+    await sj(g, {"op": "sub", "topic": "vg.imp", "consumer": "gapc", "from": "earliest",
+                 "window": 1, "ref": 1})
+    await rj(g)
+    await msgs(g, 1)
+    st, o = http_json("POST", "/admin/purge?topic=vg.imp&before=4")
+    check(st == 200, "purge: %d %r" % (st, o))
+    await sj(g, {"op": "ack", "topic": "vg.imp", "seq": 1})
+    o = await rj(g)
+    check(o.get("op") in ("gap", "msg"), "after purge: %r" % o)
+    st, o = http_json("POST", "/admin/delete-consumer?topic=vg.imp&consumer=gapc")
+    check(st == 200, "delete-consumer: %d %r" % (st, o))
+    code = await closed(g)
+    check(code == 4014, "deleted consumer closed with %r" % code)
+    st, o = http_json("POST", "/admin/purge?topic=vg.http&all=true")
+    check(st == 200, "purge all: %d %r" % (st, o))
+
+    # shutdown with clients connected and publishes in flight
+    s = await ws()
+    await sj(s, {"op": "sub", "topic": "vg.v1", "ref": 1})
+    await rj(s)
+    r = await ws("/topics/vg.v1", v1=False)
+    pb = await ws()
+    open(os.path.join(DIR, "holding"), "w").close()
+    n = 0
+    try:
+        while True:
+            n += 1
+            await sj(pb, {"op": "pub", "topic": "vg.stop", "data": "s%d" % n, "ref": n})
+            await asyncio.sleep(0.05)
+    except websockets.exceptions.ConnectionClosed:
+        pass
+    codes = [pb.close_code, await closed(s), await closed(r)]
+    check(codes == [1001, 1001, 1001], "close codes at shutdown %r" % codes)
+
+async def run2():
+    c = await ws()
+    await sj(c, {"op": "sub", "topic": "vg.v1", "consumer": "dur", "ref": 1})
+    o = await rj(c)
+    check(o.get("resumed") is True and o.get("start_seq") == 9, "resume after restart: %r" % o)
+    got = await until(c, {9, 10, 11})
+    check(got[:3] == [9, 10, 11], "after restart %r" % got)
+    await sj(c, {"op": "ack", "topic": "vg.v1", "upto": 11})
+    await sj(c, {"op": "ping", "ref": 1})
+    await rj(c)
+    await c.close()
+    st, o = http_json("GET", "/topics/vg.raw/messages?from=1")
+    check(st == 200 and len(o["messages"]) == 3, "raw history after restart %r" % o)
+    st, o = http_json("GET", "/topics/vg.http/messages?from=1")
+    check(st == 200 and o["messages"] == [], "purged topic after restart %r" % o)
+    st, _ = req("GET", "/metrics")
+    check(st == 200, "metrics")
+    open(os.path.join(DIR, "holding"), "w").close()
+
+asyncio.run(asyncio.wait_for(run1() if RUN == 1 else run2(), 30 * T))
+EOF
+
+# run N: start wsqd under valgrind, wait until ready, drive traffic, SIGTERM, check everything
+vg_run() {
+    n=$1
+    log=$DIR/wsqd.$n.log vglog=$DIR/valgrind.$n.log
+    rm -f "$DIR/holding"
+    valgrind --leak-check=full --show-leak-kinds=definite,indirect,possible \
+        --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --track-origins=yes \
+        --num-callers=30 --log-file="$vglog" \
+        "$WSQD" -c "$DIR/wsq.yaml" >"$log" 2>&1 &
+    VGPID=$!
+    port=""
+    i=0
+    while [ $i -lt 1200 ]; do # 120 s
+        if [ -z "$port" ]; then
+            port=$(sed -n 's/.*listening address=[^ ]* port=\([0-9]*\).*/\1/p' "$log" | head -n1)
+        fi
+        if [ -n "$port" ] && grep -q '\bready\b' "$log"; then break; fi
+        kill -0 "$VGPID" 2>/dev/null || { echo "valgrind: wsqd died at start"; tail -n 30 "$log"; exit 1; }
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ -n "$port" ] && grep -q '\bready\b' "$log" || { echo "valgrind: wsqd not ready"; exit 1; }
+    echo "== run $n: wsqd (pid $VGPID) under valgrind on port $port"
+
+    $PY "$DIR/drive.py" "$n" "$port" "$DIR" &
+    drv=$!
+    while [ ! -e "$DIR/holding" ] && kill -0 $drv 2>/dev/null; do sleep 0.2; done
+    [ -e "$DIR/holding" ] || { wait $drv || :; echo "valgrind: traffic run $n failed"; tail -n 30 "$log"; exit 1; }
+    sleep 1
+    kill -TERM "$VGPID"
+    drc=0
+    wait $drv || drc=$?
+    rc=0
+    wait "$VGPID" || rc=$?
+    VGPID=""
+    [ $drc = 0 ] || { echo "valgrind: traffic run $n failed"; tail -n 30 "$log"; exit 1; }
+
+    errs=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$vglog" | tail -n1)
+    def=$(sed -n 's/.*definitely lost: \([0-9,]*\) bytes.*/\1/p' "$vglog" | tail -n1 | tr -d ,)
+    ind=$(sed -n 's/.*indirectly lost: \([0-9,]*\) bytes.*/\1/p' "$vglog" | tail -n1 | tr -d ,)
+    pos=$(sed -n 's/.*possibly lost: \([0-9,]*\) bytes.*/\1/p' "$vglog" | tail -n1 | tr -d ,)
+    echo "   exit $rc, errors ${errs:-?}, definitely lost ${def:-0}, indirectly lost ${ind:-0}," \
+        "possibly lost ${pos:-0} bytes"
+    sed -n '/HEAP SUMMARY/,$p' "$vglog" | sed 's/^==[0-9]*== /   /'
+    if [ "$rc" != 0 ] || [ "${errs:-1}" != 0 ] || [ "${def:-0}" != 0 ] || [ "${ind:-0}" != 0 ]; then
+        echo "valgrind: run $n FAILED; the full report:"
+        cat "$vglog"
+        echo "---- wsqd log tail ----"
+        tail -n 40 "$log"
+        WSQ_KEEP=1
+        exit 1
+    fi
+}
+
+vg_run 1
+vg_run 2
+echo "== valgrind: 2 runs, 0 errors, 0 bytes definitely or indirectly lost"
