@@ -112,6 +112,7 @@ struct wsq__writer {
     wtopic_t *last;      /* the topic resolved last (batches often repeat one topic) */
     bool map_full;       /* the last failed txn hit MDB_MAP_FULL (not ENOSPC) */
     bool ballast;        /* data.reserve holds disk space for deletions on a full disk */
+    bool ballast_out;    /* it was given up: refuse appends until a commit frees pages */
     bool any_age;        /* some topic has a max_age policy */
 };
 
@@ -1103,6 +1104,7 @@ static bool ballast_release(wsq__writer_t *w)
     char path[4096];
     ballast_path(w, path, sizeof(path));
     w->ballast = false;
+    w->ballast_out = true; /* the space is for deletions and acks, never for new messages */
     return unlink(path) == 0;
 }
 
@@ -1238,8 +1240,13 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
     wsq_err err;
     bool reserve = false, ticked = false;
     uint32_t refused = 0;
-    for (wsq_wreq_t *r = batch; r; r = r->next)
+    for (wsq_wreq_t *r = batch; r; r = r->next) {
         r->err = WSQ_OK;
+        if (w->ballast_out && r->op == WSQ_WOP_APPEND) {
+            r->err = WSQ_ERR_STORAGE_FULL;
+            refused++;
+        }
+    }
     if (w->fatal != WSQ_OK) {
         err = w->fatal;
     } else {
@@ -1333,6 +1340,8 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
                                                     .trimmed = t->trimmed,
                                                     .deleted = t->txn_deleted};
         nappends += t->appended;
+        if (t->trimmed || t->txn_deleted)
+            w->ballast_out = false; /* freed pages in the file take new messages again */
         t->txn_dirty = t->txn_created = t->trimmed = false;
         t->appended = 0;
         if (t->txn_deleted) {
