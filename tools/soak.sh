@@ -13,6 +13,7 @@
 #   -r  target publishes/s over all publishers (300)
 #   -R  retention max_messages of the soak topics (20000), so that the store reaches a steady
 #       state: old messages are trimmed and their pages reused
+# Env: CHAOS_ARGS, more chaos.py arguments (e.g. "--max-payload 2000": no multi-page values)
 #
 # The load is tests/chaos/chaos.py without kills (--cycles 0): wsq.v1 publishers with confirms,
 # HTTP publishes, 8 durable consumers acking (individually and cumulatively), disconnecting,
@@ -60,7 +61,7 @@ rm -f "$INFO"
 SECS=$((MIN * 60))
 # WSQ_KEEP: keep the broker's temp dir so that its log can be copied at the end
 WSQ_KEEP=1 /usr/bin/python3 tests/chaos/chaos.py "$WSQD" "$WSQCTL" --cycles 0 --seconds "$SECS" \
-    --retention "$RET" --seed "$SEED" --rate "$RATE" --purge-every 15 --info "$INFO" \
+    --retention "$RET" --seed "$SEED" --rate "$RATE" --purge-every 15 --info "$INFO" ${CHAOS_ARGS:-} \
     >"$OUT/chaos.out" 2>"$OUT/chaos.log" &
 CPID=$!
 trap 'kill "$CPID" 2>/dev/null || true' INT TERM

@@ -113,6 +113,9 @@ def _stream(key, nbytes):
     return bytes(out[:nbytes])
 
 
+MAX_PAYLOAD = 0   # --max-payload: 0 = the full mix above; else sizes are taken modulo it
+
+
 def make_message(seed, pub, n, topics):
     """-> (topic, binary, payload bytes). The payload starts with b"PUB:N:"."""
     key = b"%d/%d/%d" % (seed, pub, n)
@@ -125,6 +128,8 @@ def make_message(seed, pub, n, topics):
         size = (d[3] << 4 | d[4] >> 4) % 4000  # up to 4 KB (about 1 in 11)
     else:
         size = d[3] % 200
+    if MAX_PAYLOAD and size > MAX_PAYLOAD:
+        size %= MAX_PAYLOAD
     head = b"%d:%d:" % (pub, n)
     body = _stream(key, size)
     if binary:
@@ -1083,6 +1088,8 @@ def main():
     ap.add_argument("--consumers", type=int, default=2, help="durable consumers per topic (2)")
     ap.add_argument("--purge-every", type=float, default=1.5,
                     help="mean seconds between purges (1.5; 0 = none)")
+    ap.add_argument("--max-payload", type=int, default=0,
+                    help="cap payload sizes (modulo this many bytes; 0: up to 66 KB)")
     ap.add_argument("--ret-max", type=int, default=100,
                     help="retention max_messages of chaos.ret (100)")
     ap.add_argument("--retention", type=int, default=0,
@@ -1093,6 +1100,8 @@ def main():
                     help="seconds between checkpoints once no kills are left (20)")
     ap.add_argument("--info", help="write {pid, port, data, ...} of wsqd here at every start")
     a = ap.parse_args()
+    global MAX_PAYLOAD
+    MAX_PAYLOAD = a.max_payload
     a.wsqd = os.path.abspath(a.wsqd)
     a.wsqctl = os.path.abspath(a.wsqctl)
     os.environ["WSQD"] = a.wsqd
