@@ -6,7 +6,6 @@ processes come from tests/integration/py/wsqharness.py (temp config and data dir
 removed at exit). WSQ_KEEP=1 keeps the temp dirs; WSQ_SLOW=N scales the waits.
 """
 
-import base64
 import json
 import os
 import re
@@ -113,21 +112,8 @@ class V1:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout * h.SLOW)
         self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        req = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-               % (path, port, key))
-        if subprotocol:
-            req += "Sec-WebSocket-Protocol: %s\r\n" % subprotocol
-        self.sock.sendall((req + "\r\n").encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed during the upgrade: %r" % buf[:200])
-            buf += chunk
-        head, self.buf = buf.split(b"\r\n\r\n", 1)
-        self.status = head.split(b"\r\n", 1)[0]
+        self.status, head, self.buf = h.ws_upgrade(self.sock, "127.0.0.1", port, path,
+                                                   subprotocol)
         if b" 101 " not in self.status + b" ":
             raise ConnectionRefusedError("upgrade refused: %r" % head[:300])
 

@@ -414,6 +414,26 @@ async def wait_closed(ws, timeout=5.0):
 
 # -- a hand-made WebSocket client on a raw socket (for frames websockets will not send) ----
 
+def ws_upgrade(sock, host, port, path="/", subprotocol=None):
+    """Sends a WebSocket upgrade on a connected socket and reads the answer's head.
+    -> (status line, head, bytes after the head). Raises ConnectionError when the server
+    closes before the head is complete; the caller judges the status."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, host, port, key))
+    if subprotocol:
+        req += "Sec-WebSocket-Protocol: %s\r\n" % subprotocol
+    sock.sendall((req + "\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("connection closed during the upgrade: %r" % buf[:200])
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head.split(b"\r\n", 1)[0], head, rest
+
+
 class RawSocketWS:
     def __init__(self, d, path="/", subprotocol=None, timeout=5.0, rcvbuf=None):
         if rcvbuf:
@@ -424,21 +444,7 @@ class RawSocketWS:
             self.sock.connect((d.host, d.port))
         else:
             self.sock = socket.create_connection((d.host, d.port), timeout=timeout * SLOW)
-        key = base64.b64encode(os.urandom(16)).decode()
-        req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-               % (path, d.host, d.port, key))
-        if subprotocol:
-            req += "Sec-WebSocket-Protocol: %s\r\n" % subprotocol
-        self.sock.sendall((req + "\r\n").encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise AssertionError("connection closed during the handshake: %r" % buf)
-            buf += chunk
-        head, self.buf = buf.split(b"\r\n\r\n", 1)
-        status = head.split(b"\r\n", 1)[0]
+        status, head, self.buf = ws_upgrade(self.sock, d.host, d.port, path, subprotocol)
         if b" 101 " not in status + b" ":
             raise AssertionError("upgrade refused: %r" % head)
         self.head = head.decode("latin-1")
