@@ -454,10 +454,8 @@ static void fd_budget(wsq_server_t *srv)
         used++;
     closedir(d);
     uint64_t reserve = used + 8;
-    srv->fd_conns = rl.rlim_cur > reserve + 1
-                        ? (uint32_t)(rl.rlim_cur - reserve > UINT32_MAX - 1 ? UINT32_MAX - 1
-                                                                            : rl.rlim_cur - reserve)
-                        : 1;
+    uint64_t room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 1;
+    srv->fd_conns = room > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)room;
     uint32_t max = srv->cfg->limits.max_connections;
     if (max && conn_soft(srv) < max)
         wsq_warn_log("limits",
