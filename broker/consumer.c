@@ -929,7 +929,20 @@ typedef struct {
     bool fill_cache;     /* messages read from LMDB for new deliveries go into the tail cache */
     bool ended;          /* the subscription ended (raw-mode gap) */
     wsq_err err;
+    const wsq_read_info_t *info; /* the running read's snapshot of the topic (NULL: cache) */
 } rd_t;
+
+/* Raises the cached heads of t to what a read saw. The read's snapshot can be newer than the last
+ * commit notice: a purge committed meanwhile must name its gap as a purge. */
+static void topic_seen(ct_topic_t *t, const wsq_read_info_t *info)
+{
+    if (info->first_seq > t->first_seq)
+        t->first_seq = info->first_seq;
+    if (info->next_seq > t->next_seq)
+        t->next_seq = info->next_seq;
+    if (info->purged_upto > t->purged_upto)
+        t->purged_upto = info->purged_upto;
+}
 
 static bool gap(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to, wsq_outlist_t *out);
 
@@ -947,6 +960,8 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
         tc_put(ct, s->topic, m);
     if (!rd->only_seq && m->seq > rd->expect) {
         /* the read stepped over removed messages: say so before anything after them */
+        if (rd->info)
+            topic_seen(s->topic, rd->info);
         if (!gap(ct, s, rd->expect, m->seq - 1, rd->out)) {
             rd->ended = true;
             return 1;
@@ -1107,8 +1122,13 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         rd.redeliver = true;
         rd.only_seq = seq;
         wsq_read_info_t info;
-        if (wsq_store_read(ct->store, t->id, seq, 1, READ_BYTES, deliver_one, &rd, &info) != WSQ_OK)
+        wsq_err rerr =
+            wsq_store_read(ct->store, t->id, seq, 1, READ_BYTES, deliver_one, &rd, &info);
+        if (rerr != WSQ_OK)
             break;
+        topic_seen(t, &info);
+        if (info.first_seq > seq) /* removed since the cached heads were last raised */
+            live = gap(ct, s, seq, info.first_seq - 1, &out);
     }
     /* 2. the resume scan: unacked messages delivered to an earlier session */
     while (live && rd.budget && s->scan_next <= s->scan_end && has_credit(s) && rd.err == WSQ_OK) {
@@ -1119,12 +1139,15 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         rd.stop_after = s->scan_end;
         uint64_t span = s->scan_end - s->scan_next + 1;
         wsq_read_info_t info;
+        rd.info = &info;
         wsq_err rerr = wsq_store_read(ct->store, t->id, s->scan_next,
                                       span < READ_MSGS ? (uint32_t)span : READ_MSGS, READ_BYTES,
                                       deliver_one, &rd, &info);
         rd.stop_after = UINT64_MAX;
+        rd.info = NULL;
         if (rerr != WSQ_OK)
             break;
+        topic_seen(t, &info);
         if (rd.ended) {
             live = false;
             break;
@@ -1171,15 +1194,14 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         }
         rd.fill_cache = true;
         wsq_read_info_t info;
+        rd.info = &info;
         wsq_err err = wsq_store_read(ct->store, t->id, s->next_seq, rd.budget, READ_BYTES,
                                      deliver_one, &rd, &info);
         rd.fill_cache = false;
+        rd.info = NULL;
         if (err != WSQ_OK)
             break;
-        if (info.first_seq > t->first_seq)
-            t->first_seq = info.first_seq;
-        if (info.next_seq > t->next_seq)
-            t->next_seq = info.next_seq;
+        topic_seen(t, &info);
         if (rd.ended) {
             live = false;
             break;
