@@ -32,6 +32,36 @@ static void report(reporter_t *r, const char *topic, const char *fmt, ...)
         r->fn(r->arg, topic, buf);
 }
 
+typedef struct {
+    uLong crc;
+    uint64_t n;
+} part_crc_t;
+
+static void part_crc(void *arg, const void *data, size_t len)
+{
+    part_crc_t *pc = arg;
+    pc->crc = crc32(pc->crc, data, (uInt)len);
+    pc->n++;
+}
+
+/* Part records of topic id. */
+static uint64_t count_prefix(MDB_txn *txn, wsq_store_t *store, uint32_t id)
+{
+    uint64_t n = 0;
+    MDB_cursor *cur;
+    if (!store->has_parts || mdb_cursor_open(txn, store->dbi_parts, &cur) != 0)
+        return 0;
+    unsigned char kb[4];
+    wsq__put_be32(kb, id);
+    MDB_val k = {4, kb}, v;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && k.mv_size >= 4 && wsq__get_be32(k.mv_data) == id;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        n++;
+    mdb_cursor_close(cur);
+    return n;
+}
+
 /* Checks one topic's messages inside its own read transaction. Violations are collected and
  * reported after the transaction ends, so a slow reporter never pins pages. */
 static wsq_err check_topic(wsq_store_t *store, uint32_t id, reporter_t *rep)
@@ -75,7 +105,7 @@ static wsq_err check_topic(wsq_store_t *store, uint32_t id, reporter_t *rep)
     unsigned char kb[MSG_KEY_LEN];
     wsq__put_be32(kb, id);
     MDB_val k = {4, kb}, v;
-    uint64_t count = 0, bytes = 0, expect = t.first_seq, first_ts = 0;
+    uint64_t count = 0, bytes = 0, expect = t.first_seq, first_ts = 0, parts = 0;
     int64_t prev_ts = INT64_MIN;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (rc == 0 && k.mv_size >= 4 && wsq__get_be32(k.mv_data) == id) {
@@ -92,22 +122,32 @@ static wsq_err check_topic(wsq_store_t *store, uint32_t id, reporter_t *rep)
             if (seq >= t.next_seq)
                 NOTE("seq %llu is at or above next_seq %llu", (unsigned long long)seq,
                      (unsigned long long)t.next_seq);
-            if (v.mv_size < MSG_HDR_LEN) {
-                NOTE("seq %llu: value of %zu bytes is shorter than the header",
+            uint64_t len;
+            if (!wsq__msg_len(&v, &len)) {
+                NOTE("seq %llu: value of %zu bytes does not fit its header",
                      (unsigned long long)seq, v.mv_size);
             } else {
                 const unsigned char *p = v.mv_data;
-                size_t len = v.mv_size - MSG_HDR_LEN;
+                uint32_t flags = wsq__get_le32(p + 8);
                 int64_t ts = (int64_t)wsq__get_le64(p);
                 if (count == 0)
                     first_ts = (uint64_t)ts;
                 if (ts < prev_ts)
                     NOTE("seq %llu: timestamp goes backwards", (unsigned long long)seq);
                 prev_ts = ts;
-                if ((uint32_t)crc32(0, p + MSG_HDR_LEN, (uInt)len) != wsq__get_le32(p + 12))
+                part_crc_t pc = {0, 0};
+                if (!(flags & MSG_F_PARTS)) {
+                    pc.crc = crc32(0, p + MSG_HDR_LEN, (uInt)len);
+                } else if (wsq__parts_walk(txn, store, id, seq, len, part_crc, &pc) != WSQ_OK) {
+                    NOTE("seq %llu: its parts are missing or do not add up to %llu bytes",
+                         (unsigned long long)seq, (unsigned long long)len);
+                    pc.crc = wsq__get_le32(p + 12); /* one note per message is enough */
+                }
+                parts += pc.n;
+                if ((uint32_t)pc.crc != wsq__get_le32(p + 12))
                     NOTE("seq %llu: payload CRC mismatch (corrupted payload)",
                          (unsigned long long)seq);
-                if (wsq__get_le32(p + 8) & ~WSQ_MSG_BINARY)
+                if (flags & ~(WSQ_MSG_BINARY | MSG_F_PARTS))
                     NOTE("seq %llu: unknown flags", (unsigned long long)seq);
                 bytes += len;
             }
@@ -118,6 +158,9 @@ static wsq_err check_topic(wsq_store_t *store, uint32_t id, reporter_t *rep)
     mdb_cursor_close(cur);
     if (rc != 0 && rc != MDB_NOTFOUND)
         err = wsq__mdb_err(rc);
+    uint64_t stored_parts = count_prefix(txn, store, id);
+    if (stored_parts > parts)
+        NOTE("%llu part records belong to no message", (unsigned long long)(stored_parts - parts));
     if (count != t.count)
         NOTE("topic says %llu messages, store holds %llu", (unsigned long long)t.count,
              (unsigned long long)count);
@@ -233,26 +276,21 @@ static wsq_err check_consumers(wsq_store_t *store, reporter_t *rep)
     return WSQ_OK;
 }
 
-/* Messages whose topic id has no topic record. */
-static wsq_err check_orphans(wsq_store_t *store, reporter_t *rep)
+/* Topic ids of dbi's keys that have no topic record, at most max of them. */
+static unsigned find_orphans(MDB_txn *txn, wsq_store_t *store, MDB_dbi dbi, uint32_t *out,
+                             unsigned max)
 {
-    MDB_txn *txn;
-    wsq_err err = wsq__rtxn_begin(store, &txn);
-    if (err != WSQ_OK)
-        return err;
-    uint32_t orphans[32];
     unsigned no = 0;
     MDB_cursor *cur;
-    mdb_cursor_open(txn, store->dbi_msgs, &cur);
+    if (max == 0 || mdb_cursor_open(txn, dbi, &cur) != 0)
+        return 0;
     MDB_val k, v;
     int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (rc == 0 && no < 32) {
-        if (k.mv_size < 4)
-            break;
+    while (rc == 0 && no < max && k.mv_size >= 4) {
         uint32_t id = wsq__get_be32(k.mv_data);
         wsq__topic_rec_t t;
         if (wsq__topic_load_raw(txn, store, id, &t) == WSQ_ERR_NOTFOUND)
-            orphans[no++] = id; /* a tombstoned topic's messages are expected */
+            out[no++] = id; /* a tombstoned topic's messages are expected */
         if (id == UINT32_MAX)
             break;
         unsigned char kb[4];
@@ -261,6 +299,29 @@ static wsq_err check_orphans(wsq_store_t *store, reporter_t *rep)
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     }
     mdb_cursor_close(cur);
+    return no;
+}
+
+/* Messages (or parts of them) whose topic id has no topic record. */
+static wsq_err check_orphans(wsq_store_t *store, reporter_t *rep)
+{
+    MDB_txn *txn;
+    wsq_err err = wsq__rtxn_begin(store, &txn);
+    if (err != WSQ_OK)
+        return err;
+    uint32_t orphans[32];
+    unsigned no = find_orphans(txn, store, store->dbi_msgs, orphans, 32);
+    if (store->has_parts) {
+        uint32_t more[32];
+        unsigned nm = find_orphans(txn, store, store->dbi_parts, more, 32);
+        for (unsigned j = 0; j < nm && no < 32; j++) {
+            bool seen = false;
+            for (unsigned i = 0; i < no; i++)
+                seen |= orphans[i] == more[j];
+            if (!seen)
+                orphans[no++] = more[j];
+        }
+    }
     wsq__rtxn_end(store, &txn);
     for (unsigned i = 0; i < no; i++) {
         char name[16];

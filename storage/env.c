@@ -87,6 +87,60 @@ void wsq__msg_key(unsigned char *key, uint32_t topic_id, uint64_t seq)
     wsq__put_be64(key + 4, seq);
 }
 
+void wsq__part_key(unsigned char *key, uint32_t topic_id, uint64_t seq, uint32_t part)
+{
+    wsq__msg_key(key, topic_id, seq);
+    wsq__put_be32(key + MSG_KEY_LEN, part);
+}
+
+bool wsq__msg_len(const MDB_val *v, uint64_t *len)
+{
+    if (v->mv_size < MSG_HDR_LEN)
+        return false;
+    if (!(wsq__get_le32((const unsigned char *)v->mv_data + 8) & MSG_F_PARTS)) {
+        *len = v->mv_size - MSG_HDR_LEN;
+        return true;
+    }
+    if (v->mv_size != MSG_PARTS_VAL_LEN)
+        return false;
+    *len = wsq__get_le32((const unsigned char *)v->mv_data + MSG_HDR_LEN);
+    return true;
+}
+
+wsq_err wsq__parts_walk(MDB_txn *txn, wsq_store_t *store, uint32_t topic_id, uint64_t seq,
+                        uint64_t len, wsq__part_fn fn, void *arg)
+{
+    if (!store->has_parts)
+        return WSQ_ERR_CORRUPT;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, store->dbi_parts, &cur);
+    if (rc != 0)
+        return wsq__mdb_err(rc);
+    unsigned char kb[PART_KEY_LEN];
+    wsq__part_key(kb, topic_id, seq, 0);
+    MDB_val k = {PART_KEY_LEN, kb}, v;
+    uint64_t got = 0;
+    uint32_t part = 0;
+    wsq_err err = WSQ_OK;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && got < len;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), part++) {
+        const unsigned char *kp = k.mv_data;
+        if (k.mv_size != PART_KEY_LEN || wsq__get_be32(kp) != topic_id ||
+            wsq__get_be64(kp + 4) != seq || wsq__get_be32(kp + MSG_KEY_LEN) != part ||
+            v.mv_size == 0 || v.mv_size > len - got)
+            break;
+        if (fn)
+            fn(arg, v.mv_data, v.mv_size);
+        got += v.mv_size;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        err = wsq__mdb_err(rc);
+    else if (got != len)
+        err = WSQ_ERR_CORRUPT;
+    mdb_cursor_close(cur);
+    return err;
+}
+
 size_t wsq__consumer_key(unsigned char *key, uint32_t topic_id, const char *name, size_t len)
 {
     wsq__put_be32(key, topic_id);
@@ -352,14 +406,7 @@ static wsq_err open_tables(wsq_store_t *store)
             err = WSQ_ERR_CORRUPT;
             goto fail;
         }
-        unsigned char fb[4];
-        wsq__put_le32(fb, WSQ_FORMAT_VERSION);
-        v = (MDB_val){4, fb};
-        if ((rc = mdb_put(txn, store->dbi_meta, &k, &v, 0)) != 0) {
-            err = wsq__mdb_err(rc);
-            goto fail;
-        }
-        store->format = WSQ_FORMAT_VERSION;
+        store->format = 0; /* stamped below */
     } else if (rc != 0) {
         err = rc == MDB_NOTFOUND ? WSQ_ERR_CORRUPT : wsq__mdb_err(rc);
         goto fail;
@@ -378,6 +425,30 @@ static wsq_err open_tables(wsq_store_t *store)
             goto fail;
         }
     }
+    /* Format 2 added the parts table; a format 1 store is a format 2 store without parted
+     * messages, so a writer upgrades it by creating the table and restamping. */
+    rc = mdb_dbi_open(txn, "parts", dflags, &store->dbi_parts);
+    if (rc == MDB_NOTFOUND && store->readonly && store->format == 1) {
+        store->has_parts = false;
+    } else if (rc != 0) {
+        err = rc == MDB_NOTFOUND ? WSQ_ERR_CORRUPT : wsq__mdb_err(rc);
+        goto fail;
+    } else {
+        store->has_parts = true;
+    }
+    if (store->format < WSQ_FORMAT_VERSION && !store->readonly) { /* fresh, or older */
+        unsigned char fb[4];
+        wsq__put_le32(fb, WSQ_FORMAT_VERSION);
+        v = (MDB_val){4, fb};
+        if ((rc = mdb_put(txn, store->dbi_meta, &k, &v, 0)) != 0) {
+            err = wsq__mdb_err(rc);
+            goto fail;
+        }
+        store->format = WSQ_FORMAT_VERSION;
+    }
+    MDB_stat ms;
+    mdb_env_stat(store->env, &ms);
+    store->part_max = ms.ms_psize - LMDB_PAGE_HDR;
     rc = mdb_txn_commit(txn); /* keeps the DBI handles, also for a read-only txn */
     return rc == 0 ? WSQ_OK : wsq__mdb_err(rc);
 fail:

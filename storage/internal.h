@@ -13,6 +13,16 @@
 #define MSG_KEY_LEN 12
 /* Value of a message: ts_ms (i64 LE) | flags (u32 LE) | crc32 (u32 LE) | payload. */
 #define MSG_HDR_LEN 16
+/* A message whose value would not fit one page is stored in parts (format 2): its value is the
+ * header with MSG_F_PARTS set and the payload length (u32 LE); the payload is in the parts
+ * table, in order, each part at most page size - LMDB's page header, so that every part lives in
+ * one page. A value spread over several pages needs a run of contiguous free pages, which a
+ * fragmented free list cannot supply: the file would grow though it has room. */
+#define MSG_F_PARTS 0x80000000u
+#define MSG_PARTS_VAL_LEN (MSG_HDR_LEN + 4)
+/* Key of a part: message key | part index (u32 BE). */
+#define PART_KEY_LEN (MSG_KEY_LEN + 4)
+#define LMDB_PAGE_HDR 16 /* LMDB's PAGEHDRSZ: an overflow value of page size - this is one page */
 /* Consumer key: topic_id (u32 BE) | name. */
 #define CONSUMER_KEY_MAX (4 + WSQ_CONSUMER_NAME_MAX)
 
@@ -49,6 +59,9 @@ struct wsq_store {
     MDB_dbi dbi_topics;    /* "topics": id (u32 BE) -> topic record */
     MDB_dbi dbi_msgs;      /* "messages": MSG key -> MSG value */
     MDB_dbi dbi_consumers; /* "consumers": consumer key -> cstate */
+    MDB_dbi dbi_parts;     /* "parts": part key -> a piece of a large payload (format 2) */
+    bool has_parts;        /* false: a read-only look at a format 1 store without that table */
+    uint32_t part_max;     /* payload bytes per part; values longer than this are split */
     wsq_store_opts_t opts; /* copy; opts.path points to path */
     char *path;
     uint32_t format;
@@ -63,6 +76,15 @@ struct wsq_store {
 
 /* Encoding of records */
 void wsq__msg_key(unsigned char *key, uint32_t topic_id, uint64_t seq);
+void wsq__part_key(unsigned char *key, uint32_t topic_id, uint64_t seq, uint32_t part);
+/* Payload length of a message value (of a parted one too); false when the value is malformed. */
+bool wsq__msg_len(const MDB_val *v, uint64_t *len);
+
+/* Calls fn on each part of the parted message (topic_id, seq) in order, within txn. Returns
+ * WSQ_ERR_CORRUPT when the parts do not add up to len bytes. */
+typedef void (*wsq__part_fn)(void *arg, const void *data, size_t len);
+wsq_err wsq__parts_walk(MDB_txn *txn, wsq_store_t *store, uint32_t topic_id, uint64_t seq,
+                        uint64_t len, wsq__part_fn fn, void *arg);
 size_t wsq__topic_rec_encode(const wsq__topic_rec_t *t, unsigned char *buf);
 wsq_err wsq__topic_rec_decode(wsq__topic_rec_t *t, const void *buf, size_t len);
 void wsq__topic_info_from_rec(wsq_topic_info_t *info, const wsq__topic_rec_t *t);

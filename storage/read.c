@@ -92,6 +92,28 @@ wsq_err wsq_store_topic_list(wsq_store_t *store, const char *after, unsigned max
     return err;
 }
 
+static void part_copy(void *arg, const void *data, size_t len)
+{
+    unsigned char **at = arg;
+    memcpy(*at, data, len);
+    *at += len;
+}
+
+/* Puts the parts of a parted payload together in *buf (grown as needed). */
+static wsq_err assemble(MDB_txn *txn, wsq_store_t *store, uint32_t topic_id, uint64_t seq,
+                        uint64_t len, unsigned char **buf, size_t *cap)
+{
+    if (len > *cap) {
+        unsigned char *nb = realloc(*buf, len);
+        if (nb == NULL)
+            return WSQ_ERR_NOMEM;
+        *buf = nb;
+        *cap = len;
+    }
+    unsigned char *at = *buf;
+    return wsq__parts_walk(txn, store, topic_id, seq, len, part_copy, &at);
+}
+
 wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uint32_t max_count,
                        uint64_t max_bytes, wsq_read_fn fn, void *arg, wsq_read_info_t *info)
 {
@@ -128,6 +150,8 @@ wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uin
         wsq__rtxn_end(store, &txn);
         return wsq__mdb_err(rc);
     }
+    unsigned char *buf = NULL; /* a parted payload, put together */
+    size_t cap = 0;
     unsigned char kb[MSG_KEY_LEN];
     wsq__msg_key(kb, topic_id, from);
     MDB_val k = {MSG_KEY_LEN, kb}, v;
@@ -138,20 +162,27 @@ wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uin
             break;
         const unsigned char *vp = v.mv_data;
         uint64_t seq = wsq__get_be64((unsigned char *)k.mv_data + 4);
-        if (seq != expect || v.mv_size < MSG_HDR_LEN) {
+        uint64_t len;
+        if (seq != expect || !wsq__msg_len(&v, &len)) {
             err = WSQ_ERR_CORRUPT;
             break;
         }
+        uint32_t flags = wsq__get_le32(vp + 8);
         wsq_msg_view_t m = {
             .seq = seq,
             .ts_ms = (int64_t)wsq__get_le64(vp),
-            .flags = wsq__get_le32(vp + 8),
+            .flags = flags & ~MSG_F_PARTS,
             .crc = wsq__get_le32(vp + 12),
-            .len = v.mv_size - MSG_HDR_LEN,
+            .len = len,
             .data = vp + MSG_HDR_LEN,
         };
         if (info->count > 0 && info->bytes + m.len > max_bytes)
             break;
+        if (flags & MSG_F_PARTS) {
+            if (fn && (err = assemble(txn, store, topic_id, seq, len, &buf, &cap)) != WSQ_OK)
+                break;
+            m.data = buf;
+        }
         info->count++;
         info->bytes += m.len;
         info->last_seq = seq;
@@ -168,6 +199,7 @@ wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uin
         err = wsq__mdb_err(rc);
     mdb_cursor_close(cur);
     wsq__rtxn_end(store, &txn);
+    free(buf);
     return err;
 }
 

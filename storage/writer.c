@@ -106,6 +106,7 @@ struct wsq__writer {
     int64_t next_reader_check;
     MDB_txn *txn;
     MDB_cursor *mcur;    /* messages cursor of the running txn */
+    MDB_cursor *pcur;    /* parts cursor of the running txn */
     unsigned budget;     /* deletes left in the running txn */
     unsigned budget_max; /* deletes per txn; shrinks while the map is full */
     int64_t txn_now;     /* the clock, read once per transaction */
@@ -593,6 +594,25 @@ static wsq_err cons_flush(wsq__writer_t *w)
 
 typedef enum { TRIM_UPTO, TRIM_OLDER, TRIM_RETENTION } trim_mode_t;
 
+/* Deletes the parts of message (topic_id, seq), adding their number to *n. All of them, whatever
+ * the budget: a message goes whole or not at all. */
+static wsq_err del_parts(wsq__writer_t *w, uint32_t topic_id, uint64_t seq, unsigned *n)
+{
+    unsigned char kb[PART_KEY_LEN];
+    wsq__part_key(kb, topic_id, seq, 0);
+    MDB_val k = {PART_KEY_LEN, kb}, v;
+    int rc = mdb_cursor_get(w->pcur, &k, &v, MDB_SET_KEY);
+    while (rc == 0 && k.mv_size == PART_KEY_LEN && memcmp(k.mv_data, kb, MSG_KEY_LEN) == 0) {
+        if ((rc = mdb_cursor_del(w->pcur, 0)) != 0)
+            return wsq__mdb_err(rc);
+        (*n)++;
+        rc = mdb_cursor_get(w->pcur, &k, &v, MDB_NEXT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return wsq__mdb_err(rc);
+    return WSQ_OK;
+}
+
 /* Removes messages from the head of t while the mode's condition holds and budget lasts.
  * Returns WSQ_OK with *done set when the condition no longer holds (or the topic is empty). */
 static wsq_err trim_head(wsq__writer_t *w, wtopic_t *t, trim_mode_t mode, uint64_t upto,
@@ -645,11 +665,19 @@ static wsq_err trim_head(wsq__writer_t *w, wtopic_t *t, trim_mode_t mode, uint64
         }
         if (w->budget == 0)
             break;
-        size_t plen = v.mv_size - MSG_HDR_LEN;
+        uint64_t plen;
+        if (!wsq__msg_len(&v, &plen))
+            return WSQ_ERR_CORRUPT;
+        unsigned cost = 1;
+        if (wsq__get_le32((unsigned char *)v.mv_data + 8) & MSG_F_PARTS) {
+            wsq_err err = del_parts(w, t->rec.id, seq, &cost);
+            if (err != WSQ_OK)
+                return err;
+        }
         rc = mdb_cursor_del(w->mcur, 0);
         if (rc != 0)
             return wsq__mdb_err(rc);
-        w->budget--;
+        w->budget -= cost < w->budget ? cost : w->budget;
         (*removed)++;
         t->rec.count--;
         t->rec.bytes -= plen;
@@ -713,6 +741,18 @@ static bool hard(wsq_err e)
            e == WSQ_ERR_NOMEM || e == WSQ_ERR_CORRUPT || e == WSQ_ERR_PERM;
 }
 
+/* Puts a new key, reserving v->mv_size bytes: at the end of the table when it sorts last (the
+ * cheap path; at_end says that is likely), else in its place. */
+static int put_ordered(MDB_cursor *cur, MDB_val *k, MDB_val *v, bool at_end)
+{
+    int rc = MDB_KEYEXIST;
+    if (at_end)
+        rc = mdb_cursor_put(cur, k, v, MDB_APPEND | MDB_RESERVE);
+    if (rc == MDB_KEYEXIST)
+        rc = mdb_cursor_put(cur, k, v, MDB_NOOVERWRITE | MDB_RESERVE);
+    return rc;
+}
+
 static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
 {
     wtopic_t *t = NULL;
@@ -728,22 +768,34 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
     int64_t now = w->txn_now;
     int64_t ts = now > t->rec.last_ts_ms ? now : t->rec.last_ts_ms; /* monotonic per topic */
     uint64_t seq = t->rec.next_seq;
+    bool parted = MSG_HDR_LEN + (uint64_t)r->len > w->store->part_max;
     unsigned char kb[MSG_KEY_LEN];
     wsq__msg_key(kb, t->rec.id, seq);
-    MDB_val k = {MSG_KEY_LEN, kb}, v = {MSG_HDR_LEN + r->len, NULL};
-    int rc = MDB_KEYEXIST;
-    if (t->rec.id + 1 == w->next_topic_id) /* only the highest topic can append at the end */
-        rc = mdb_cursor_put(w->mcur, &k, &v, MDB_APPEND | MDB_RESERVE);
-    if (rc == MDB_KEYEXIST)
-        rc = mdb_cursor_put(w->mcur, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    MDB_val k = {MSG_KEY_LEN, kb}, v = {parted ? MSG_PARTS_VAL_LEN : MSG_HDR_LEN + r->len, NULL};
+    int rc = put_ordered(w->mcur, &k, &v, t->rec.id + 1 == w->next_topic_id);
     if (rc != 0)
         return rc == MDB_KEYEXIST ? WSQ_ERR_CORRUPT : wsq__mdb_err(rc);
     unsigned char *p = v.mv_data;
     wsq__put_le64(p, (uint64_t)ts);
-    wsq__put_le32(p + 8, r->flags & WSQ_MSG_BINARY);
+    wsq__put_le32(p + 8, (r->flags & WSQ_MSG_BINARY) | (parted ? MSG_F_PARTS : 0));
     wsq__put_le32(p + 12, r->crc);
-    if (r->len)
+    if (parted) {
+        wsq__put_le32(p + MSG_HDR_LEN, (uint32_t)r->len);
+        unsigned char pk[PART_KEY_LEN];
+        size_t off = 0;
+        for (uint32_t part = 0; off < r->len; part++) {
+            wsq__part_key(pk, t->rec.id, seq, part);
+            size_t n = r->len - off < w->store->part_max ? r->len - off : w->store->part_max;
+            k = (MDB_val){PART_KEY_LEN, pk};
+            v = (MDB_val){n, NULL};
+            if ((rc = put_ordered(w->pcur, &k, &v, true)) != 0)
+                return rc == MDB_KEYEXIST ? WSQ_ERR_CORRUPT : wsq__mdb_err(rc);
+            memcpy(v.mv_data, r->data + off, n);
+            off += n;
+        }
+    } else if (r->len) {
         memcpy(p + MSG_HDR_LEN, r->data, r->len);
+    }
     if (t->rec.count == 0)
         t->rec.first_ts_ms = ts;
     t->rec.next_seq++;
@@ -891,8 +943,12 @@ static wsq_err jobs_run(wsq__writer_t *w)
                           : trim_head(w, t, TRIM_UPTO, j->upto, 0, &j->removed_txn, &done);
             }
         } else if (j->kind == JOB_DELETE_MSGS) {
-            uint64_t n = 0;
-            err = delete_prefix(w, w->store->dbi_msgs, j->topic_id, &n, &done);
+            uint64_t n = 0; /* the parts first: a message never outlives its parts */
+            err = delete_prefix(w, w->store->dbi_parts, j->topic_id, &n, &done);
+            if (err == WSQ_OK && done) {
+                done = false;
+                err = delete_prefix(w, w->store->dbi_msgs, j->topic_id, &n, &done);
+            }
             if (err == WSQ_OK && done) {
                 j->kind = JOB_DELETE_CONSUMERS;
                 done = false;
@@ -1149,7 +1205,8 @@ static wsq_err run_txn(wsq__writer_t *w, wsq_wreq_t *batch, int64_t *commit_ns)
     w->map_full = false;
     w->txn_now = wsq__now(s);
     wsq_err err = WSQ_OK;
-    if ((rc = mdb_cursor_open(w->txn, s->dbi_msgs, &w->mcur)) != 0) {
+    if ((rc = mdb_cursor_open(w->txn, s->dbi_msgs, &w->mcur)) != 0 ||
+        (rc = mdb_cursor_open(w->txn, s->dbi_parts, &w->pcur)) != 0) {
         err = wsq__mdb_err(rc);
         goto abort;
     }
@@ -1186,6 +1243,8 @@ static wsq_err run_txn(wsq__writer_t *w, wsq_wreq_t *batch, int64_t *commit_ns)
         goto abort;
     mdb_cursor_close(w->mcur);
     w->mcur = NULL;
+    mdb_cursor_close(w->pcur);
+    w->pcur = NULL;
     int64_t t0 = wsq_mono_ns();
     rc = mdb_txn_commit(w->txn);
     *commit_ns = wsq_mono_ns() - t0;
@@ -1206,6 +1265,9 @@ abort:
     if (w->mcur)
         mdb_cursor_close(w->mcur);
     w->mcur = NULL;
+    if (w->pcur)
+        mdb_cursor_close(w->pcur);
+    w->pcur = NULL;
     mdb_txn_abort(w->txn);
     w->txn = NULL;
     rollback(w);
@@ -1593,8 +1655,8 @@ static wsq_err sweep_orphans(wsq__writer_t *w)
     wsq_err err = wsq__rtxn_begin(s, &txn);
     if (err != WSQ_OK)
         return err;
-    MDB_dbi dbis[2] = {s->dbi_msgs, s->dbi_consumers};
-    for (int d = 0; d < 2 && err == WSQ_OK; d++) {
+    MDB_dbi dbis[3] = {s->dbi_msgs, s->dbi_parts, s->dbi_consumers};
+    for (int d = 0; d < 3 && err == WSQ_OK; d++) {
         MDB_cursor *cur;
         int rc = mdb_cursor_open(txn, dbis[d], &cur);
         if (rc != 0) {

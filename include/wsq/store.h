@@ -28,8 +28,10 @@
 #include "wsq/err.h"
 #include "wsq/topic.h"
 
-/* On-disk format written by this build. A store with a higher version is refused. */
-#define WSQ_FORMAT_VERSION 1
+/* On-disk format written by this build. A store with a higher version is refused; a writer
+ * upgrades an older one in place (2: payloads longer than a page are stored in page-sized parts).
+ */
+#define WSQ_FORMAT_VERSION 2
 
 typedef struct wsq_store wsq_store_t;
 

@@ -451,6 +451,11 @@ class CtlTestCase(unittest.TestCase):
         return (p.returncode, p.stdout.decode("utf-8", "replace"),
                 p.stderr.decode("utf-8", "replace"))
 
+    def format_version(self):
+        """The on-disk format this wsqctl writes, from its --version."""
+        out, _ = self.ctl_ok("--version")
+        return int(re.search(r"^on-disk format (\d+)$", out, re.M).group(1))
+
     def ctl_ok(self, *args, **kw):
         rc, out, err = self.ctl(*args, **kw)
         self.assertEqual(rc, 0, "wsqctl %s -> %d\nstdout: %s\nstderr: %s"

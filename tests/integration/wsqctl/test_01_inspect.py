@@ -81,7 +81,7 @@ class Inspect(h.CtlTestCase):
 
         # -- stats
         st = self.ctl_json("-c", conf, "stats")
-        self.assertEqual(st["format"], 1)
+        self.assertEqual(st["format"], self.format_version())
         self.assertEqual(st["data_dir"], os.path.realpath(d.data))
         self.assertGreaterEqual(st["topics"], 3)
         self.assertGreaterEqual(st["messages"], 27)
@@ -95,7 +95,7 @@ class Inspect(h.CtlTestCase):
         self.assertGreaterEqual(st["data_dir_bytes"], st["data_file_bytes"])
         out, _ = self.ctl_ok("--data", d.data, "stats")
         self.assertRegex(out, r"(?m)^lock\s+held by pid %d \(wsqd\)$" % d.pid)
-        self.assertRegex(out, r"(?m)^format\s+1 ")
+        self.assertRegex(out, r"(?m)^format\s+%d " % self.format_version())
         self.assertRegex(out, r"(?m)^map\s+[\d.]+ \w?i?B used of [\d.]+ MiB mapped")
         self.assertRegex(out, r"(?m)^readers\s+\d+ of \d+ slots$")
 

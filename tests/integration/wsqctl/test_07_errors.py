@@ -29,7 +29,7 @@ class Usage(h.CtlTestCase):
         self.assertTrue(out.startswith("usage: wsqctl [OPTIONS] peek TOPIC"), out)
         out, _ = self.ctl_ok("--version")
         # the same order as wsqd --version (the packaging tests check both)
-        self.assertRegex(out, r"^wsqctl \d+\.\d+\.\d+\non-disk format 1\nlibwebsockets "
+        self.assertRegex(out, r"^wsqctl \d+\.\d+\.\d+\non-disk format \d+\nlibwebsockets "
                               r"\S+\nLMDB [^\n]+\nlibyaml \S+\n$")
 
         cases = [
@@ -89,14 +89,15 @@ class StoreErrors(h.CtlTestCase):
 
     def test_newer_format_and_foreign_file(self):
         data = self.make_store()
-        # stamp the store with format 2
+        # stamp the store with the next format
+        fmt = self.format_version()
         meta = ("VERSION=3\nformat=bytevalue\ndatabase=meta\ntype=btree\nHEADER=END\n"
-                " %s\n 02000000\nDATA=END\n" % b"format".hex())
+                " %s\n %s\nDATA=END\n" % (b"format".hex(), (fmt + 1).to_bytes(4, "little").hex()))
         subprocess.run(["mdb_load", "-s", "meta", data], input=meta.encode(), check=True)
         for cmd in (["topics"], ["purge", "e.t", "--all"]):
             self.ctl_fails(1, "--data", data, *cmd,
                            pattern=r"the store at .* was written by a newer wsq \(on-disk format "
-                                   r"above 1\): use a wsqctl of that version")
+                                   r"above %d\): use a wsqctl of that version" % fmt)
         # an LMDB file that is not a wsq store
         foreign = os.path.join(self.tmp, "foreign")
         os.makedirs(foreign)
