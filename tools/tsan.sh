@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${WSQ_JOBS:-$(nproc)}
 
-THREADED='^(unit\.test_store|unit\.test_store_concurrency|unit\.test_store_crash'
+THREADED='^(unit\.test_store|unit\.test_store_concurrency|unit\.test_store_crash|unit\.test_store_large'
 THREADED="$THREADED|integration\.(04_resume|06_nack_redelivery|07_window|08_takeover"
 THREADED="$THREADED|10_graceful_shutdown|11_kill9_durability|13_many_connections)"
-THREADED="$THREADED|integration\.py\.(04_resume|10_shutdown|reload)"
+THREADED="$THREADED|integration\.py\.(04_resume|05_gap|10_shutdown|reload)"
 THREADED="$THREADED|integration\.wsqctl\.(02_purge_live|03_delete_consumer|04_export_import))\$"
 
 if [ $# -eq 0 ]; then
