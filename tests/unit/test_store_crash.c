@@ -60,7 +60,7 @@
 #define WINDOW 32u
 #define NTOPICS 3u
 #define CONSUMER "acker"
-#define MAX_PAYLOAD 8192u
+#define MAX_PAYLOAD 20480u
 
 static const char *const topics[NTOPICS] = {"crash.a", "crash.b", "crash.c"};
 
@@ -79,7 +79,8 @@ static uint64_t msg_key(uint32_t producer, uint32_t counter)
     return mix64((uint64_t)producer << 32 | counter);
 }
 
-/* 1 B .. 8 KiB, mostly small: 70 % up to 256 B, 25 % up to 2 KiB, 5 % up to 8 KiB. */
+/* 1 B .. 20 KiB, mostly small: 70 % up to 256 B, 25 % up to 2 KiB, 5 % up to 20 KiB (most of
+ * those are stored in parts: over a page). */
 static size_t msg_len(uint32_t producer, uint32_t counter)
 {
     uint64_t k = mix64(msg_key(producer, counter) ^ 1);
