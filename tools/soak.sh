@@ -1,6 +1,6 @@
 #!/bin/sh
 # Soak: one wsqd under a mixed load for a long time (default 30 min), sampled every minute.
-# Not part of CI. Results: docs/bench/soak.md (merged into docs/BENCHMARKS.md).
+# Not part of CI. Results: docs/BENCHMARKS.md (Soak).
 #
 # Usage: tools/soak.sh [-m MINUTES] [-i SECONDS] [-o OUTDIR] [-b BUILDDIR] [-s SEED]
 #                      [-r RATE] [-R MAX_MESSAGES]
