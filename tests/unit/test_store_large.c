@@ -280,13 +280,19 @@ static void test_large_churn_keeps_the_file_bounded(void **state)
     check_clean(f->store);
 }
 
-/* Behind the store's back: an LMDB transaction on its files (the store must be closed). */
-static void raw_begin(const char *dir, MDB_env **env, MDB_txn **txn)
+/* Behind the store's back: closes it and opens a write transaction on its files and its table
+ * named table. */
+static MDB_dbi raw_begin(fixture_t *f, const char *table, MDB_env **env, MDB_txn **txn)
 {
+    wsq_store_close(f->store);
+    f->store = NULL;
+    MDB_dbi dbi;
     assert_int_equal(mdb_env_create(env), 0);
     mdb_env_set_maxdbs(*env, 8);
-    assert_int_equal(mdb_env_open(*env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_env_open(*env, f->dir, 0, 0640), 0);
     assert_int_equal(mdb_txn_begin(*env, NULL, 0, txn), 0);
+    assert_int_equal(mdb_dbi_open(*txn, table, 0, &dbi), 0);
+    return dbi;
 }
 
 static void raw_commit(MDB_env *env, MDB_txn *txn)
@@ -326,15 +332,11 @@ static void test_large_check_finds_missing_and_stray_parts(void **state)
     wsq_topic_info_t ti;
     uint32_t id = topic_id(f->store, "dmg", &ti);
     check_clean(f->store);
-    wsq_store_close(f->store);
-    f->store = NULL;
 
     /* seq 14 (65536 bytes) loses its part 3; seq 99, which does not exist, gets one */
     MDB_env *env;
     MDB_txn *txn;
-    MDB_dbi dbi;
-    raw_begin(f->dir, &env, &txn);
-    assert_int_equal(mdb_dbi_open(txn, "parts", 0, &dbi), 0);
+    MDB_dbi dbi = raw_begin(f, "parts", &env, &txn);
     unsigned char kb[16];
     part_key(kb, id, 14, 3);
     MDB_val k = {16, kb}, v = {5, "stray"};
@@ -365,14 +367,10 @@ static void test_large_format1_store_is_upgraded(void **state)
     append_pat(f->store, "old", 2, 100, 0);
     wsq_topic_info_t ti;
     uint32_t id = topic_id(f->store, "old", &ti);
-    wsq_store_close(f->store);
-    f->store = NULL;
 
     MDB_env *env;
     MDB_txn *txn;
-    MDB_dbi dbi;
-    raw_begin(f->dir, &env, &txn);
-    assert_int_equal(mdb_dbi_open(txn, "parts", 0, &dbi), 0);
+    MDB_dbi dbi = raw_begin(f, "parts", &env, &txn);
     assert_int_equal(mdb_drop(txn, dbi, 1), 0);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
     MDB_val k = {6, "format"}, v = {4, "\1\0\0\0"};
