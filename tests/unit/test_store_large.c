@@ -250,6 +250,24 @@ static void test_large_removed_by_purge_retention_and_delete(void **state)
     assert_int_equal(st.message_bytes, 10);
 }
 
+static void test_large_survive_compact(void **state)
+{
+    fixture_t *f = *state;
+    append_all(f->store, "cp");
+    char dest[128];
+    snprintf(dest, sizeof(dest), "%s/copy", f->dir);
+    assert_int_equal(wsq_store_compact(f->store, dest), WSQ_OK);
+    wsq_store_t *c = NULL;
+    assert_int_equal(open_at(dest, WSQ_STORE_READONLY, &c), WSQ_OK);
+    wsq_topic_info_t ti;
+    uint32_t id = topic_id(c, "cp", &ti);
+    verify_t v = {.sizes = sizes, .next = 1};
+    assert_int_equal(wsq_store_read(c, id, 1, 1000, UINT64_MAX, verify, &v, NULL), WSQ_OK);
+    assert_int_equal(v.n, NSIZES);
+    check_clean(c);
+    wsq_store_close(c);
+}
+
 /* Random sizes from 3 KB to 70 KB through a topic that keeps 4 MB: once warm, the file stops
  * growing. */
 static void test_large_churn_keeps_the_file_bounded(void **state)
@@ -402,6 +420,7 @@ int main(void)
         T(test_large_roundtrip_at_every_boundary),
         T(test_large_removed_by_purge_retention_and_delete),
         T(test_large_churn_keeps_the_file_bounded),
+        T(test_large_survive_compact),
         T(test_large_check_finds_missing_and_stray_parts),
         T(test_large_format1_store_is_upgraded),
     };
