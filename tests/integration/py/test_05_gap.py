@@ -241,6 +241,38 @@ class Gap(h.WsqdTestCase):
                 await ws.close()
             h.run(go())
 
+    def test_nacked_then_purged_gets_gap(self):
+        """A message nacked for later and purged meanwhile is reported as a purge gap when its
+        redelivery comes due, never silently dropped (the ack floor moves past it)."""
+        d = self.wsqd
+        T = "pg.nack"
+
+        async def go():
+            await publish(d, T, 1, 3)
+            ws = await h.connect_v1(d)
+            await h.send_json(ws, {"op": "sub", "topic": T, "consumer": "c",
+                                   "from": "earliest", "ref": 1})
+            await h.expect_op(ws, "subscribed")
+            self.assertEqual([(await h.expect_op(ws, "msg"))["seq"] for _ in range(3)],
+                             [1, 2, 3])
+            await h.send_json(ws, {"op": "nack", "topic": T, "seq": 1, "delay": 400})
+            await h.send_json(ws, {"op": "ack", "topic": T, "seq": 2})
+            await h.send_json(ws, {"op": "ack", "topic": T, "seq": 3})
+            self.purge(T, 2)
+            g = await h.expect_op(ws, "gap")
+            self.assertEqual(g, {"op": "gap", "topic": T, "from": 1, "to": 1,
+                                 "reason": "purge"})
+            await h.expect_silence(ws, 0.6)  # and no redelivery of 1
+            await ws.close()
+            # nothing is pending: a new session of the consumer gets nothing
+            await publish(d, T, 4, 4)
+            ws = await h.connect_v1(d)
+            await h.send_json(ws, {"op": "sub", "topic": T, "consumer": "c", "ref": 1})
+            self.assertEqual((await h.expect_op(ws, "subscribed"))["start_seq"], 4)
+            self.assertEqual((await h.expect_op(ws, "msg"))["seq"], 4)
+            await ws.close()
+        h.run(go())
+
     def test_purges_while_draining_are_named_purge(self):
         """Purges overtaking 8 durable consumers that read a backlog from LMDB: every gap of a
         topic without retention says "purge", and each consumer's gaps and messages together
