@@ -196,6 +196,8 @@ static wsq_err validate(const wsq_wreq_t *r)
         return WSQ_ERR_INVAL;
     if (r->op == WSQ_WOP_APPEND && r->len > 0 && r->data == NULL)
         return WSQ_ERR_INVAL;
+    if (r->op == WSQ_WOP_APPEND && r->len > WSQ_MSG_MAX_LEN)
+        return WSQ_ERR_TOO_LARGE; /* a parted message records its length in 32 bits */
     return WSQ_OK;
 }
 

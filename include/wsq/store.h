@@ -186,6 +186,9 @@ typedef enum {
 /* Message flags */
 #define WSQ_MSG_BINARY 0x1u /* binary payload; otherwise UTF-8 text */
 
+/* Longest payload the store takes (an APPEND above it is refused with WSQ_ERR_TOO_LARGE). */
+#define WSQ_MSG_MAX_LEN ((size_t)UINT32_MAX)
+
 typedef struct wsq_wreq wsq_wreq_t;
 
 /* Completion of a request. Runs on the writer thread after the transaction that carried the request

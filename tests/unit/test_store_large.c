@@ -250,6 +250,18 @@ static void test_large_removed_by_purge_retention_and_delete(void **state)
     assert_int_equal(st.message_bytes, 10);
 }
 
+static void test_large_refuses_above_the_format_limit(void **state)
+{
+    fixture_t *f = *state;
+    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, "huge", 4, NULL, 0, 1);
+    assert_non_null(r);
+    r->len = WSQ_MSG_MAX_LEN + 1; /* refused before the payload is looked at */
+    assert_int_equal(wsq_store_call(f->store, r), WSQ_ERR_TOO_LARGE);
+    wsq_wreq_free(&r);
+    wsq_topic_info_t ti;
+    assert_int_equal(wsq_store_topic_lookup(f->store, "huge", 4, &ti), WSQ_ERR_NOTFOUND);
+}
+
 static void test_large_survive_compact(void **state)
 {
     fixture_t *f = *state;
@@ -421,6 +433,7 @@ int main(void)
         T(test_large_removed_by_purge_retention_and_delete),
         T(test_large_churn_keeps_the_file_bounded),
         T(test_large_survive_compact),
+        T(test_large_refuses_above_the_format_limit),
         T(test_large_check_finds_missing_and_stray_parts),
         T(test_large_format1_store_is_upgraded),
     };
