@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "rm_rf.h"
 #include "wsq/store.h"
 
 static _Atomic int64_t fake_now = 1700000000000;
@@ -46,19 +47,6 @@ typedef struct {
     char dir[64];
     wsq_store_t *store;
 } fixture_t;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static wsq_err open_at(const char *dir, unsigned flags, uint64_t map_init, uint64_t map_max,
                        wsq_store_t **out)

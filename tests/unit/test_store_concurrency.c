@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "wsq/clock.h"
+#include "rm_rf.h"
 #include "wsq/store.h"
 
 /* --- helpers --------------------------------------------------------------------------------- */
@@ -178,20 +179,6 @@ static const char *msg_verify(const wsq_msg_view_t *m, uint32_t nproducers, size
         off += n;
     }
     return NULL;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* The running test's data directory, removed by the teardown even when the test failed. */

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "wsq/clock.h"
+#include "rm_rf.h"
 #include "wsq/store.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -602,15 +603,6 @@ static void verify_store(world_t *w, const char *dir, unsigned char *expect_buf)
     wsq_store_close(store);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 /* The data directory, removed by the teardown even when the test failed. */
 static char g_dir[64];
 
@@ -618,7 +610,7 @@ static int teardown_dir(void **state)
 {
     (void)state;
     if (g_dir[0])
-        nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        rm_rf(g_dir);
     g_dir[0] = '\0';
     return 0;
 }

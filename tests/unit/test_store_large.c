@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "rm_rf.h"
 #include "wsq/store.h"
 
 #define CHURN_KEEP (4u << 20) /* retention of the churn topic, bytes */
@@ -32,14 +33,6 @@ typedef struct {
     char dir[64];
     wsq_store_t *store;
 } fixture_t;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
 
 static wsq_err open_at(const char *dir, unsigned flags, wsq_store_t **out)
 {
@@ -69,7 +62,7 @@ static int teardown(void **state)
 {
     fixture_t *f = *state;
     wsq_store_close(f->store);
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    rm_rf(f->dir);
     free(f);
     return 0;
 }
