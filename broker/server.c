@@ -609,6 +609,13 @@ static wsq_err open_store(wsq_server_t *srv)
     else if (err != WSQ_OK)
         wsq_err_log("storage", "path=%s error=%s msg=\"%s\"", cfg->storage.path, wsq_errname(err),
                     wsq_strerror(err));
+    else if (wsq_store_format_before(srv->store) &&
+             wsq_store_format_before(srv->store) < wsq_store_format(srv->store))
+        wsq_info_log("storage",
+                     "path=%s format=%u upgraded_from=%u msg=\"upgraded the on-disk format; "
+                     "older wsq versions can no longer open this store\"",
+                     cfg->storage.path, wsq_store_format(srv->store),
+                     wsq_store_format_before(srv->store));
     return err;
 }
 

@@ -79,6 +79,11 @@ uint32_t wsq_store_format(const wsq_store_t *store)
     return store->format;
 }
 
+uint32_t wsq_store_format_before(const wsq_store_t *store)
+{
+    return store->format_before;
+}
+
 /* --- record encodings ------------------------------------------------------------------------ */
 
 void wsq__msg_key(unsigned char *key, uint32_t topic_id, uint64_t seq)
@@ -436,6 +441,7 @@ static wsq_err open_tables(wsq_store_t *store)
     } else {
         store->has_parts = true;
     }
+    store->format_before = store->format;
     if (store->format < WSQ_FORMAT_VERSION && !store->readonly) { /* fresh, or older */
         unsigned char fb[4];
         wsq__put_le32(fb, WSQ_FORMAT_VERSION);

@@ -65,7 +65,8 @@ struct wsq_store {
     wsq_store_opts_t opts; /* copy; opts.path points to path */
     char *path;
     uint32_t format;
-    int lock_fd; /* -1 unless WSQ_STORE_EXCLUSIVE */
+    uint32_t format_before; /* on disk before this open (0: created by it) */
+    int lock_fd;            /* -1 unless WSQ_STORE_EXCLUSIVE */
     bool readonly;
     /* Every transaction of this process holds maplock shared; map growth holds it exclusively,
      * because mdb_env_set_mapsize under a live read transaction would remap under its feet. */

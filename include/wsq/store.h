@@ -136,6 +136,10 @@ void wsq_store_close(wsq_store_t *store);
 /* Format version found on disk (the build's own for a new store). */
 uint32_t wsq_store_format(const wsq_store_t *store);
 
+/* The format the store had before this open: lower than wsq_store_format() when the open upgraded
+ * it, 0 when the open created it. */
+uint32_t wsq_store_format_before(const wsq_store_t *store);
+
 /* The storage backend and its version, e.g. "LMDB 0.9.24". Static storage. */
 const char *wsq_store_backend_version(void);
 

@@ -386,6 +386,7 @@ static void test_large_check_finds_missing_and_stray_parts(void **state)
 static void test_large_format1_store_is_upgraded(void **state)
 {
     fixture_t *f = *state;
+    assert_int_equal(wsq_store_format_before(f->store), 0); /* created by this open */
     append_pat(f->store, "old", 1, 3000, WSQ_MSG_BINARY);
     append_pat(f->store, "old", 2, 100, 0);
     wsq_topic_info_t ti;
@@ -410,6 +411,7 @@ static void test_large_format1_store_is_upgraded(void **state)
 
     reopen(f, WSQ_STORE_EXCLUSIVE);
     assert_int_equal(wsq_store_format(f->store), 2);
+    assert_int_equal(wsq_store_format_before(f->store), 1);
     append_pat(f->store, "old", 3, 70000, WSQ_MSG_BINARY);
     vv = (verify_t){.sizes = old_sizes, .next = 1};
     assert_int_equal(wsq_store_read(f->store, id, 1, 10, UINT64_MAX, verify, &vv, NULL), WSQ_OK);

@@ -123,6 +123,11 @@ static int choose(wsqctl_t *c, bool create, target_t *t)
         wsq_err err = wsq_store_open(&o, &t->store, &busy);
         if (err == WSQ_OK && !existed)
             fprintf(stderr, "wsqctl: created a new store at %s\n", c->data_dir);
+        else if (err == WSQ_OK && wsq_store_format_before(t->store) < wsq_store_format(t->store))
+            fprintf(stderr,
+                    "wsqctl: upgraded the store at %s from on-disk format %u to %u (older wsq "
+                    "versions can no longer open it)\n",
+                    c->data_dir, wsq_store_format_before(t->store), wsq_store_format(t->store));
         if (err == WSQ_OK) {
             err = wsq_store_start(t->store);
             if (err != WSQ_OK) {

@@ -87,13 +87,38 @@ class StoreErrors(h.CtlTestCase):
         out, _ = self.ctl_fails(1, "--json", "--data", missing, "topics")
         self.assertEqual(json.loads(out)["error"]["code"], "no_store")
 
+    def stamp_format(self, data, fmt):
+        meta = ("VERSION=3\nformat=bytevalue\ndatabase=meta\ntype=btree\nHEADER=END\n"
+                " %s\n %s\nDATA=END\n" % (b"format".hex(), fmt.to_bytes(4, "little").hex()))
+        subprocess.run(["mdb_load", "-s", "meta", data], input=meta.encode(), check=True)
+
+    def test_older_format_is_upgraded_and_said_so(self):
+        """A format 1 store (no parted messages) is read as it is, and upgraded in place by the
+        first writer: an offline wsqctl mutation or wsqd, each of which says so."""
+        fmt = self.format_version()
+        self.assertEqual(fmt, 2)
+        data = self.make_store()
+        self.stamp_format(data, 1)
+        self.assertEqual(self.ctl_json("--data", data, "stats")["format"], 1)  # read-only
+        _, err = self.ctl_ok("--data", data, "purge", "e.t", "--before", "1")
+        self.assertIn("wsqctl: upgraded the store at %s from on-disk format 1 to 2" % data, err)
+        self.assertEqual(self.ctl_json("--data", data, "stats")["format"], 2)
+        _, err = self.ctl_ok("--data", data, "purge", "e.t", "--before", "1")
+        self.assertNotIn("upgraded", err)
+        # wsqd
+        d = self.new_wsqd().start()
+        d.stop()
+        self.stamp_format(d.data, 1)
+        d.start()
+        self.assertRegex(d.log(), r"info  storage path=\S+ format=2 upgraded_from=1 ")
+        out, _ = self.ctl_ok("-c", d.conf, "stats")
+        self.assertRegex(out, r"(?m)^format\s+2 ")
+
     def test_newer_format_and_foreign_file(self):
         data = self.make_store()
         # stamp the store with the next format
         fmt = self.format_version()
-        meta = ("VERSION=3\nformat=bytevalue\ndatabase=meta\ntype=btree\nHEADER=END\n"
-                " %s\n %s\nDATA=END\n" % (b"format".hex(), (fmt + 1).to_bytes(4, "little").hex()))
-        subprocess.run(["mdb_load", "-s", "meta", data], input=meta.encode(), check=True)
+        self.stamp_format(data, fmt + 1)
         for cmd in (["topics"], ["purge", "e.t", "--all"]):
             self.ctl_fails(1, "--data", data, *cmd,
                            pattern=r"the store at .* was written by a newer wsq \(on-disk format "
