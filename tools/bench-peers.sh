@@ -141,30 +141,7 @@ wait_port() { # port, what
 }
 
 # wsq: sync full (every confirm after the LMDB commit and its fsyncs); wsq-none: sync none.
-wsq_config() { # dir port [sync]
-    local sha
-    sha=$(printf %s benchpub | sha256sum | cut -d' ' -f1)
-    cat <<EOF
-listeners:
-  - address: 127.0.0.1
-    port: $2
-storage:
-  path: $1/data
-  sync: ${3:-full}
-limits:
-  max_connections: 0
-auth:
-  anonymous:
-    publish: [">"]
-    subscribe: [">"]
-    admin: true
-  tokens:
-    - name: benchpub
-      sha256: $sha
-      publish: [">"]
-      subscribe: []
-EOF
-}
+. tools/wsq-bench/wsq-config.sh # wsq_config DIR PORT [SYNC]
 
 # Mosquitto: persistence true = an in-memory database written to mosquitto.db every
 # autosave_interval seconds (1800, the default) and at exit; nothing is fsynced per message, and a

@@ -8,6 +8,7 @@
 #       SYNC (storage.sync, default full), BENCH_ARGS (extra wsq-bench arguments for every run)
 set -eu
 cd "$(dirname "$0")/../.."
+. tools/wsq-bench/wsq-config.sh
 RUNS=3
 OUT=${TMPDIR:-/tmp}/wsq-bench-results
 while getopts n:o: opt; do
@@ -56,27 +57,7 @@ trap stop_broker EXIT INT TERM
 
 start_broker() {
     DIR=$(mktemp -d "${TMPDIR:-/tmp}/wsq-bench.XXXXXX")
-    sha=$(printf %s benchpub | sha256sum | cut -d' ' -f1)
-    cat >"$DIR/wsq.yaml" <<EOF
-listeners:
-  - address: 127.0.0.1
-    port: 0
-storage:
-  path: $DIR/data
-  sync: $SYNC
-limits:
-  max_connections: 0
-auth:
-  anonymous:
-    publish: [">"]
-    subscribe: [">"]
-    admin: true
-  tokens:
-    - name: benchpub
-      sha256: $sha
-      publish: [">"]
-      subscribe: []
-EOF
+    wsq_config "$DIR" 0 "$SYNC" >"$DIR/wsq.yaml"
     "$WSQD" -c "$DIR/wsq.yaml" >"$DIR/wsqd.log" 2>&1 &
     PID=$!
     i=0
