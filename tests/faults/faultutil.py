@@ -119,14 +119,7 @@ class V1:
 
     @staticmethod
     def frame(payload, opcode=1):
-        n = len(payload)
-        if n < 126:
-            hdr = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-        elif n < 65536:
-            hdr = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-        else:
-            hdr = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        return hdr + b"\0\0\0\0" + payload
+        return h.ws_frame(opcode, payload, mask=b"\0\0\0\0")  # a zero mask: no work to mask
 
     def send_raw(self, data):
         self.sock.sendall(data)

@@ -414,15 +414,18 @@ async def wait_closed(ws, timeout=5.0):
 
 # -- a hand-made WebSocket client on a raw socket (for frames websockets will not send) ----
 
-def ws_upgrade(sock, host, port, path="/", subprotocol=None):
+def ws_upgrade(sock, host, port, path="/", subprotocol=None, headers=()):
     """Sends a WebSocket upgrade on a connected socket and reads the answer's head.
-    -> (status line, head, bytes after the head). Raises ConnectionError when the server
-    closes before the head is complete; the caller judges the status."""
+    headers: more "Name: value" lines. -> (status line, head, bytes after the head). Raises
+    ConnectionError when the server closes before the head is complete; the caller judges the
+    status."""
     key = base64.b64encode(os.urandom(16)).decode()
     req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, host, port, key))
     if subprotocol:
         req += "Sec-WebSocket-Protocol: %s\r\n" % subprotocol
+    for line in headers:
+        req += line + "\r\n"
     sock.sendall((req + "\r\n").encode())
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -432,6 +435,22 @@ def ws_upgrade(sock, host, port, path="/", subprotocol=None):
         buf += chunk
     head, rest = buf.split(b"\r\n\r\n", 1)
     return head.split(b"\r\n", 1)[0], head, rest
+
+
+def ws_frame(opcode, payload, fin=True, mask=None):
+    """One client frame, masked as RFC 6455 requires of clients (mask: 4 bytes; None: random)."""
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        hdr = struct.pack("!BB", b0, 0x80 | n)
+    elif n < 65536:
+        hdr = struct.pack("!BBH", b0, 0x80 | 126, n)
+    else:
+        hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
+    mask = os.urandom(4) if mask is None else mask
+    m = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    masked = (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big") if n else b""
+    return hdr + mask + masked
 
 
 class RawSocketWS:
@@ -450,17 +469,7 @@ class RawSocketWS:
         self.head = head.decode("latin-1")
 
     def send_frame(self, opcode, payload, fin=True):
-        b0 = (0x80 if fin else 0) | opcode
-        n = len(payload)
-        if n < 126:
-            hdr = struct.pack("!BB", b0, 0x80 | n)
-        elif n < 65536:
-            hdr = struct.pack("!BBH", b0, 0x80 | 126, n)
-        else:
-            hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
-        mask = os.urandom(4)
-        masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-        self.sock.sendall(hdr + mask + masked)
+        self.sock.sendall(ws_frame(opcode, payload, fin))
 
     def _read(self, n):
         while len(self.buf) < n:

@@ -19,7 +19,6 @@ Every process a test starts is stopped by PID at the end of the test; temp dirs 
 (WSQ_KEEP=1 keeps them).
 """
 
-import base64
 import fcntl
 import hashlib
 import http.client
@@ -36,6 +35,9 @@ import tempfile
 import threading
 import time
 import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "py"))
+import wsqharness  # noqa: E402  (the shared WebSocket upgrade and frame helpers)
 
 WSQD = None
 WSQCTL = None
@@ -255,37 +257,14 @@ class WS:
 
     def __init__(self, port, path="/", protocol="wsq.v1", token=None, timeout=10.0):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
-        key = base64.b64encode(os.urandom(16)).decode()
-        req = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-               % (path, port, key))
-        if protocol:
-            req += "Sec-WebSocket-Protocol: %s\r\n" % protocol
-        if token:
-            req += "Authorization: Bearer %s\r\n" % token
-        self.sock.sendall((req + "\r\n").encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise AssertionError("connection closed during the upgrade: %r" % buf)
-            buf += chunk
-        head, self.buf = buf.split(b"\r\n\r\n", 1)
-        if b" 101 " not in head.split(b"\r\n", 1)[0] + b" ":
+        headers = ["Authorization: Bearer %s" % token] if token else []
+        status, head, self.buf = wsqharness.ws_upgrade(self.sock, "127.0.0.1", port, path,
+                                                       protocol, headers)
+        if b" 101 " not in status + b" ":
             raise AssertionError("upgrade refused: %r" % head)
 
     def _send(self, opcode, payload):
-        n = len(payload)
-        if n < 126:
-            hdr = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-        elif n < 65536:
-            hdr = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-        else:
-            hdr = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        mask = os.urandom(4)
-        m = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-        masked = (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big") if n else b""
-        self.sock.sendall(hdr + mask + masked)
+        self.sock.sendall(wsqharness.ws_frame(opcode, payload))
 
     def send_json(self, obj):
         self._send(1, json.dumps(obj, separators=(",", ":")).encode())
