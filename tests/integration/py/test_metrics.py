@@ -135,8 +135,11 @@ class Metrics(h.WsqdTestCase):
             await h.send_json(sub, {"op": "nack", "topic": "met.a", "seq": got[3]["seq"]})
             again = await h.expect_op(sub, "msg")
             self.assertEqual((again["seq"], again.get("deliveries")), (got[3]["seq"], 2))
-            m = s.wait_metric(d, lambda m: self.delta(m0, m, "wsq_redelivered_total") >= 1,
-                              "redelivered += 1")
+            # delivered counts a frame once its socket write is reported back to the consumer
+            # thread, which may be just after the client has the frame: wait for it too
+            m = s.wait_metric(d, lambda m: (self.delta(m0, m, "wsq_redelivered_total") >= 1 and
+                                            self.delta(m0, m, "wsq_delivered_total") >= 2 * N + 1),
+                              "redelivered += 1 and delivered += %d" % (2 * N + 1))
             self.assertEqual(self.delta(m0, m, "wsq_nacked_total"), 1)
             self.assertEqual(self.delta(m0, m, "wsq_redelivered_total"), 1)
             self.assertEqual(self.delta(m0, m, "wsq_delivered_total"), 2 * N + 1)
