@@ -639,6 +639,8 @@ static wsq_err get_enum(cfg_ctx_t *c, yaml_node_t *n, const char *parent, const 
                         const char *const *names, size_t count, int *out)
 {
     char shown[SHOW_MAX * 4 + 8], list[128] = "";
+    *out = 0; /* written on every path: the callers' -O3 builds cannot see that they read it only
+               * on success */
     if (n->type == YAML_SCALAR_NODE && !is_null(n)) {
         for (size_t i = 0; i < count; i++) {
             if (strcmp(sval(n), names[i]) == 0) {

@@ -43,10 +43,12 @@ static int hexval(char c)
 
 /* Percent-decodes s[0..n) into dst (cap bytes, no NUL written). '+' stays '+': this is RFC 3986
  * percent-encoding, not form encoding, so tokens holding base64's '+' survive unencoded.
- * Returns WSQ_ERR_INVAL for a malformed escape, WSQ_ERR_TOO_LARGE when the result exceeds cap. */
+ * Returns WSQ_ERR_INVAL for a malformed escape, WSQ_ERR_TOO_LARGE when the result exceeds cap.
+ * *outlen is always written: the decoded length, or 0 on error. */
 static wsq_err pct_decode(const char *s, size_t n, char *dst, size_t cap, size_t *outlen)
 {
     size_t o = 0;
+    *outlen = 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '%') {

@@ -3,6 +3,7 @@
 # Included from the top-level CMakeLists.txt, after the broker and the tools are defined:
 #     include(packaging/packaging.cmake)
 #
+#   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release   # a package is built from a Release build
 #   cmake --build build                      # also generates the man pages and packaging/wsq.yaml
 #   cmake --build build --target package     # (or: cd build && cpack) -> build/wsq_<ver>-1_<arch>.deb
 #   cmake --install build --prefix /usr      # a plain install without the package

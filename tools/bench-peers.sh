@@ -54,11 +54,11 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
 fi
 cmake --build "$BUILD" -j2 --target wsqd wsq-bench wsq-storage-bench lws-baseline wsq-preload >&2
-WSQD=$BUILD/broker/wsqd
-BENCH=$BUILD/tools/wsq-bench/wsq-bench
-SBENCH=$BUILD/tools/wsq-storage-bench
-LWSB=$BUILD/tools/wsq-bench/lws-baseline
-PRELOAD=$BUILD/tools/wsq-bench/wsq-preload
+WSQD=$BUILD/bin/wsqd
+BENCH=$BUILD/bin/wsq-bench
+SBENCH=$BUILD/bin/wsq-storage-bench
+LWSB=$BUILD/bin/lws-baseline
+PRELOAD=$BUILD/bin/wsq-preload
 
 # --- peers: install if missing, never leave the packaged services running ---------------------
 need=

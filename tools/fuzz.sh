@@ -11,7 +11,7 @@ T=$1
 SECS=${2:-600}
 [ -d "tests/fuzz/corpus/$T" ] || { echo "fuzz: no corpus tests/fuzz/corpus/$T" >&2; exit 2; }
 tools/deps.sh
-CC=clang cmake -S . -B build-fuzz -DWSQ_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+CC=clang cmake -S . -B build-fuzz -DWSQ_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSQ_WERROR=ON >/dev/null
 cmake --build build-fuzz -j "$(nproc)" --target "fuzz_$T"
 mkdir -p "build-fuzz/work/$T" "build-fuzz/crashes/$T"
 exec "build-fuzz/tests/fuzz_$T" -max_total_time="$SECS" -print_final_stats=1 \

@@ -8,7 +8,7 @@
 #   -i  sampling interval in seconds (60)
 #   -o  output directory (/tmp/wsq-soak-DATE): samples.csv, summary.txt, chaos.out, chaos.log,
 #       wsqd.log (the broker's log is copied before its temp dir goes)
-#   -b  build directory with broker/wsqd and tools/wsqctl/wsqctl (build)
+#   -b  build directory with bin/wsqd and bin/wsqctl (build)
 #   -s  seed of the load (1)
 #   -r  target publishes/s over all publishers (300)
 #   -R  retention max_messages of the soak topics (20000), so that the store reaches a steady
@@ -50,8 +50,8 @@ while getopts m:i:o:b:s:r:R: opt; do
     esac
 done
 OUT=${OUT:-/tmp/wsq-soak-$(date +%Y%m%d-%H%M%S)}
-WSQD=$BUILD/broker/wsqd
-WSQCTL=$BUILD/tools/wsqctl/wsqctl
+WSQD=$BUILD/bin/wsqd
+WSQCTL=$BUILD/bin/wsqctl
 [ -x "$WSQD" ] && [ -x "$WSQCTL" ] || { echo "soak: build wsqd and wsqctl in $BUILD first" >&2; exit 2; }
 mkdir -p "$OUT"
 CSV=$OUT/samples.csv

@@ -30,7 +30,7 @@ fi
 
 tools/deps.sh
 CC=${CC:-clang} cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSQ_TSAN=ON \
-    -DWSQ_SANITIZE=OFF -DWSQ_FUZZ=OFF >/dev/null
+    -DWSQ_SANITIZE=OFF -DWSQ_FUZZ=OFF -DWSQ_WERROR=ON >/dev/null
 cmake --build build-tsan -j "$JOBS"
 
 LOGS=$ROOT/build-tsan/tsan-logs

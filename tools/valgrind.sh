@@ -31,9 +31,9 @@ $PY -c 'import websockets' 2>/dev/null ||
 if [ -z "${WSQD:-}" ]; then
     tools/deps.sh
     cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE="${WSQ_VG_BUILD_TYPE:-RelWithDebInfo}" \
-        -DWSQ_SANITIZE=OFF -DWSQ_TSAN=OFF -DWSQ_FUZZ=OFF >/dev/null
+        -DWSQ_SANITIZE=OFF -DWSQ_TSAN=OFF -DWSQ_FUZZ=OFF -DWSQ_WERROR=ON >/dev/null
     cmake --build build-valgrind -j "$(nproc)" --target wsqd
-    WSQD=$ROOT/build-valgrind/broker/wsqd
+    WSQD=$ROOT/build-valgrind/bin/wsqd
 fi
 if nm "$WSQD" 2>/dev/null | grep -q '__asan_init\|__tsan_init'; then
     echo "valgrind: $WSQD is a sanitizer build; valgrind needs a normal one" >&2

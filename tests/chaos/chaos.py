@@ -6,8 +6,8 @@ Usage:
     /usr/bin/python3 tests/chaos/chaos.py WSQD WSQCTL [--cycles N] [--seconds S] [--seed K] ...
 
     ctest (label chaos):    chaos.short  = --cycles 20 --seconds 60 --seed 1
-    a longer run by hand:   /usr/bin/python3 tests/chaos/chaos.py build/broker/wsqd \\
-                                build/tools/wsqctl/wsqctl --cycles 100 --seconds 600 --seed 7
+    a longer run by hand:   /usr/bin/python3 tests/chaos/chaos.py build/bin/wsqd \\
+                                build/bin/wsqctl --cycles 100 --seconds 600 --seed 7
                             (--rate 0: publish as fast as the clients can; add --catchup 90,
                             the consumers then need longer to catch up at a checkpoint)
     no kills (soak load):   ... --cycles 0 --seconds 1800 --retention 20000 --info FILE

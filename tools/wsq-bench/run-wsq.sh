@@ -4,7 +4,7 @@
 #
 # Usage: tools/wsq-bench/run-wsq.sh [-n RUNS] [-o OUTDIR] [NAME...]
 #   NAME: t1 t1raw t2 t3 t3raw t4 t5 t5raw (default: all)
-# Env:  WSQD (default build/broker/wsqd), WSQ_BENCH (default build/tools/wsq-bench/wsq-bench),
+# Env:  WSQD (default build/bin/wsqd), WSQ_BENCH (default build/bin/wsq-bench),
 #       SYNC (storage.sync, default full), BENCH_ARGS (extra wsq-bench arguments for every run)
 set -eu
 cd "$(dirname "$0")/../.."
@@ -20,8 +20,8 @@ while getopts n:o: opt; do
 done
 shift $((OPTIND - 1))
 NAMES=${*:-t1 t1raw t2 t3 t3raw t4 t5 t5raw}
-WSQD=${WSQD:-build/broker/wsqd}
-BENCH=${WSQ_BENCH:-build/tools/wsq-bench/wsq-bench}
+WSQD=${WSQD:-build/bin/wsqd}
+BENCH=${WSQ_BENCH:-build/bin/wsq-bench}
 SYNC=${SYNC:-full}
 mkdir -p "$OUT"
 
