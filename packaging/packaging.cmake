@@ -109,7 +109,7 @@ endif()
 
 # ---- documentation ---------------------------------------------------------------------------
 install(FILES ${WSQ_TOP_DIR}/README.md ${WSQ_TOP_DIR}/docs/OPERATIONS.md
-              ${WSQ_TOP_DIR}/docs/PROTOCOL.md
+              ${WSQ_TOP_DIR}/docs/PROTOCOL.md ${WSQ_TOP_DIR}/docs/wsqctl.md
         DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/wsq)
 install(FILES ${WSQ_TOP_DIR}/conf/wsq.yaml ${WSQ_TOP_DIR}/conf/examples/production.yaml
         DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/wsq/examples)

@@ -269,12 +269,26 @@ static void consumer_info(wsq_consumer_info_t *ci, uint32_t topic_id, const MDB_
     ci->name[nl] = '\0';
     ci->ack_floor = cs->ack_floor;
     ci->delivered_upto = cs->delivered_upto;
-    ci->pending = wsq_cstate_pending(cs);
-    ci->lag = t ? wsq_cstate_lag(cs, t->first_seq, t->next_seq - 1) : 0;
     ci->n_acked = cs->n_acked;
-    for (uint32_t i = 0; i < cs->n_pend; i++)
-        if (cs->pend[i].count > ci->max_delivered)
-            ci->max_delivered = cs->pend[i].count;
+    if (t == NULL) { /* a consumer of a missing topic (check reports it): its state as it is */
+        ci->pending = wsq_cstate_pending(cs);
+        for (uint32_t i = 0; i < cs->n_pend; i++)
+            if (cs->pend[i].count > ci->max_delivered)
+                ci->max_delivered = cs->pend[i].count;
+    } else {
+        /* What is true now: messages below first_seq were removed (purge, retention) and are
+         * neither pending nor lag, although the state keeps them unacknowledged until the
+         * consumer resumes and is told about the gap. Pending is the unacknowledged part of
+         * [first_seq, min(delivered_upto, last seq)], lag of [first_seq, last seq]. */
+        uint64_t last = t->next_seq - 1;
+        uint64_t upto = cs->delivered_upto < last ? cs->delivered_upto : last;
+        ci->pending = wsq_cstate_lag(cs, t->first_seq, upto);
+        ci->lag = wsq_cstate_lag(cs, t->first_seq, last);
+        for (uint32_t i = 0; i < cs->n_pend; i++)
+            if (cs->pend[i].seq >= t->first_seq && cs->pend[i].seq <= upto &&
+                cs->pend[i].count > ci->max_delivered)
+                ci->max_delivered = cs->pend[i].count;
+    }
     if (ci->max_delivered == 0 && ci->pending > 0)
         ci->max_delivered = 1;
     ci->created_ms = cs->created_ms;

@@ -64,6 +64,7 @@ awk '$1 !~ /^d/ { print $6 }' "$TMP/listing" | sed 's|^\./|/|' | sort >"$TMP/fil
     echo /usr/share/doc/wsq/OPERATIONS.md
     echo /usr/share/doc/wsq/PROTOCOL.md
     echo /usr/share/doc/wsq/README.md
+    echo /usr/share/doc/wsq/wsqctl.md
     echo /usr/share/doc/wsq/examples/production.yaml
     echo /usr/share/doc/wsq/examples/wsq.yaml
     echo /usr/share/man/man1/wsqctl.1.gz

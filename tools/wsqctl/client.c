@@ -392,13 +392,8 @@ static const struct lws_protocols protocols[] = {
 static int run(client_t *cl)
 {
     wsqctl_t *c = cl->c;
-    if (!c->has_url) {
-        /* the shipped default listener, like mosquitto_pub's localhost */
-        char err[64];
-        wsq__ctl_parse_url("http://127.0.0.1:8080", &c->url, err, sizeof(err));
-        c->url.why = "the default";
-        c->has_url = true;
-    }
+    /* pub and sub need a broker: there is no local store to fall back on */
+    wsq__ctl_note(c, "using the broker at %s (from %s)", c->url.base, c->url.why);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN;

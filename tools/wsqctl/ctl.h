@@ -5,6 +5,12 @@
  * returns an exit code (CTL_*). Errors are recorded with wsq__ctl_fail(), which keeps the first
  * message; main() prints it (stderr, and a JSON error document on stdout with --json).
  *
+ * Where a command works (locate.c, docs/wsqctl.md): one rule for every command. wsqctl asks the
+ * broker at the URL (--url, else -c's first listener, else $WSQ_URL, else the default) who it is.
+ * When a wsqd answers, wsqctl uses it: changes go through its admin API, reads open its store
+ * read-only (on this machine). When none answers, the local store is used (--data, else -c's
+ * storage.path, else ./data). pub and sub always talk to the broker.
+ *
  * Output rules:
  *   - Inspect commands read the store through the storage API, one short read transaction per
  *     call, and only write output after the call returned: no read transaction is ever held
@@ -45,8 +51,11 @@ typedef struct {
     char host[256];  /* without brackets */
     unsigned port;   /* 1..65535 */
     char base[300];  /* "http(s)://host:port" (IPv6 in brackets), no trailing slash */
-    const char *why; /* where it came from: "--url" or "-c FILE" */
+    const char *why; /* where it came from: "--url", "-c", "$WSQ_URL" or "the default" */
 } ctl_url_t;
+
+/* The broker URL when neither --url, -c nor $WSQ_URL names one: the shipped listener. */
+#define CTL_DEFAULT_URL "http://127.0.0.1:8080"
 
 typedef struct {
     /* global options */
@@ -75,10 +84,10 @@ typedef struct {
 
     /* resolved state */
     wsq_config_t *cfg;   /* loaded -c config, or NULL */
-    char *data_dir;      /* store directory (malloc'd), NULL until resolved */
+    char *data_dir;      /* store directory (malloc'd), NULL until located */
     bool data_explicit;  /* data_dir came from --data, -c or the broker, not the default */
-    ctl_url_t url;       /* valid when has_url */
-    bool has_url;        /* --url given or derived from -c */
+    ctl_url_t url;       /* the broker to ask (always set once main() parsed the options) */
+    bool url_explicit;   /* the URL came from --url or -c (a named broker must answer) */
     const char *cmd;     /* command name, for messages */
     json_t *doc;         /* the --json document of the command (owned) */
     int fail_code;       /* exit code of the first failure, 0 when none */
@@ -125,20 +134,16 @@ bool wsq__ctl_table_add(ctl_table_t *t, const char **cells);
 void wsq__ctl_table_print(const ctl_table_t *t, FILE *f);
 void wsq__ctl_table_fini(ctl_table_t *t);
 
-/* ---- locating the store and the broker (util.c) ---- */
-
-/* Resolves c->data_dir: --data, else -c's storage.path, else (with --url) the broker's data
- * directory from /admin/whoami, else ./data. */
-int wsq__ctl_resolve_data(wsqctl_t *c);
-
-/* Opens the store read-only for inspection. */
-int wsq__ctl_open_ro(wsqctl_t *c, wsq_store_t **out);
+/* ---- the broker's address and the data-dir lock (util.c) ---- */
 
 /* Parses a broker URL (http, https, ws, wss). */
 bool wsq__ctl_parse_url(const char *s, ctl_url_t *u, char *err, size_t errlen);
 
 /* Pid holding the data-dir lock and a description of the process ("wsqd", "wsqctl", ...). */
 long wsq__ctl_lock_holder(const char *dir, char *what, size_t len);
+
+/* True when a and b name the same directory (by realpath; by string when either is missing). */
+bool wsq__ctl_same_dir(const char *a, const char *b);
 
 /* ---- HTTP (http.c) ---- */
 
@@ -165,8 +170,54 @@ typedef struct {
     char data[4096];
 } ctl_whoami_t;
 
-/* GET /admin/whoami. */
-int wsq__ctl_whoami(wsqctl_t *c, ctl_whoami_t *w);
+/* What answers at c->url (locate.c decides what that means for a command). */
+typedef enum {
+    CTL_PROBE_NONE,      /* nothing answers: refused, unresolvable, timed out */
+    CTL_PROBE_WSQD,      /* a wsqd answered /admin/whoami; the ctl_whoami_t is filled */
+    CTL_PROBE_REFUSED,   /* a wsqd refused wsqctl's identity (401/403) */
+    CTL_PROBE_UNTRUSTED, /* a TLS server whose certificate wsqctl does not trust (--insecure) */
+    CTL_PROBE_OTHER,     /* something answered that is not a wsqd */
+} ctl_probe_t;
+
+/* GET /admin/whoami with a short timeout (connect 1.5 s, answer 5 s). Records no failure. *why
+ * gets a sentence for every outcome but WSQD: curl's reason for NONE and OTHER, the full
+ * permission or TLS message (as wsqctl would report it) for REFUSED and UNTRUSTED. */
+void wsq__ctl_probe(wsqctl_t *c, ctl_whoami_t *w, ctl_probe_t *out, char *why, size_t len);
+
+/* The failure message of an HTTP error answer, as wsq__ctl_http_fail records it, without
+ * recording it: returns the exit code and fills name (>= 32 bytes) and msg. */
+int wsq__ctl_http_fail_msg(wsqctl_t *c, const ctl_http_resp_t *r, const char *doing, char *name,
+                           size_t namelen, char *msg, size_t msglen);
+
+/* ---- the one rule: broker or local store (locate.c) ---- */
+
+/* What a command does with the store. */
+typedef enum {
+    CTL_NEED_READ,    /* reads the store files (topics, stats, peek, consumers, check, export) */
+    CTL_NEED_WRITE,   /* changes the store (purge, delete-consumer, import) */
+    CTL_NEED_OFFLINE, /* compact: reads the whole store in one transaction; no wsqd may run */
+} ctl_need_t;
+
+typedef enum { CTL_VIA_BROKER, CTL_VIA_STORE } ctl_via_t;
+
+typedef struct {
+    ctl_via_t via;      /* the broker answered and serves the store, or the local store */
+    ctl_whoami_t who;   /* VIA_BROKER: the broker's /admin/whoami */
+    wsq_store_t *store; /* the opened store: read-only for READ and OFFLINE; for WRITE via the
+                           store, opened exclusively (the data-dir lock) with its writer started */
+} ctl_target_t;
+
+/* Applies the rule for a command that needs `need`, sets c->data_dir, says on -v which path was
+ * taken, and opens the store when the command works on it (create: WRITE may create a new store).
+ * On success the caller owns t->store (wsq__ctl_target_fini). On failure the failure is
+ * recorded and nothing is held. */
+int wsq__ctl_target(wsqctl_t *c, ctl_need_t need, bool create, ctl_target_t *t);
+
+/* Stops and closes t->store (when any). Idempotent. */
+void wsq__ctl_target_fini(ctl_target_t *t);
+
+/* Read commands: the rule, then the store opened read-only (the caller closes it). */
+int wsq__ctl_open_ro(wsqctl_t *c, wsq_store_t **out);
 
 /* ---- commands ---- */
 

@@ -1,9 +1,11 @@
 /*
  * Inspect and backup commands: topics, stats, peek, consumers, check, export, compact.
  *
- * They open the store read-only and read it in pages, each page one storage call with its own
- * short read transaction; output is written only between calls, so a slow terminal or pipe never
- * pins LMDB pages while wsqd keeps writing.
+ * They open the store read-only (the broker's, or the local one: locate.c) and read it in pages,
+ * each page one storage call with its own short read transaction; output is written only between
+ * calls, so a slow terminal or pipe never pins LMDB pages while wsqd keeps writing. compact is the
+ * exception: LMDB's compacting copy is one read transaction over the whole store, so it runs only
+ * on a store that no wsqd runs on.
  */
 #include <dirent.h>
 #include <limits.h>
@@ -495,16 +497,18 @@ int wsq__ctl_cmd_consumers(wsqctl_t *c, int argc, char **argv)
         wsq_store_close(s);
         return rc;
     }
-    static const char *head[] = {"TOPIC",   "CONSUMER", "ACK-FLOOR", "DELIVERED",
-                                 "PENDING", "LAG",      "MAX-DELIV", "LAST-SEEN"};
-    static const bool right[] = {false, false, true, true, true, true, true, true};
+    static const char *head[] = {"TOPIC", "CONSUMER", "ACK-FLOOR", "DELIVERED", "PENDING",
+                                 "LAG",   "GAP",      "MAX-DELIV", "LAST-SEEN"};
+    static const bool right[] = {false, false, true, true, true, true, true, true, true};
     ctl_table_t t;
-    wsq__ctl_table_init(&t, 8, head, right);
+    wsq__ctl_table_init(&t, 9, head, right);
     json_t *arr = json_array();
     wsq_consumer_info_t *page = malloc(PAGE * sizeof(*page));
     uint32_t after_topic = 0, name_id = 0;
     char after[WSQ_CONSUMER_NAME_MAX + 1] = "";
     char tname[WSQ_TOPIC_MAX + 1] = "";
+    wsq_topic_info_t cur; /* the topic of the consumers being listed */
+    bool have_topic = false;
     int64_t now = wsq_store_now_ms(s);
     if (page == NULL || arr == NULL) {
         rc = wsq__ctl_fail(c, CTL_ERR, "nomem", "out of memory");
@@ -521,13 +525,19 @@ int wsq__ctl_cmd_consumers(wsqctl_t *c, int argc, char **argv)
         for (unsigned i = 0; i < n; i++) {
             const wsq_consumer_info_t *ci = &page[i];
             if (ci->topic_id != name_id) { /* the list is ordered by topic id */
-                wsq_topic_info_t t2;
-                if (wsq_store_topic_get(s, ci->topic_id, &t2) == WSQ_OK)
-                    memcpy(tname, t2.name, sizeof(tname));
+                have_topic = wsq_store_topic_get(s, ci->topic_id, &cur) == WSQ_OK;
+                if (have_topic)
+                    memcpy(tname, cur.name, sizeof(tname));
                 else
                     snprintf(tname, sizeof(tname), "#%u", ci->topic_id);
                 name_id = ci->topic_id;
             }
+            /* Unacknowledged messages below the topic's first seq were removed (purge or
+             * retention): they are neither pending nor lag, and the consumer is told so with a
+             * gap [ack floor + 1, first seq - 1] when it resumes (which acknowledges them). */
+            bool gap = have_topic && ci->ack_floor + 1 < cur.first_seq;
+            uint64_t gap_from = ci->ack_floor + 1, gap_to = gap ? cur.first_seq - 1 : 0;
+            const char *reason = gap && cur.purged_upto >= gap_from ? "purge" : "retention";
             json_t *o = json_object();
             json_object_set_new(o, "topic", json_string(tname));
             json_object_set_new(o, "topic_id", ju64(ci->topic_id));
@@ -536,20 +546,29 @@ int wsq__ctl_cmd_consumers(wsqctl_t *c, int argc, char **argv)
             json_object_set_new(o, "delivered_upto", ju64(ci->delivered_upto));
             json_object_set_new(o, "pending", ju64(ci->pending));
             json_object_set_new(o, "lag", ju64(ci->lag));
+            json_object_set_new(o, "gap",
+                                gap ? json_pack("{s:o,s:o,s:s}", "from", ju64(gap_from), "to",
+                                                ju64(gap_to), "reason", reason)
+                                    : json_null());
             json_object_set_new(o, "acked_above_floor", ju64(ci->n_acked));
             json_object_set_new(o, "max_deliveries", ju64(ci->max_delivered));
             json_object_set_new(o, "created_ms", json_integer(ci->created_ms));
             json_object_set_new(o, "last_seen_ms", json_integer(ci->last_seen_ms));
             json_object_set_new(o, "last_seen_age_ms", json_integer(now - ci->last_seen_ms));
             json_array_append_new(arr, o);
-            char fl[24], dl[24], pe[24], lag[24], md[24], seen[32];
+            char fl[24], dl[24], pe[24], lag[24], gp[48], md[24], seen[32];
+            if (gap)
+                snprintf(gp, sizeof(gp), "%llu-%llu", (unsigned long long)gap_from,
+                         (unsigned long long)gap_to);
+            else
+                snprintf(gp, sizeof(gp), "-");
             u64s(fl, sizeof(fl), ci->ack_floor);
             u64s(dl, sizeof(dl), ci->delivered_upto);
             u64s(pe, sizeof(pe), ci->pending);
             u64s(lag, sizeof(lag), ci->lag);
             u64s(md, sizeof(md), ci->max_delivered);
             wsq__ctl_age(now - ci->last_seen_ms, seen, sizeof(seen));
-            const char *row[] = {tname, ci->name, fl, dl, pe, lag, md, seen};
+            const char *row[] = {tname, ci->name, fl, dl, pe, lag, gp, md, seen};
             wsq__ctl_table_add(&t, row);
         }
         if (n < PAGE)
@@ -785,10 +804,13 @@ int wsq__ctl_cmd_compact(wsqctl_t *c, int argc, char **argv)
 {
     (void)argc;
     const char *dest = argv[0];
-    wsq_store_t *s;
-    int rc = wsq__ctl_open_ro(c, &s);
-    if (rc != CTL_OK)
+    ctl_target_t tg;
+    int rc = wsq__ctl_target(c, CTL_NEED_OFFLINE, false, &tg);
+    if (rc != CTL_OK) {
+        wsq__ctl_target_fini(&tg);
         return rc;
+    }
+    wsq_store_t *s = tg.store;
     char src_real[PATH_MAX], dst_real[PATH_MAX];
     if (realpath(c->data_dir, src_real) && realpath(dest, dst_real) &&
         strcmp(src_real, dst_real) == 0) {
@@ -807,6 +829,11 @@ int wsq__ctl_cmd_compact(wsqctl_t *c, int argc, char **argv)
     if (err == WSQ_ERR_PERM)
         return wsq__ctl_fail(c, CTL_ERR, "permission_denied",
                              "permission denied writing the copy into %s", dest);
+    if (err == WSQ_ERR_NOSTORE) /* ENOENT: DEST is created, its parents are not */
+        return wsq__ctl_fail(c, CTL_ERR, "io_error",
+                             "cannot create %s: its parent directory does not exist (compact "
+                             "creates DEST, not its parents)",
+                             dest);
     if (err != WSQ_OK)
         return wsq__ctl_fail(c, CTL_ERR, wsq_errname(err), "compacting %s into %s: %s", c->data_dir,
                              dest, wsq_strerror(err));

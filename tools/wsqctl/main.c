@@ -72,28 +72,37 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: wsqctl [OPTIONS] COMMAND [ARGS]\n"
                "\n"
-               "Inspect (reads the LMDB files directly; works while wsqd runs or is down):\n");
+               "Broker or local store, one rule for every command: wsqctl asks the broker at\n"
+               "the URL (--url, else the first listener of -c, else $WSQ_URL, else\n"
+               "http://127.0.0.1:8080) who it is. When a wsqd answers, wsqctl uses it:\n"
+               "mutations go through its admin API, and reads open its store read-only (which\n"
+               "must be on this machine). When none answers, wsqctl uses the local store\n"
+               "(--data, else storage.path of -c, else ./data). -v says which was used.\n"
+               "\n"
+               "Inspect (read-only, short read transactions; safe while wsqd runs):\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         if (i == 5)
-            fprintf(f, "\nMutate (through wsqd's admin endpoint while it runs on the data dir;\n"
-                       "otherwise directly, holding the data-dir lock so no wsqd can start):\n");
+            fprintf(f,
+                    "\nMutate (through the broker; without one, on the local store, holding its\n"
+                    "lock so that no wsqd can start meanwhile):\n");
         if (i == 7)
-            fprintf(f, "\nBackup:\n");
+            fprintf(f, "\nBackup (compact only while no wsqd runs on the store):\n");
         if (i == 10)
-            fprintf(f, "\nClient (wsq.v1 to a running wsqd):\n");
+            fprintf(f, "\nClient (wsq.v1 to the broker; needs one):\n");
         fprintf(f, "  %s\n      %s\n", commands[i].usage, commands[i].summary);
     }
     fprintf(f, "\n"
                "Options:\n"
-               "  -d, --data DIR      the store's data directory (default: storage.path of -c,\n"
-               "                      else the broker's from --url, else ./data)\n"
-               "  -c, --config FILE   a wsqd config: locates the store (storage.path) and the\n"
-               "                      broker (first listener)\n"
-               "      --url URL       the broker, http://HOST:PORT (also https, ws, wss)\n"
+               "  -d, --data DIR      the local store (default: storage.path of -c, else ./data);\n"
+               "                      a broker named by --url or -c must serve this directory\n"
+               "  -c, --config FILE   a wsqd config: the broker is its first listener, the local\n"
+               "                      store its storage.path\n"
+               "      --url URL       the broker, http://HOST:PORT (also https, ws, wss); with\n"
+               "                      no --data or -c, it must answer\n"
                "      --token TOKEN   bearer token for the broker (default: $WSQ_TOKEN)\n"
                "      --insecure      do not verify the broker's TLS certificate\n"
                "      --json          machine output: one JSON document per command\n"
-               "  -v, --verbose       say what wsqctl does (e.g. broker or store path)\n"
+               "  -v, --verbose       say what wsqctl does (first: the broker or store it uses)\n"
                "  -h, --help          this help (wsqctl COMMAND --help: that command)\n"
                "  -V, --version       print versions\n"
                "\n"
@@ -116,15 +125,18 @@ static void usage(FILE *f)
                "\n"
                "Exit status:\n"
                "  0  success\n"
-               "  1  error (no store, store from a newer wsq, permission denied, lock held\n"
-               "     and no broker URL, the broker refused, ...)\n"
+               "  1  error (no store, store from a newer wsq, permission denied, the store is\n"
+               "     locked and no broker serves it, the broker refused, the broker's store is\n"
+               "     on another machine, ...)\n"
                "  2  usage error\n"
                "  3  topic or consumer not found\n"
                "  4  check found violations\n"
-               "  5  broker unreachable\n"
+               "  5  broker unreachable (pub, sub; a broker named by --url or -c that\n"
+               "     the command needs)\n"
                "\n"
-               "Environment: WSQ_TOKEN (default for --token).\n"
-               "Documentation: docs/OPERATIONS.md (wsqctl).\n");
+               "Environment: WSQ_TOKEN (default for --token), WSQ_URL (the broker when\n"
+               "neither --url nor -c names one).\n"
+               "Documentation: docs/wsqctl.md.\n");
 }
 
 static void version(void)
@@ -361,30 +373,34 @@ int main(int argc, char **argv)
         if (c->config_path && wsq_config_load(c->config_path, &c->cfg, err, sizeof(err)) != WSQ_OK)
             rc = wsq__ctl_fail(c, CTL_ERR, "bad_config", "%s", err);
     }
-    if (!rc && c->url_opt) {
-        char err[256];
-        if (!wsq__ctl_parse_url(c->url_opt, &c->url, err, sizeof(err)))
-            rc = wsq__ctl_fail(c, CTL_USAGE, "usage", "--url %s: %s", c->url_opt, err);
-        c->url.why = "--url";
-        c->has_url = rc == 0;
-    } else if (!rc && c->cfg) {
+    /* The broker to ask: --url, else -c's first listener, else $WSQ_URL, else the default. */
+    char cfg_url[300] = "";
+    if (!rc && !c->url_opt && c->cfg && c->cfg->listeners[0].port != 0) {
         const wsq_listener_conf_t *l = &c->cfg->listeners[0];
-        if (l->port != 0) {
-            char u[300];
-            const char *a = l->address;
-            if (strcmp(a, "0.0.0.0") == 0)
-                a = "127.0.0.1";
-            else if (strcmp(a, "::") == 0)
-                a = "::1";
-            bool v6 = strchr(a, ':') != NULL;
-            snprintf(u, sizeof(u), "%s://%s%s%s:%u", l->tls_cert ? "https" : "http", v6 ? "[" : "",
-                     a, v6 ? "]" : "", (unsigned)l->port);
-            char err[256];
-            if (wsq__ctl_parse_url(u, &c->url, err, sizeof(err))) {
-                c->url.why = "-c";
-                c->has_url = true;
-            }
-        }
+        const char *a = l->address;
+        if (strcmp(a, "0.0.0.0") == 0)
+            a = "127.0.0.1";
+        else if (strcmp(a, "::") == 0)
+            a = "::1";
+        bool v6 = strchr(a, ':') != NULL;
+        snprintf(cfg_url, sizeof(cfg_url), "%s://%s%s%s:%u", l->tls_cert ? "https" : "http",
+                 v6 ? "[" : "", a, v6 ? "]" : "", (unsigned)l->port);
+    }
+    if (!rc) {
+        const char *env = getenv("WSQ_URL");
+        const char *u = CTL_DEFAULT_URL, *why = "the default";
+        if (c->url_opt)
+            u = c->url_opt, why = "--url";
+        else if (cfg_url[0])
+            u = cfg_url, why = "-c";
+        else if (env && *env)
+            u = env, why = "$WSQ_URL";
+        char err[256];
+        if (!wsq__ctl_parse_url(u, &c->url, err, sizeof(err)))
+            rc = wsq__ctl_fail(c, CTL_USAGE, "usage", "%s%s%s: %s", u == env ? "WSQ_URL=" : why,
+                               u == env ? "" : " ", u, err);
+        c->url.why = why;
+        c->url_explicit = c->url_opt || cfg_url[0];
     }
     if (!rc) {
         wsq__ctl_http_global(true);

@@ -1,15 +1,10 @@
 /*
  * Mutations: purge, delete-consumer, import.
  *
- * wsqd must stay the only writer of a store it runs on (it caches topic state, and a second
- * process's write transaction would stall its writer; notes/lmdb.md 1.8). So a mutation first
- * looks at the data-dir lock (wsq.lock, an flock that wsqd holds while it runs):
- *   - held   -> the change goes through the broker's admin endpoint (--url, or the first listener
- *               of -c CONFIG), after /admin/whoami proved that this broker serves this data dir;
- *   - free   -> wsqctl opens the store with WSQ_STORE_EXCLUSIVE, which takes the same lock, so no
- *               wsqd can start until wsqctl is done, and submits the change to its own writer;
- *   - taken between the look and the open (a wsqd starting) -> back to the broker.
- * With only --url (no --data, no -c) the change goes to that broker directly.
+ * Where they go is the one rule of locate.c: through the admin API of a broker that answers and
+ * serves the store (wsqd stays the only writer of its store), else on the local store, whose
+ * data-dir lock wsqctl holds meanwhile (a wsqd cannot start on it until wsqctl is done). A local
+ * store that is locked by another process is refused, naming the holder.
  */
 #include <errno.h>
 #include <limits.h>
@@ -25,154 +20,9 @@
 #define IMPORT_BYTES (8u << 20)         /* body bytes per import request or offline batch */
 #define IMPORT_MAX_PAYLOAD (256u << 20) /* payload cap when no config says better */
 
-typedef enum { VIA_BROKER, VIA_STORE } via_t;
-
-typedef struct {
-    via_t via;
-    wsq_store_t *store; /* VIA_STORE: opened exclusively, writer running */
-} target_t;
-
-static const char *via_name(via_t v)
+static const char *via_name(ctl_via_t v)
 {
-    return v == VIA_BROKER ? "broker" : "store";
-}
-
-static void retention_from_config(void *arg, const char *topic, size_t len, wsq_retention_t *out)
-{
-    wsq_config_retention(arg, topic, len, out);
-}
-
-static bool same_dir(const char *a, const char *b)
-{
-    char ra[PATH_MAX], rb[PATH_MAX];
-    if (realpath(a, ra) == NULL || realpath(b, rb) == NULL)
-        return strcmp(a, b) == 0;
-    return strcmp(ra, rb) == 0;
-}
-
-/* The broker route: checks that the broker serves our data dir and that we may administer it. */
-static int via_broker(wsqctl_t *c, long pid, const char *who)
-{
-    ctl_whoami_t w;
-    int rc = wsq__ctl_whoami(c, &w);
-    if (rc == CTL_UNREACHABLE && pid != 0 && c->data_dir) {
-        char m[sizeof(c->fail_msg) + 512];
-        snprintf(m, sizeof(m), "%s is locked by pid %ld (%s), and no broker answers: %s",
-                 c->data_dir, pid, who, c->fail_msg);
-        snprintf(c->fail_msg, sizeof(c->fail_msg), "%.*s", (int)sizeof(c->fail_msg) - 1, m);
-    }
-    if (rc != CTL_OK)
-        return rc;
-    if (c->data_dir && !same_dir(c->data_dir, w.data))
-        return wsq__ctl_fail(c, CTL_ERR, "wrong_broker",
-                             "the broker at %s serves %s, not %s: refusing to send the change "
-                             "there; pass the --url of the wsqd that runs on %s",
-                             c->url.base, w.data, c->data_dir, c->data_dir);
-    if (!w.admin)
-        return wsq__ctl_fail(c, CTL_ERR, "permission_denied",
-                             "permission denied: identity '%s' has no admin rights on the broker "
-                             "at %s; pass --token (or WSQ_TOKEN) of a token with admin: true",
-                             w.identity, c->url.base);
-    if (pid > 0 && w.pid != pid)
-        wsq__ctl_note(c,
-                      "the lock holder is pid %ld, the broker says pid %ld (PID namespaces?); "
-                      "the data dirs match",
-                      pid, w.pid);
-    wsq__ctl_note(c,
-                  "via broker: %s (wsqd pid %ld) holds %s, so the change goes through its "
-                  "admin endpoint",
-                  c->url.base, w.pid, w.data);
-    return CTL_OK;
-}
-
-/* Decides where a mutation goes (see the top of this file). */
-static int choose(wsqctl_t *c, bool create, target_t *t)
-{
-    memset(t, 0, sizeof(*t));
-    if (!c->data_opt && !c->cfg && c->has_url) {
-        t->via = VIA_BROKER;
-        wsq__ctl_note(c, "only --url given: sending the change to that broker");
-        return via_broker(c, 0, "");
-    }
-    int rc = wsq__ctl_resolve_data(c);
-    if (rc != CTL_OK)
-        return rc;
-    char who[64];
-    long pid = wsq__ctl_lock_holder(c->data_dir, who, sizeof(who));
-    if (pid == 0) {
-        wsq_store_opts_t o;
-        wsq_store_opts_init(&o);
-        o.path = c->data_dir;
-        o.flags = WSQ_STORE_EXCLUSIVE | (create ? WSQ_STORE_CREATE : 0);
-        o.sync = WSQ_SYNC_FULL;
-        if (c->cfg) {
-            o.map_size_initial = c->cfg->storage.map_size_initial;
-            o.map_size_max = c->cfg->storage.map_size_max;
-            o.max_readers = c->cfg->storage.max_readers;
-            o.batch_max_msgs = c->cfg->storage.batch_max_messages;
-            o.batch_max_bytes = (size_t)c->cfg->storage.batch_max_bytes;
-            o.trim_chunk = c->cfg->storage.trim_chunk;
-            o.retention = retention_from_config;
-            o.retention_arg = c->cfg;
-        }
-        char df[PATH_MAX];
-        struct stat st;
-        snprintf(df, sizeof(df), "%s/data.mdb", c->data_dir);
-        bool existed = stat(df, &st) == 0;
-        long busy = 0;
-        wsq_err err = wsq_store_open(&o, &t->store, &busy);
-        if (err == WSQ_OK && !existed)
-            fprintf(stderr, "wsqctl: created a new store at %s\n", c->data_dir);
-        else if (err == WSQ_OK && wsq_store_format_before(t->store) < wsq_store_format(t->store))
-            fprintf(stderr,
-                    "wsqctl: upgraded the store at %s from on-disk format %u to %u (older wsq "
-                    "versions can no longer open it)\n",
-                    c->data_dir, wsq_store_format_before(t->store), wsq_store_format(t->store));
-        if (err == WSQ_OK) {
-            err = wsq_store_start(t->store);
-            if (err != WSQ_OK) {
-                wsq_store_close(t->store);
-                t->store = NULL;
-                return wsq__ctl_store_fail(c, err, "starting the store's writer");
-            }
-            t->via = VIA_STORE;
-            wsq__ctl_note(c,
-                          "via store: no process holds %s/wsq.lock, so wsqctl writes the store "
-                          "directly, holding the lock (a wsqd cannot start meanwhile)",
-                          c->data_dir);
-            return CTL_OK;
-        }
-        if (err != WSQ_ERR_BUSY)
-            return wsq__ctl_store_fail(c, err, "opening the store for writing");
-        pid = busy ? busy : -1;
-        wsq__ctl_note(c, "the lock was taken while wsqctl opened the store (a wsqd starting?)");
-        wsq__ctl_lock_holder(c->data_dir, who, sizeof(who));
-    }
-    t->via = VIA_BROKER;
-    wsq__ctl_note(c, "%s/wsq.lock is held by pid %ld (%s): wsqd runs on this store", c->data_dir,
-                  pid, who);
-    if (!c->has_url) {
-        char p[32];
-        if (pid > 0)
-            snprintf(p, sizeof(p), "pid %ld", pid);
-        else
-            snprintf(p, sizeof(p), "an unknown process");
-        return wsq__ctl_fail(c, CTL_ERR, wsq_errname(WSQ_ERR_BUSY),
-                             "the store at %s is locked by %s (%s): while a wsqd runs on it, "
-                             "changes must go through that wsqd; pass --url http://HOST:PORT or "
-                             "-c CONFIG so wsqctl can reach it",
-                             c->data_dir, p, who);
-    }
-    return via_broker(c, pid, who);
-}
-
-static void finish(target_t *t)
-{
-    if (t->store) {
-        wsq_store_stop(t->store);
-        wsq_store_close(t->store);
-        t->store = NULL;
-    }
+    return v == CTL_VIA_BROKER ? "broker" : "store";
 }
 
 static bool consumer_valid(const char *s)
@@ -197,13 +47,14 @@ static int bad_topic(wsqctl_t *c, const char *t)
                          t);
 }
 
-/* Explains a not_found: the topic or the consumer. Reads the store when it can. */
-static int not_found(wsqctl_t *c, target_t *t, const char *topic, const char *consumer)
+/* Explains a not_found: the topic or the consumer. Reads the store when it is here: the local
+ * one, or the broker's when its lock is held by the broker's pid (it may be on another machine). */
+static int not_found(wsqctl_t *c, ctl_target_t *t, const char *topic, const char *consumer)
 {
     bool topic_exists = true;
     wsq_store_t *s = t->store;
     bool opened = false;
-    if (s == NULL && c->data_dir) {
+    if (s == NULL && c->data_dir && wsq__ctl_lock_holder(c->data_dir, NULL, 0) == t->who.pid) {
         wsq_store_opts_t o;
         wsq_store_opts_init(&o);
         o.path = c->data_dir;
@@ -250,14 +101,14 @@ int wsq__ctl_cmd_purge(wsqctl_t *c, int argc, char **argv)
                              "--older-than must be a duration such as 500ms, 90s, 15m, 2h, 7d, "
                              "not '%s'",
                              c->older_than);
-    target_t t;
-    int rc = choose(c, false, &t);
+    ctl_target_t t;
+    int rc = wsq__ctl_target(c, CTL_NEED_WRITE, false, &t);
     if (rc != CTL_OK) {
-        finish(&t);
+        wsq__ctl_target_fini(&t);
         return rc;
     }
     uint64_t removed = 0, first = 0, next = 0;
-    if (t.via == VIA_BROKER) {
+    if (t.via == CTL_VIA_BROKER) {
         char path[512];
         if (c->all)
             snprintf(path, sizeof(path), "/admin/purge?topic=%s&all=true", topic);
@@ -292,7 +143,7 @@ int wsq__ctl_cmd_purge(wsqctl_t *c, int argc, char **argv)
     } else {
         wsq_wreq_t *req = wsq_wreq_new(WSQ_WOP_PURGE, topic, strlen(topic), NULL, 0, 0);
         if (req == NULL) {
-            finish(&t);
+            wsq__ctl_target_fini(&t);
             return wsq__ctl_fail(c, CTL_ERR, "nomem", "out of memory");
         }
         req->purge_mode = c->all ? WSQ_PURGE_ALL : c->before ? WSQ_PURGE_BEFORE : WSQ_PURGE_OLDER;
@@ -311,7 +162,7 @@ int wsq__ctl_cmd_purge(wsqctl_t *c, int argc, char **argv)
         first = ti.first_seq;
         next = ti.next_seq;
     }
-    finish(&t);
+    wsq__ctl_target_fini(&t);
     if (rc != CTL_OK)
         return rc;
     if (c->json)
@@ -321,7 +172,7 @@ int wsq__ctl_cmd_purge(wsqctl_t *c, int argc, char **argv)
     else
         printf("purged %llu message%s from %s via %s (first seq now %llu, next seq %llu)\n",
                (unsigned long long)removed, removed == 1 ? "" : "s", topic,
-               t.via == VIA_BROKER ? "the broker" : "the store", (unsigned long long)first,
+               t.via == CTL_VIA_BROKER ? "the broker" : "the store", (unsigned long long)first,
                (unsigned long long)next);
     return CTL_OK;
 }
@@ -337,13 +188,13 @@ int wsq__ctl_cmd_delete_consumer(wsqctl_t *c, int argc, char **argv)
     if (!consumer_valid(name))
         return wsq__ctl_fail(c, CTL_USAGE, "usage",
                              "'%s' is not a consumer name: 1-128 bytes of [A-Za-z0-9._-]", name);
-    target_t t;
-    int rc = choose(c, false, &t);
+    ctl_target_t t;
+    int rc = wsq__ctl_target(c, CTL_NEED_WRITE, false, &t);
     if (rc != CTL_OK) {
-        finish(&t);
+        wsq__ctl_target_fini(&t);
         return rc;
     }
-    if (t.via == VIA_BROKER) {
+    if (t.via == CTL_VIA_BROKER) {
         char path[512];
         snprintf(path, sizeof(path), "/admin/delete-consumer?topic=%s&consumer=%s", topic, name);
         ctl_http_resp_t r;
@@ -362,7 +213,7 @@ int wsq__ctl_cmd_delete_consumer(wsqctl_t *c, int argc, char **argv)
         wsq_wreq_t *req =
             wsq_wreq_new(WSQ_WOP_CONSUMER_DELETE, topic, strlen(topic), name, strlen(name), 0);
         if (req == NULL) {
-            finish(&t);
+            wsq__ctl_target_fini(&t);
             return wsq__ctl_fail(c, CTL_ERR, "nomem", "out of memory");
         }
         wsq_err err = wsq_store_call(t.store, req);
@@ -372,7 +223,7 @@ int wsq__ctl_cmd_delete_consumer(wsqctl_t *c, int argc, char **argv)
         else if (err != WSQ_OK)
             rc = wsq__ctl_store_fail(c, err, "deleting the consumer");
     }
-    finish(&t);
+    wsq__ctl_target_fini(&t);
     if (rc != CTL_OK)
         return rc;
     if (c->json)
@@ -380,8 +231,9 @@ int wsq__ctl_cmd_delete_consumer(wsqctl_t *c, int argc, char **argv)
                                   1, "via", via_name(t.via)));
     else
         printf("deleted consumer %s of %s via %s\n", name, topic,
-               t.via == VIA_BROKER ? "the broker (its live session, if any, was closed with 4014)"
-                                   : "the store");
+               t.via == CTL_VIA_BROKER
+                   ? "the broker (its live session, if any, was closed with 4014)"
+                   : "the store");
     return CTL_OK;
 }
 
@@ -445,7 +297,7 @@ static void imp_done(wsq_wreq_t *r, void *arg)
 
 typedef struct {
     wsqctl_t *c;
-    target_t *t;
+    ctl_target_t *t;
     const char *src;   /* file name for messages */
     uint64_t imported; /* messages stored so far */
     uint64_t body_max; /* largest request body (broker) */
@@ -508,7 +360,7 @@ static int send_lines(importer_t *im, size_t a, size_t b)
 static int flush_chunk(importer_t *im)
 {
     int rc = CTL_OK;
-    if (im->t->via == VIA_BROKER) {
+    if (im->t->via == CTL_VIA_BROKER) {
         if (im->nlines)
             rc = send_lines(im, 0, im->nlines);
         im->nlines = 0;
@@ -551,7 +403,7 @@ static int flush_chunk(importer_t *im)
 /* Adds one valid line (already decoded into f) to the current chunk. */
 static int add_line(importer_t *im, const char *line, size_t n, uint64_t lineno, wsq_frame_t *f)
 {
-    if (im->t->via == VIA_BROKER) {
+    if (im->t->via == CTL_VIA_BROKER) {
         bool nl = n > 0 && line[n - 1] == '\n';
         if (im->nlines > 0 && (im->nlines >= IMPORT_LINES || im->body.len + n + 1 > im->body_max)) {
             int rc = flush_chunk(im);
@@ -610,7 +462,7 @@ int wsq__ctl_cmd_import(wsqctl_t *c, int argc, char **argv)
         return wsq__ctl_fail(c, CTL_ERR, errno == EACCES ? "permission_denied" : "io_error",
                              "cannot open %s: %s", src, strerror(errno));
     const char *name = from_stdin ? "stdin" : src;
-    target_t t;
+    ctl_target_t t;
     importer_t im;
     memset(&im, 0, sizeof(im));
     im.c = c;
@@ -627,7 +479,7 @@ int wsq__ctl_cmd_import(wsqctl_t *c, int argc, char **argv)
     wsq_frame_init(&f);
 
     /* The lock first: offline, a wsqd cannot start while the input is read. */
-    int rc = choose(c, true, &t);
+    int rc = wsq__ctl_target(c, CTL_NEED_WRITE, true, &t);
     if (rc != CTL_OK)
         goto done;
     size_t max_payload = c->cfg ? (size_t)c->cfg->limits.max_message_size : IMPORT_MAX_PAYLOAD;
@@ -702,13 +554,13 @@ int wsq__ctl_cmd_import(wsqctl_t *c, int argc, char **argv)
     else
         printf("imported %llu message%s from %s via %s (new seqs)\n",
                (unsigned long long)im.imported, im.imported == 1 ? "" : "s", name,
-               t.via == VIA_BROKER ? "the broker" : "the store");
+               t.via == CTL_VIA_BROKER ? "the broker" : "the store");
 done:
     for (wsq_wreq_t *r = im.head, *nx; r; r = nx) {
         nx = r->next;
         wsq_wreq_free(&r);
     }
-    finish(&t);
+    wsq__ctl_target_fini(&t);
     wsq_frame_clear(&f);
     free(line);
     free(im.offs);

@@ -1,5 +1,6 @@
-/* Errors, human formats, tables, and locating the store and the broker. */
+/* Errors, human formats, tables, the broker's address and the data-dir lock. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,7 +274,7 @@ bool wsq__ctl_parse_url(const char *s, ctl_url_t *u, char *err, size_t errlen)
     return true;
 }
 
-/* ---- the store ---- */
+/* ---- the data-dir lock and directories ---- */
 
 long wsq__ctl_lock_holder(const char *dir, char *what, size_t len)
 {
@@ -294,49 +295,10 @@ long wsq__ctl_lock_holder(const char *dir, char *what, size_t len)
     return pid;
 }
 
-int wsq__ctl_resolve_data(wsqctl_t *c)
+bool wsq__ctl_same_dir(const char *a, const char *b)
 {
-    if (c->data_dir)
-        return CTL_OK;
-    const char *dir = "./data", *why = "the default";
-    char broker_dir[4096];
-    c->data_explicit = true;
-    if (c->data_opt) {
-        dir = c->data_opt, why = "--data";
-    } else if (c->cfg) {
-        dir = c->cfg->storage.path, why = "storage.path of -c";
-    } else if (c->has_url) {
-        ctl_whoami_t w;
-        int rc = wsq__ctl_whoami(c, &w);
-        if (rc != CTL_OK)
-            return rc;
-        snprintf(broker_dir, sizeof(broker_dir), "%s", w.data);
-        dir = broker_dir, why = "the broker at --url";
-    } else {
-        c->data_explicit = false;
-    }
-    c->data_dir = strdup(dir);
-    if (c->data_dir == NULL)
-        return wsq__ctl_fail(c, CTL_ERR, "nomem", "out of memory");
-    wsq__ctl_note(c, "store: %s (from %s)", c->data_dir, why);
-    return CTL_OK;
-}
-
-int wsq__ctl_open_ro(wsqctl_t *c, wsq_store_t **out)
-{
-    int rc = wsq__ctl_resolve_data(c);
-    if (rc != CTL_OK)
-        return rc;
-    wsq_store_opts_t o;
-    wsq_store_opts_init(&o);
-    o.path = c->data_dir;
-    o.flags = WSQ_STORE_READONLY;
-    if (c->cfg) {
-        o.max_readers = c->cfg->storage.max_readers;
-        o.map_size_max = c->cfg->storage.map_size_max;
-    }
-    wsq_err err = wsq_store_open(&o, out, NULL);
-    if (err != WSQ_OK)
-        return wsq__ctl_store_fail(c, err, "opening the store");
-    return CTL_OK;
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (realpath(a, ra) == NULL || realpath(b, rb) == NULL)
+        return strcmp(a, b) == 0;
+    return strcmp(ra, rb) == 0;
 }

@@ -17,6 +17,12 @@ Usage in a test file:
 
 Every process a test starts is stopped by PID at the end of the test; temp dirs are removed
 (WSQ_KEEP=1 keeps them).
+
+wsqctl asks the broker at the default URL (http://127.0.0.1:8080) whether it runs, and another
+wsqd on this machine may answer there. So self.ctl() runs wsqctl with $WSQ_URL set to a loopback
+port where nothing answers (NO_BROKER_URL) unless a test passes its own WSQ_URL: a test that gives
+no --url or -c sees "no broker" for certain. test_10 runs in a network namespace of its own to use
+the real default.
 """
 
 import fcntl
@@ -41,6 +47,8 @@ import wsqharness  # noqa: E402  (the shared WebSocket upgrade and frame helpers
 
 WSQD = None
 WSQCTL = None
+NO_BROKER_URL = None  # a loopback port bound without listen(): connections are refused
+_no_broker_sock = None
 
 # Under ASan everything is slower: scale the waits.
 SLOW = 3.0 if os.environ.get("WSQ_SLOW") or os.environ.get("ASAN_OPTIONS") else 1.0
@@ -62,9 +70,9 @@ class Wsqd:
     """One wsqd on one temp data dir (restartable)."""
 
     def __init__(self, base, extra_yaml="", anonymous_admin=True, auth_yaml=None, sync="full",
-                 tls=None):
+                 tls=None, storage_path=None):
         self.dir = tempfile.mkdtemp(prefix="wsqctl-", dir=base)
-        self.data = os.path.join(self.dir, "data")
+        self.data = os.path.join(self.dir, "data")  # wsqd runs in self.dir: ./data is this
         self.conf = os.path.join(self.dir, "wsq.yaml")
         self.log_path = os.path.join(self.dir, "wsqd.log")
         self.port = free_port()
@@ -78,7 +86,8 @@ class Wsqd:
             f.write("listeners:\n  - address: 127.0.0.1\n    port: %d\n" % self.port)
             if tls:
                 f.write("    tls:\n      cert: %s\n      key: %s\n" % tls)
-            f.write("storage:\n  path: %s\n  sync: %s\n" % (json.dumps(self.data), sync))
+            f.write("storage:\n  path: %s\n  sync: %s\n"
+                    % (json.dumps(storage_path or self.data), sync))
             f.write(auth_yaml)
             f.write("log:\n  level: info\n")
             f.write(extra_yaml)
@@ -387,6 +396,19 @@ def lock_held(data_dir):
         os.close(fd)
 
 
+def ctl_env(env):
+    """The environment for wsqctl: no token, no broker at $WSQ_URL, then env (None removes)."""
+    e = dict(os.environ)
+    e.pop("WSQ_TOKEN", None)
+    e["WSQ_URL"] = NO_BROKER_URL
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
+    return e
+
+
 def wait_until(fn, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout * SLOW
     while True:
@@ -419,14 +441,11 @@ class CtlTestCase(unittest.TestCase):
         self.addCleanup(d.cleanup)
         return d
 
-    def ctl(self, *args, input=None, timeout=60.0, env=None):
-        """Runs wsqctl; returns (rc, stdout str, stderr str)."""
-        e = dict(os.environ)
-        e.pop("WSQ_TOKEN", None)
-        if env:
-            e.update(env)
+    def ctl(self, *args, input=None, timeout=60.0, env=None, cwd=None):
+        """Runs wsqctl in cwd (default self.tmp); returns (rc, stdout str, stderr str).
+        env: variables to set; a value of None removes the variable."""
         p = subprocess.run([WSQCTL] + list(args), input=input, capture_output=True,
-                           timeout=timeout * SLOW, env=e, cwd=self.tmp)
+                           timeout=timeout * SLOW, env=ctl_env(env), cwd=cwd or self.tmp)
         return (p.returncode, p.stdout.decode("utf-8", "replace"),
                 p.stderr.decode("utf-8", "replace"))
 
@@ -457,10 +476,9 @@ class CtlTestCase(unittest.TestCase):
 
     def spawn(self, *args, stdin=None):
         """wsqctl in the background (stdout/stderr piped); killed at cleanup."""
-        e = dict(os.environ)
-        e.pop("WSQ_TOKEN", None)
         p = subprocess.Popen([WSQCTL] + list(args), stdin=stdin or subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd=self.tmp)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ctl_env(None),
+                             cwd=self.tmp)
         self._procs.append(p)
 
         def reap():
@@ -491,13 +509,16 @@ class _Result(unittest.TextTestResult):
 
 def main():
     """python3 test_x.py WSQD WSQCTL [unittest args]"""
-    global WSQD, WSQCTL
+    global WSQD, WSQCTL, NO_BROKER_URL, _no_broker_sock
     argv = list(sys.argv)
     if len(argv) < 3:
         sys.stderr.write("usage: %s WSQD WSQCTL [unittest options]\n" % argv[0])
         sys.exit(2)
     WSQD = os.path.abspath(argv.pop(1))
     WSQCTL = os.path.abspath(argv.pop(1))
+    _no_broker_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    _no_broker_sock.bind(("127.0.0.1", 0))  # held, never listening, for the whole run
+    NO_BROKER_URL = "http://127.0.0.1:%d" % _no_broker_sock.getsockname()[1]
     runner = unittest.TextTestRunner(resultclass=_Result, verbosity=2, stream=sys.stderr)
     prog = unittest.main(argv=argv, testRunner=runner, exit=False)
     sys.exit(0 if prog.result.wasSuccessful() else 1)

@@ -137,16 +137,16 @@ class Inspect(h.CtlTestCase):
             return cs[0] if cs and cs[0]["ack_floor"] == 3 else None
         c = h.wait_until(c1, what="consumer c1 with ack floor 3")
         self.assertEqual(c["topic"], "ins.text")
-        self.assertEqual((c["delivered_upto"], c["pending"], c["lag"]), (5, 2, 2))
+        self.assertEqual((c["delivered_upto"], c["pending"], c["lag"], c["gap"]), (5, 2, 2, None))
         self.assertGreaterEqual(c["last_seen_age_ms"], 0)
         doc = self.ctl_json("-c", conf, "consumers", "ins.bin")
         self.assertEqual(doc["consumers"], [])
         out, _ = self.ctl_ok("-c", conf, "consumers", "ins.text")
-        lines = columns_aligned(self, out, {"ACK-FLOOR", "DELIVERED", "PENDING", "LAG",
+        lines = columns_aligned(self, out, {"ACK-FLOOR", "DELIVERED", "PENDING", "LAG", "GAP",
                                             "MAX-DELIV", "LAST-SEEN"})
         self.assertEqual(lines[0].split(), ["TOPIC", "CONSUMER", "ACK-FLOOR", "DELIVERED",
-                                            "PENDING", "LAG", "MAX-DELIV", "LAST-SEEN"])
-        self.assertRegex(lines[1], r"^ins\.text\s+c1\s+3\s+5\s+2\s+2\s+\d+\s+\d+s$")
+                                            "PENDING", "LAG", "GAP", "MAX-DELIV", "LAST-SEEN"])
+        self.assertRegex(lines[1], r"^ins\.text\s+c1\s+3\s+5\s+2\s+2\s+-\s+\d+\s+\d+s$")
 
         # -- check, live
         ck = self.ctl_json("-c", conf, "check")
@@ -166,7 +166,9 @@ class Inspect(h.CtlTestCase):
         self.assertIn("ins.text", [t["name"] for t in doc["topics"]])
         # --verbose says where the store came from
         _, err = self.ctl_ok("--url", d.url, "-v", "stats")
-        self.assertIn("from the broker at --url", err)
+        self.assertIn("wsqctl: using the broker at %s (store %s)\n" % (d.url,
+                                                                       os.path.realpath(d.data)),
+                      err)
 
 
 if __name__ == "__main__":

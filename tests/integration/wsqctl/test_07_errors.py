@@ -160,6 +160,8 @@ class StoreErrors(h.CtlTestCase):
         self.ctl_fails(1, "--data", data, "compact", dest,
                        pattern=r"already holds a store \(data\.mdb\)")
         self.ctl_fails(2, "--data", data, "compact", data, pattern=r"another directory")
+        self.ctl_fails(1, "--data", data, "compact", os.path.join(self.tmp, "no", "copy"),
+                       pattern=r"cannot create .*/no/copy: its parent directory does not exist")
 
 
 class NotFound(h.CtlTestCase):
@@ -227,11 +229,15 @@ class Permission(h.CtlTestCase):
         C = ("-c", d.conf)
         out, _ = self.ctl_ok(*C, "--token", "app-secret", "pub", "p.t", "hello")
         self.assertEqual(out, "1\n")
+        # (a wsqd whose /admin/whoami answers without admin rights says "admin": false; one
+        # where all of /admin/* needs admin answers 401/403: either way the message says so)
         self.ctl_fails(1, *C, "purge", "p.t", "--all",
-                       pattern=r"permission denied: identity 'anonymous' has no admin rights on "
-                               r"the broker at %s; pass --token" % d.url)
+                       pattern=r"permission denied: (identity 'anonymous' has no admin rights on "
+                               r"the broker at %s|the broker at %s needs credentials with admin "
+                               r"rights \(unauthorized).*; pass --token" % (d.url, d.url))
         self.ctl_fails(1, *C, "--token", "app-secret", "delete-consumer", "p.t", "c",
-                       pattern=r"permission denied: identity 'app' has no admin rights")
+                       pattern=r"permission denied: (identity 'app' has no admin rights|the "
+                               r"broker at .* refused this identity \(forbidden)")
         self.ctl_fails(1, *C, "--token", "wrong", "purge", "p.t", "--all",
                        pattern=r"permission denied: the broker at .* needs credentials with "
                                r"admin rights \(unauthorized")
@@ -251,8 +257,14 @@ class Permission(h.CtlTestCase):
                        pattern=r"permission denied: the broker at .* refused the connection "
                                r"\(401 unauthorized\)")
         self.ctl_fails(1, *C, "sub", "p.t", pattern=r"permission denied subscribing to p\.t")
-        # reads do not need the broker at all
+        # reads need no admin rights: the store of -c is read directly
         self.assertEqual(self.ctl_json(*C, "topics")["topics"][0]["name"], "p.t")
+        self.assertEqual(self.ctl_json(*C, "--token", "wrong", "topics")["topics"][0]["name"],
+                         "p.t")
+        # ... but without a store to read, a broker that refuses wsqctl is the answer
+        self.ctl_fails(1, "--url", d.url, "--token", "wrong", "topics",
+                       pattern=r"permission denied: the broker at %s needs credentials with "
+                               r"admin rights \(unauthorized.*--data DIR reads a store" % d.url)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,14 @@ class PubSub(h.CtlTestCase):
                                r"failed .*--insecure skips the check")
         out, _ = self.ctl_ok(*C, "--insecure", "pub", "tls.t", "secret")
         self.assertEqual(out, "1\n")
+        # reads need no trust in the broker: the store of -c is read directly, and -v says why
+        out, err = self.ctl_ok(*C, "-v", "--json", "topics")
+        self.assertEqual(json.loads(out)["topics"][0]["name"], "tls.t")
+        self.assertEqual(err, "wsqctl: the broker at %s has a TLS certificate wsqctl does not "
+                              "trust; using the store %s\n" % (d.url, d.data))
+        _, err = self.ctl_ok(*C, "-v", "--insecure", "topics")
+        self.assertEqual(err, "wsqctl: using the broker at %s (store %s)\n"
+                         % (d.url, os.path.realpath(d.data)))
         out, _ = self.ctl_ok("--url", "wss://127.0.0.1:%d" % d.port, "--insecure", "sub", "tls.t",
                              "--from", "earliest", "--count", "1")
         self.assertEqual(out, "secret\n")
