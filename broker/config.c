@@ -677,8 +677,8 @@ typedef enum {
 static const char *origin_problem(const char *s)
 {
     const char *host;
-    if (strcmp(s, "*") == 0)
-        return "'*' is not an origin: leave allowed_origins empty to allow any origin";
+    if (strcmp(s, "*") == 0 || strcmp(s, "null") == 0)
+        return NULL; /* any origin; the origin of sandboxed and file:// pages */
     if (strncmp(s, "https://", 8) == 0)
         host = s + 8;
     else if (strncmp(s, "http://", 7) == 0)
@@ -1084,7 +1084,7 @@ static wsq_err parse_limits(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     L_DUR(M_CONSUMER_TTL, 0, 3650 * DAY, consumer_ttl_ms)
     L_DUR(M_SHUTDOWN, 0, HOUR, shutdown_timeout_ms)
     L_SIZE32(M_HTTP_BODY, 1, (uint32_t)GiB, max_http_body)
-    L_SIZE32(M_HEADER, (uint32_t)(4 * KiB), (uint32_t)MiB, max_header_size)
+    L_SIZE32(M_HEADER, (uint32_t)(4 * KiB), (uint32_t)(63 * KiB), max_header_size)
 #undef L_SIZE
 #undef L_SIZE32
 #undef L_U32
@@ -1109,7 +1109,7 @@ static wsq_err parse_limits(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
 }
 
 static wsq_err parse_rights(cfg_ctx_t *c, yaml_node_t **pub, yaml_node_t **sub, yaml_node_t **admin,
-                            const char *path, wsq_rights_t *r)
+                            yaml_node_t **metrics, const char *path, wsq_rights_t *r)
 {
     wsq_err rc;
     if (*pub && (rc = get_list(c, *pub, path, "publish", ITEM_PATTERN, &r->publish)) != WSQ_OK)
@@ -1117,6 +1117,8 @@ static wsq_err parse_rights(cfg_ctx_t *c, yaml_node_t **pub, yaml_node_t **sub, 
     if (*sub && (rc = get_list(c, *sub, path, "subscribe", ITEM_PATTERN, &r->subscribe)) != WSQ_OK)
         return rc;
     if (*admin && (rc = get_bool(c, *admin, path, "admin", &r->admin)) != WSQ_OK)
+        return rc;
+    if (*metrics && (rc = get_bool(c, *metrics, path, "metrics", &r->metrics)) != WSQ_OK)
         return rc;
     return WSQ_OK;
 }
@@ -1176,16 +1178,17 @@ static wsq_err get_sha256(cfg_ctx_t *c, yaml_node_t *n, const char *path, unsign
 
 static wsq_err parse_token(cfg_ctx_t *c, yaml_node_t *n, const char *path, wsq_token_conf_t *t)
 {
-    enum { K_NAME, K_SHA, K_PUB, K_SUB, K_ADMIN, K_N };
-    static const char *const keys[] = {"name", "sha256", "publish", "subscribe", "admin"};
+    enum { K_NAME, K_SHA, K_PUB, K_SUB, K_ADMIN, K_METRICS, K_N };
+    static const char *const keys[] = {"name",      "sha256", "publish",
+                                       "subscribe", "admin",  "metrics"};
     char shown[SHOW_MAX * 4 + 8];
     yaml_node_t *v[K_N];
     wsq_err rc;
 
     if (n->type != YAML_MAPPING_NODE)
         return cfg_fail(c, n, path, NULL,
-                        "expected a mapping with name, sha256, publish, subscribe and admin; "
-                        "got %s",
+                        "expected a mapping with name, sha256, publish, subscribe, admin and "
+                        "metrics; got %s",
                         show(n, shown, sizeof(shown)));
     /* a plaintext token gets its own message, before the generic unknown-key one */
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
@@ -1210,7 +1213,7 @@ static wsq_err parse_token(cfg_ctx_t *c, yaml_node_t *n, const char *path, wsq_t
                         show(v[K_NAME], shown, sizeof(shown)));
     if ((rc = get_sha256(c, v[K_SHA], path, t->sha256)) != WSQ_OK)
         return rc;
-    return parse_rights(c, &v[K_PUB], &v[K_SUB], &v[K_ADMIN], path, &t->rights);
+    return parse_rights(c, &v[K_PUB], &v[K_SUB], &v[K_ADMIN], &v[K_METRICS], path, &t->rights);
 }
 
 static wsq_err parse_tokens(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
@@ -1407,8 +1410,8 @@ static wsq_err parse_auth(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
 {
     enum { A_ANON, A_TOKENS, A_JWT, A_ORIGINS, A_N };
     static const char *const keys[] = {"anonymous", "tokens", "jwt", "allowed_origins"};
-    enum { R_PUB, R_SUB, R_ADMIN, R_N };
-    static const char *const rkeys[] = {"publish", "subscribe", "admin"};
+    enum { R_PUB, R_SUB, R_ADMIN, R_METRICS, R_N };
+    static const char *const rkeys[] = {"publish", "subscribe", "admin", "metrics"};
     yaml_node_t *v[A_N], *r[R_N];
     wsq_err rc;
 
@@ -1417,8 +1420,8 @@ static wsq_err parse_auth(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     if (v[A_ANON]) {
         if ((rc = map_keys(c, v[A_ANON], "auth.anonymous", rkeys, R_N, r)) != WSQ_OK)
             return rc;
-        if ((rc = parse_rights(c, &r[R_PUB], &r[R_SUB], &r[R_ADMIN], "auth.anonymous",
-                               &cfg->auth.anonymous)) != WSQ_OK)
+        if ((rc = parse_rights(c, &r[R_PUB], &r[R_SUB], &r[R_ADMIN], &r[R_METRICS],
+                               "auth.anonymous", &cfg->auth.anonymous)) != WSQ_OK)
             return rc;
     }
     if (v[A_TOKENS] && (rc = parse_tokens(c, v[A_TOKENS], cfg)) != WSQ_OK)
@@ -1428,6 +1431,26 @@ static wsq_err parse_auth(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     if (v[A_ORIGINS] && (rc = get_list(c, v[A_ORIGINS], "auth", "allowed_origins", ITEM_ORIGIN,
                                        &cfg->auth.allowed_origins)) != WSQ_OK)
         return rc;
+    return WSQ_OK;
+}
+
+static wsq_err parse_metrics(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
+{
+    enum { X_AUTH, X_N };
+    static const char *const keys[] = {"auth"};
+    static const char *const modes[] = {"token", "public"};
+    static const wsq_metrics_auth_t mode_vals[] = {WSQ_METRICS_AUTH_TOKEN, WSQ_METRICS_AUTH_PUBLIC};
+    yaml_node_t *v[X_N];
+    wsq_err rc;
+    int e;
+
+    if ((rc = map_keys(c, n, "metrics", keys, X_N, v)) != WSQ_OK)
+        return rc;
+    if (v[X_AUTH]) {
+        if ((rc = get_enum(c, v[X_AUTH], "metrics", "auth", modes, 2, &e)) != WSQ_OK)
+            return rc;
+        cfg->metrics.auth = mode_vals[e];
+    }
     return WSQ_OK;
 }
 
@@ -1492,6 +1515,9 @@ static wsq_err set_defaults(wsq_config_t *cfg)
     cfg->limits.max_http_body = (uint32_t)MiB;
     cfg->limits.max_header_size = (uint32_t)(16 * KiB);
 
+    /* secure by default: the text names topics and consumers */
+    cfg->metrics.auth = WSQ_METRICS_AUTH_TOKEN;
+
     cfg->log.level = WSQ_LOG_INFO;
     cfg->log.json = false;
     return WSQ_OK;
@@ -1499,9 +1525,9 @@ static wsq_err set_defaults(wsq_config_t *cfg)
 
 static wsq_err parse_root(cfg_ctx_t *c, yaml_node_t *root, wsq_config_t *cfg)
 {
-    enum { T_LISTENERS, T_STORAGE, T_RETENTION, T_LIMITS, T_AUTH, T_LOG, T_N };
-    static const char *const keys[] = {"listeners", "storage", "retention",
-                                       "limits",    "auth",    "log"};
+    enum { T_LISTENERS, T_STORAGE, T_RETENTION, T_LIMITS, T_AUTH, T_METRICS, T_LOG, T_N };
+    static const char *const keys[] = {"listeners", "storage", "retention", "limits",
+                                       "auth",      "metrics", "log"};
     char shown[SHOW_MAX * 4 + 8];
     yaml_node_t *v[T_N];
     wsq_err rc;
@@ -1509,7 +1535,7 @@ static wsq_err parse_root(cfg_ctx_t *c, yaml_node_t *root, wsq_config_t *cfg)
     if (root != NULL && root->type != YAML_MAPPING_NODE && !is_null(root)) {
         errf(c,
              "%s:%zu:%zu: expected a mapping of sections (listeners, storage, retention, "
-             "limits, auth, log) at the top level; got %s",
+             "limits, auth, metrics, log) at the top level; got %s",
              c->source, (size_t)root->start_mark.line + 1, (size_t)root->start_mark.column + 1,
              show(root, shown, sizeof(shown)));
         return WSQ_ERR_BAD_CONFIG;
@@ -1533,6 +1559,7 @@ static wsq_err parse_root(cfg_ctx_t *c, yaml_node_t *root, wsq_config_t *cfg)
         (rc = parse_retention(c, v[T_RETENTION], cfg)) != WSQ_OK ||
         (rc = parse_limits(c, v[T_LIMITS], cfg)) != WSQ_OK ||
         (rc = parse_auth(c, v[T_AUTH], cfg)) != WSQ_OK ||
+        (rc = parse_metrics(c, v[T_METRICS], cfg)) != WSQ_OK ||
         (rc = parse_log(c, v[T_LOG], cfg)) != WSQ_OK)
         return rc;
     return WSQ_OK;
@@ -1620,6 +1647,51 @@ void wsq_config_free(wsq_config_t **cfgp)
     *cfgp = NULL;
 }
 
+/* Deepest nesting a config may have. Real configs nest 4 levels; libyaml composes a document in
+ * time quadratic in its depth (100k levels took 14 s), so depth is checked first, on events,
+ * stopping at the first level too deep. */
+#define CONFIG_MAX_DEPTH 64
+
+/* WSQ_OK, or WSQ_ERR_BAD_CONFIG naming file:line:column of the first collection too deep. A
+ * syntax error is left for yaml_parser_load to report. */
+static wsq_err check_depth(cfg_ctx_t *c, const char *yaml, size_t len)
+{
+    yaml_parser_t p;
+    yaml_event_t ev;
+    int depth = 0;
+    wsq_err rc = WSQ_OK;
+    if (!yaml_parser_initialize(&p))
+        return cfg_nomem(c);
+    yaml_parser_set_input_string(&p, (const unsigned char *)yaml, len);
+    for (bool done = false; !done && rc == WSQ_OK;) {
+        if (!yaml_parser_parse(&p, &ev))
+            break;
+        switch (ev.type) {
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            if (++depth > CONFIG_MAX_DEPTH) {
+                errf(c, "%s:%zu:%zu: nested deeper than %d levels", c->source,
+                     (size_t)ev.start_mark.line + 1, (size_t)ev.start_mark.column + 1,
+                     CONFIG_MAX_DEPTH);
+                rc = WSQ_ERR_BAD_CONFIG;
+            }
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            depth--;
+            break;
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    return rc;
+}
+
 wsq_err wsq_config_parse(const char *yaml, size_t len, const char *source, wsq_config_t **out,
                          char *errbuf, size_t errlen)
 {
@@ -1643,6 +1715,8 @@ wsq_err wsq_config_parse(const char *yaml, size_t len, const char *source, wsq_c
     if (yaml == NULL)
         yaml = "";
 
+    if ((rc = check_depth(&c, yaml, len)) != WSQ_OK)
+        return rc;
     if (!yaml_parser_initialize(&parser))
         return cfg_nomem(&c);
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);

@@ -213,6 +213,10 @@ static wsq_err rights(const json_t *obj, wsq_rights_t *r)
             if (!json_is_boolean(v))
                 return WSQ_ERR_INVAL;
             r->admin = json_is_true(v);
+        } else if (strcmp(key, "metrics") == 0) {
+            if (!json_is_boolean(v))
+                return WSQ_ERR_INVAL;
+            r->metrics = json_is_true(v);
         } else {
             return WSQ_ERR_INVAL;
         }

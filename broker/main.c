@@ -12,7 +12,8 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: wsqd [-c FILE] [--check-config FILE] [--version] [--help]\n"
+    fprintf(f, "usage: wsqd [-c FILE] [--check-config FILE] [--print-default] [--version] "
+               "[--help]\n"
                "\n"
                "  -c, --config FILE        run with this config (default: the embedded\n"
                "                           conf/wsq.yaml: 127.0.0.1:8080, data in ./data)\n"

@@ -28,11 +28,13 @@ typedef struct {
     size_t n;
 } wsq_strlist_t;
 
-/* Rights of an identity: topic patterns (see wsq/topic.h) it may publish to and subscribe to. */
+/* Rights of an identity: topic patterns (see wsq/topic.h) it may publish to and subscribe to,
+ * and the two HTTP rights. */
 typedef struct {
     wsq_strlist_t publish;
     wsq_strlist_t subscribe;
-    bool admin; /* may use the admin endpoint (wsqctl mutations) */
+    bool admin;   /* may use the admin endpoint (wsqctl mutations); implies metrics */
+    bool metrics; /* may read GET /metrics when metrics.auth is token */
 } wsq_rights_t;
 
 typedef struct {
@@ -61,6 +63,13 @@ typedef enum {
     WSQ_LOG_INFO,
     WSQ_LOG_DEBUG,
 } wsq_log_level_t;
+
+/* Who may read GET /metrics. The text names topics and consumers, so it is not public unless the
+ * config says so. */
+typedef enum {
+    WSQ_METRICS_AUTH_TOKEN = 0, /* only an identity with the metrics or the admin right (default) */
+    WSQ_METRICS_AUTH_PUBLIC,    /* anyone who can connect, without credentials */
+} wsq_metrics_auth_t;
 
 typedef struct {
     char *source; /* file name the config came from ("<default>" for the embedded one) */
@@ -114,10 +123,15 @@ typedef struct {
         size_t n_tokens;
         char *jwt_secret; /* HS256 secret (from auth.jwt.secret or secret_file) */
         size_t jwt_secret_len;
-        char *jwt_issuer;              /* required "iss" when set */
-        char *jwt_audience;            /* required "aud" when set */
-        wsq_strlist_t allowed_origins; /* browser Origin values allowed; empty = any */
+        char *jwt_issuer;   /* required "iss" when set */
+        char *jwt_audience; /* required "aud" when set */
+        /* browser Origin values allowed ("*": any); empty = only the listener's own origin */
+        wsq_strlist_t allowed_origins;
     } auth;
+
+    struct {
+        wsq_metrics_auth_t auth; /* default token */
+    } metrics;
 
     struct {
         wsq_log_level_t level; /* default info */

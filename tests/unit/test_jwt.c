@@ -242,6 +242,56 @@ static void test_jwt_valid_with_rights(void **state)
     free(t);
 }
 
+/* "metrics" is a boolean right of its own: granting it grants nothing else, and admin does not
+ * set it (the HTTP side lets admin read /metrics). */
+static void test_jwt_metrics_right(void **state)
+{
+    (void)state;
+    char *t;
+    mint("{\"sub\":\"prometheus\",\"wsq\":{\"metrics\":true}}", &t);
+    wsq_jwt_claims_t c;
+    const char *why = NULL;
+    assert_int_equal(wsq_jwt_verify(t, strlen(t), (const unsigned char *)SECRET, SECRET_LEN, NULL,
+                                    NULL, NOW, 0, &c, &why),
+                     WSQ_OK);
+    assert_string_equal(why, "ok");
+    assert_string_equal(c.sub, "prometheus");
+    assert_true(c.rights.metrics);
+    assert_false(c.rights.admin);
+    assert_int_equal(c.rights.publish.n, 0);
+    assert_int_equal(c.rights.subscribe.n, 0);
+    wsq_jwt_claims_fini(&c);
+    free(t);
+
+    mint("{\"sub\":\"ops\",\"wsq\":{\"sub\":[\">\"],\"admin\":true,\"metrics\":false}}", &t);
+    assert_int_equal(wsq_jwt_verify(t, strlen(t), (const unsigned char *)SECRET, SECRET_LEN, NULL,
+                                    NULL, NOW, 0, &c, &why),
+                     WSQ_OK);
+    assert_false(c.rights.metrics);
+    assert_true(c.rights.admin);
+    assert_int_equal(c.rights.subscribe.n, 1);
+    wsq_jwt_claims_fini(&c);
+    free(t);
+
+    /* the OpenSSL vector grants admin only */
+    assert_int_equal(wsq_jwt_verify(OPENSSL_TOKEN, strlen(OPENSSL_TOKEN),
+                                    (const unsigned char *)SECRET, SECRET_LEN, "wsq-issuer", "wsqd",
+                                    NOW, 0, &c, &why),
+                     WSQ_OK);
+    assert_true(c.rights.admin);
+    assert_false(c.rights.metrics);
+    wsq_jwt_claims_fini(&c);
+
+    /* a boolean, exactly once, spelt exactly */
+    assert_string_equal(claims_reason("{\"sub\":\"a\",\"wsq\":{\"metrics\":1}}"), "bad_claims");
+    assert_string_equal(claims_reason("{\"sub\":\"a\",\"wsq\":{\"metrics\":\"true\"}}"),
+                        "bad_claims");
+    assert_string_equal(claims_reason("{\"sub\":\"a\",\"wsq\":{\"metrics\":null}}"), "bad_claims");
+    assert_string_equal(claims_reason("{\"sub\":\"a\",\"wsq\":{\"metric\":true}}"), "bad_claims");
+    assert_string_equal(
+        claims_reason("{\"sub\":\"a\",\"wsq\":{\"metrics\":false,\"metrics\":true}}"), "malformed");
+}
+
 static void test_jwt_valid_without_rights(void **state)
 {
     (void)state;
@@ -257,6 +307,7 @@ static void test_jwt_valid_without_rights(void **state)
     assert_int_equal(c.rights.publish.n, 0);
     assert_int_equal(c.rights.subscribe.n, 0);
     assert_false(c.rights.admin);
+    assert_false(c.rights.metrics);
     wsq_jwt_claims_fini(&c);
     free(t);
     assert_string_equal(claims_reason("{\"sub\":\"bob\",\"wsq\":{}}"), "ok");
@@ -910,6 +961,7 @@ int main(void)
         cmocka_unit_test(test_jwt_b64url_strict),
         cmocka_unit_test(test_jwt_b64url_roundtrip),
         cmocka_unit_test(test_jwt_valid_with_rights),
+        cmocka_unit_test(test_jwt_metrics_right),
         cmocka_unit_test(test_jwt_valid_without_rights),
         cmocka_unit_test(test_jwt_openssl_vector),
         cmocka_unit_test(test_jwt_rfc7515_a1),
