@@ -1,11 +1,15 @@
 /* Identities, credentials and rights (service thread). */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <libwebsockets.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "broker.h"
+#include "req.h"
 #include "session.h"
 #include "wsq/clock.h"
 #include "wsq/jwt.h"
@@ -25,6 +29,7 @@ static const char *const authf_names[WSQ_AUTHF_COUNT] = {
     [WSQ_AUTHF_BAD_AUDIENCE] = "bad_audience",
     [WSQ_AUTHF_BAD_CLAIMS] = "bad_claims",
     [WSQ_AUTHF_ORIGIN] = "origin",
+    [WSQ_AUTHF_HOST] = "host",
     [WSQ_AUTHF_REVOKED] = "revoked",
 };
 
@@ -137,23 +142,24 @@ wsq_err wsq__upgrade_identity(wsq_server_t *srv, struct lws *wsi, wsq_identity_t
                               size_t errlen)
 {
     char tok[WSQ_TOKEN_MAX + 16];
-    int n = lws_hdr_copy(wsi, tok, sizeof(tok), WSI_TOKEN_HTTP_AUTHORIZATION);
-    const char *t = NULL;
-    if (n > 0) {
+    const char *t = tok;
+    wsq_err e = wsq__req_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, tok, sizeof(tok));
+    if (e == WSQ_OK) {
         if (strncasecmp(tok, "Bearer ", 7) != 0) {
             fail(srv, WSQ_AUTHF_BAD_HEADER);
             snprintf(err, errlen, "Authorization must be \"Bearer <token>\"");
             return WSQ_ERR_UNAUTHORIZED;
         }
         t = tok + 7;
-    } else if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
+    } else if (e == WSQ_ERR_TOO_LARGE) {
         fail(srv, WSQ_AUTHF_BAD_HEADER);
-        snprintf(err, errlen, "Authorization header too long (limits.max_header_size)");
+        snprintf(err, errlen, "Authorization header too long (at most %d bytes)", WSQ_TOKEN_MAX);
         return WSQ_ERR_UNAUTHORIZED;
-    } else {
-        t = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof(tok));
-    }
-    if (t == NULL) {
+    } else if ((e = wsq__req_query(wsi, "token", tok, sizeof(tok))) == WSQ_ERR_TOO_LARGE) {
+        fail(srv, WSQ_AUTHF_BAD_HEADER);
+        snprintf(err, errlen, "token parameter too long (at most %d bytes)", WSQ_TOKEN_MAX);
+        return WSQ_ERR_UNAUTHORIZED;
+    } else if (e != WSQ_OK) {
         anonymous(srv, id);
         return WSQ_OK;
     }
@@ -164,19 +170,121 @@ wsq_err wsq__upgrade_identity(wsq_server_t *srv, struct lws *wsi, wsq_identity_t
     return WSQ_OK;
 }
 
-bool wsq__origin_allowed(wsq_server_t *srv, struct lws *wsi)
+/* ---- browsers -------------------------------------------------------------------------- */
+
+/* host[:port] (a Host header, or an origin's authority): the host lowercased into host (IPv6
+ * literals keep their brackets), the port or 0. false: malformed. */
+static bool split_authority(const char *s, char *host, size_t hostlen, unsigned *port)
 {
-    const wsq_strlist_t *allowed = &srv->cfg->auth.allowed_origins;
-    if (allowed->n == 0)
+    const char *end = s + strlen(s), *colon = NULL;
+    if (*s == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL)
+            return false;
+        colon = rb[1] == ':' ? rb + 1 : NULL;
+        if (rb[1] && !colon)
+            return false;
+    } else {
+        colon = strrchr(s, ':');
+    }
+    const char *hend = colon ? colon : end;
+    if (hend == s || (size_t)(hend - s) >= hostlen)
+        return false;
+    for (size_t i = 0; s + i < hend; i++)
+        host[i] = (char)tolower((unsigned char)s[i]);
+    host[hend - s] = '\0';
+    *port = 0;
+    if (colon) {
+        char *e;
+        unsigned long p = strtoul(colon + 1, &e, 10);
+        if (colon[1] == '\0' || *e || p == 0 || p > 65535)
+            return false;
+        *port = (unsigned)p;
+    }
+    return true;
+}
+
+/* The listener a request came in on: its config entry and its port. */
+static const wsq_listener_conf_t *listener_of(wsq_server_t *srv, struct lws *wsi, unsigned *port)
+{
+    struct lws_vhost *vh = lws_get_vhost(wsi);
+    const char *name = vh ? lws_get_vhost_name(vh) : NULL;
+    unsigned long i;
+    if (name == NULL || strncmp(name, "listener", 8) != 0 ||
+        (i = strtoul(name + 8, NULL, 10)) >= srv->cfg->n_listeners)
+        return NULL;
+    *port = (unsigned)lws_get_vhost_listen_port(vh);
+    return &srv->cfg->listeners[i];
+}
+
+/* localhost, an IPv4 literal in 127.0.0.0/8, or ::1 (bracketed in a Host) */
+static bool loopback_host(const char *h)
+{
+    struct in_addr a4;
+    if (strcmp(h, "localhost") == 0 || strcmp(h, "[::1]") == 0 || strcmp(h, "::1") == 0)
         return true;
-    char origin[256];
-    if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
-        return true; /* not a browser: Origin protects browsers' users, nothing else */
+    return inet_pton(AF_INET, h, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+wsq_err wsq__browser_check(wsq_server_t *srv, struct lws *wsi, wsq_browser_t *b, unsigned *status,
+                           char *err, size_t errlen)
+{
+    memset(b, 0, sizeof(*b));
+    char hosthdr[300], host[272];
+    unsigned lport = 0, hport = 0;
+    const wsq_listener_conf_t *l = listener_of(srv, wsi, &lport);
+    bool tls = l && l->tls_cert;
+    unsigned dport = tls ? 443 : 80;
+    wsq_err e = wsq__req_header(wsi, WSI_TOKEN_HOST, hosthdr, sizeof(hosthdr));
+    bool have_host = e == WSQ_OK && split_authority(hosthdr, host, sizeof(host), &hport);
+    if (e == WSQ_ERR_TOO_LARGE || (e == WSQ_OK && !have_host)) {
+        *status = 400;
+        snprintf(err, errlen, "malformed Host header");
+        return WSQ_ERR_BAD_REQUEST;
+    }
+    /* DNS rebinding: a page from evil.example whose name later resolves to 127.0.0.1 talks to a
+     * loopback listener as evil.example, same-origin for the browser. The Host header tells. A
+     * Host without a port passes (libwebsockets' own client sends one): only the name matters
+     * against rebinding. */
+    if (l && loopback_host(l->address) && have_host &&
+        (!loopback_host(host) || (hport && hport != lport))) {
+        fail(srv, WSQ_AUTHF_HOST);
+        *status = 403;
+        snprintf(err, errlen,
+                 "Host %.200s does not name this loopback listener (localhost, 127.0.0.1 or "
+                 "[::1], port %u): refused against DNS rebinding",
+                 hosthdr, lport);
+        return WSQ_ERR_FORBIDDEN;
+    }
+
+    e = wsq__req_header(wsi, WSI_TOKEN_ORIGIN, b->origin, sizeof(b->origin));
+    if (e == WSQ_ERR_NOTFOUND)
+        return WSQ_OK; /* not a browser: Origin protects browsers' users, nothing else */
+    if (e != WSQ_OK) {
+        *status = 400;
+        snprintf(err, errlen, "Origin header too long");
+        return WSQ_ERR_BAD_REQUEST;
+    }
+    b->browser = true;
+    const wsq_strlist_t *allowed = &srv->cfg->auth.allowed_origins;
     for (size_t i = 0; i < allowed->n; i++)
-        if (strcasecmp(origin, allowed->items[i]) == 0)
-            return true;
+        if (strcmp(allowed->items[i], "*") == 0 || strcasecmp(b->origin, allowed->items[i]) == 0) {
+            b->listed = true;
+            return WSQ_OK;
+        }
+    /* same origin: the page was served by this listener under the name the request uses */
+    const char *scheme = tls ? "https://" : "http://";
+    char ohost[272];
+    unsigned oport;
+    size_t sl = strlen(scheme);
+    if (have_host && strncasecmp(b->origin, scheme, sl) == 0 &&
+        split_authority(b->origin + sl, ohost, sizeof(ohost), &oport) && strcmp(ohost, host) == 0 &&
+        (oport ? oport : dport) == (hport ? hport : dport))
+        return WSQ_OK;
     fail(srv, WSQ_AUTHF_ORIGIN);
-    return false;
+    *status = 403;
+    snprintf(err, errlen, "origin %.200s not allowed (auth.allowed_origins)", b->origin);
+    return WSQ_ERR_FORBIDDEN;
 }
 
 static wsq_authf_t jwt_reason(const char *r)

@@ -40,6 +40,7 @@ typedef struct wsq_consumers wsq_consumers_t;
 enum {
     WSQ_CLOSE_NORMAL = 1000,
     WSQ_CLOSE_GOING_AWAY = 1001, /* server shutdown */
+    WSQ_CLOSE_PROTOCOL = 1002,   /* an unmasked client frame */
     WSQ_CLOSE_UNSUPPORTED = 1003,
     WSQ_CLOSE_BAD_DATA = 1007, /* invalid UTF-8 in a text frame */
     WSQ_CLOSE_POLICY = 1008,
@@ -244,6 +245,7 @@ typedef enum {
     WSQ_AUTHF_BAD_AUDIENCE,
     WSQ_AUTHF_BAD_CLAIMS,
     WSQ_AUTHF_ORIGIN,  /* browser Origin not in auth.allowed_origins */
+    WSQ_AUTHF_HOST,    /* Host does not name the loopback listener (DNS rebinding) */
     WSQ_AUTHF_REVOKED, /* credentials withdrawn by a reload */
     WSQ_AUTHF_COUNT
 } wsq_authf_t;
@@ -355,9 +357,23 @@ void wsq__sessions_expire_tokens(wsq_server_t *srv, int64_t now_ms);
  * limits.idle_timeout. Visits a slice of the sessions per call (every tick), so the whole
  * table is covered every ping_interval / 4 at O(n) cost. */
 void wsq__sessions_ping(wsq_server_t *srv, int64_t now_ns, int64_t tick_ns);
-/* Connection accounting (server.c): a new TCP client (after FILTER) and its end. */
-void wsq__conn_opened(wsq_server_t *srv, struct lws *wsi);
+/* Connection accounting (server.c): a new TCP client (after FILTER) and its end. false: no
+ * memory to serve it; close it. */
+bool wsq__conn_opened(wsq_server_t *srv, struct lws *wsi);
 void wsq__conn_closed(wsq_server_t *srv, struct lws *wsi);
+/* The gate (http_gate.c): frames the HTTP requests of every client connection before lws
+ * reads them; service thread only. init before the lws context exists, fini after it is gone. */
+wsq_err wsq__gate_init(void);
+void wsq__gate_fini(void);
+/* A new client connection; false: out of memory. max_head: limits.max_header_size. */
+bool wsq__gate_open(struct lws *wsi, uint32_t max_head);
+void wsq__gate_close(struct lws *wsi);
+/* The current request's transaction is complete: the gate lets the next one in. */
+void wsq__gate_next(struct lws *wsi);
+/* The client sent more before this request was answered: the answer closes the connection. */
+bool wsq__gate_pipelined(struct lws *wsi);
+/* A WebSocket client sent an unmasked frame: the session must close with 1002. */
+bool wsq__gate_ws_violation(struct lws *wsi);
 /* True when the connection limits refuse this (already counted) connection. */
 bool wsq__conn_over_limit(wsq_server_t *srv, struct lws *wsi, wsq_limit_t *which);
 wsq_session_t *wsq__session_find(wsq_server_t *srv, uint64_t sid);

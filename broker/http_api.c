@@ -10,14 +10,17 @@
  * a real HTTP/1.1 response rather than a dropped socket.
  */
 #include <libwebsockets.h>
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "broker.h"
 #include "http_route.h"
+#include "req.h"
 #include "session.h"
 #include "wsq/clock.h"
 
@@ -29,23 +32,60 @@
 
 typedef enum { H_PUBLISH = 0, H_PURGE, H_DELETE_CONSUMER, H_IMPORT } http_op_t;
 
+/* Where one request stands. The requests of a connection are served one at a time: the gate
+ * (http_gate.c) hands lws one request, and the next only after wsq__gate_next(), which follows
+ * lws_http_transaction_completed(), which follows the whole answer. An answer known at once (most
+ * of them) is written inside the lws callback that produced it; one that waits for a commit is
+ * written from WRITEABLE. */
+typedef enum {
+    HP_PENDING,  /* the answer waits for the body */
+    HP_WORKING,  /* handed to the writer: the answer comes with the commit */
+    HP_ANSWER,   /* status and body ready: written now, or at the next WRITEABLE */
+    HP_FLUSHING, /* written, partly still in lws: the transaction ends once it is out */
+    HP_SENT,     /* out; the connection goes on to the next request, or closes */
+} http_phase_t;
+
 struct wsq_http {
-    http_op_t op;      /* what the body/confirm is for */
-    uint64_t expect;   /* H_IMPORT: appends submitted */
-    uint64_t done;     /* H_IMPORT: appends completed */
-    wsq_err first_err; /* H_IMPORT: first refusal */
+    http_op_t op;          /* what the body/confirm is for */
+    http_phase_t phase;    /* changed only by set_phase() */
+    bool complete;         /* the whole request (headers and body) is in */
+    bool close_after;      /* answer with Connection: close, then close */
+    bool preflight;        /* a CORS preflight: the answer says what the origin may do */
+    bool head_only;        /* HEAD: the answer's headers, without its body */
+    wsq_browser_t browser; /* Origin, and whether answers carry CORS headers */
+    uint64_t expect;       /* H_IMPORT: appends submitted */
+    uint64_t done;         /* H_IMPORT: appends completed */
+    wsq_err first_err;     /* H_IMPORT: first refusal */
     char topic[WSQ_TOPIC_MAX + 1];
     size_t topic_len;
-    bool binary;       /* POST body is published as binary */
     bool text;         /* POST Content-Type says text */
     bool resp_text;    /* the response is Prometheus text, not JSON */
     bool publish_body; /* POST /topics/<t>: the body is the message */
     wsq_buf_t body;    /* request body (POST) */
     wsq_buf_t resp;    /* response body */
-    unsigned status;   /* response status; 0 while waiting */
-    bool waiting;      /* POST submitted, waiting for the commit */
+    unsigned status;   /* response status, set with HP_ANSWER */
     bool too_large;
+    uint64_t body_cap; /* largest body this request may have */
 };
+
+/* Largest request body: an import carries many messages (wsqctl sends at most 8 MiB); a
+ * publish is one message; anything else is limits.max_http_body. */
+static uint64_t body_cap(const wsq_config_t *cfg, bool publish, bool import)
+{
+    uint64_t mms = cfg->limits.max_message_size, mhb = cfg->limits.max_http_body;
+    if (import)
+        return 64 * mms > mhb ? 64 * mms : mhb;
+    if (publish)
+        return mms < mhb ? mms : mhb;
+    return mhb;
+}
+
+/* The one place a request changes phase: phases only move forward. */
+static void set_phase(wsq_http_t *h, http_phase_t to)
+{
+    assert(to > h->phase || (to == HP_ANSWER && h->phase == HP_ANSWER));
+    h->phase = to;
+}
 
 static const char *status_text(unsigned st)
 {
@@ -84,6 +124,8 @@ static unsigned err_status(wsq_err e)
     case WSQ_ERR_BAD_TOPIC:
     case WSQ_ERR_BAD_REQUEST:
     case WSQ_ERR_BAD_UTF8:
+    case WSQ_ERR_BAD_JSON:
+    case WSQ_ERR_BAD_TYPE:
     case WSQ_ERR_INVAL:
         return 400;
     case WSQ_ERR_UNAUTHORIZED:
@@ -113,7 +155,7 @@ static void json_error(wsq_buf_t *b, wsq_err code, const char *msg)
     wsq_buf_append(b, name, strlen(name));
     WSQ_BUF_LIT(b, "\",\"message\":\"");
     wsq_json_escape(b, msg, strlen(msg));
-    WSQ_BUF_LIT(b, "\"}}");
+    WSQ_BUF_LIT(b, "\"}}\n");
 }
 
 void wsq__http_free(wsq_http_t *h)
@@ -152,44 +194,36 @@ static void reject_upgrade(struct lws *wsi, unsigned status, wsq_err code, const
     wsq_buf_fini(&body);
 }
 
-static bool requests_wsq(struct lws *wsi)
+/* Does the upgrade ask for wsq.v1? WSQ_ERR_TOO_LARGE for an absurd Sec-WebSocket-Protocol. */
+static wsq_err requests_wsq(struct lws *wsi, bool *yes)
 {
-    char list[256];
-    if (lws_hdr_copy(wsi, list, sizeof(list), WSI_TOKEN_PROTOCOL) <= 0)
-        return false;
+    char list[1024];
+    *yes = false;
+    wsq_err e = wsq__req_header(wsi, WSI_TOKEN_PROTOCOL, list, sizeof(list));
+    if (e != WSQ_OK)
+        return e == WSQ_ERR_NOTFOUND ? WSQ_OK : e;
     for (char *save = NULL, *tok = strtok_r(list, ", ", &save); tok;
          tok = strtok_r(NULL, ", ", &save))
         if (strcmp(tok, WSQ_SUBPROTOCOL) == 0)
-            return true;
-    return false;
+            *yes = true;
+    return WSQ_OK;
 }
 
 wsq_err wsq__raw_target(struct lws *wsi, wsq_raw_target_t *t, char *err, size_t errlen)
 {
-    char path[512];
-    if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0) {
-        snprintf(err, errlen, "missing request path");
+    char dpath[512], path[3 * sizeof(dpath)], query[WSQ_TOKEN_MAX + 2048];
+    wsq_err e = wsq__req_header(wsi, WSI_TOKEN_GET_URI, dpath, sizeof(dpath));
+    if (e != WSQ_OK) {
+        snprintf(err, errlen, e == WSQ_ERR_TOO_LARGE ? "request path too long" : "missing path");
         return WSQ_ERR_BAD_REQUEST;
     }
-    /* lws keeps each query argument as a fragment */
-    char query[2048];
-    size_t ql = 0;
-    char frag[1024];
-    for (int i = 0;; i++) {
-        int n = lws_hdr_copy_fragment(wsi, frag, sizeof(frag), WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (n < 0)
-            break;
-        if (ql + (size_t)n + 2 >= sizeof(query)) {
-            snprintf(err, errlen, "query string too long");
-            return WSQ_ERR_BAD_REQUEST;
-        }
-        if (ql)
-            query[ql++] = '&';
-        memcpy(query + ql, frag, (size_t)n);
-        ql += (size_t)n;
+    /* lws has decoded the path; the parser decodes what it is given */
+    wsq__req_encode(dpath, strlen(dpath), path, sizeof(path));
+    if (wsq__req_query_all(wsi, query, sizeof(query)) != WSQ_OK) {
+        snprintf(err, errlen, "query string too long");
+        return WSQ_ERR_BAD_REQUEST;
     }
-    query[ql] = '\0';
-    return wsq_raw_parse_target(path, ql ? query : NULL, t, err, errlen);
+    return wsq_raw_parse_target(path, query[0] ? query : NULL, t, err, errlen);
 }
 
 int wsq__confirm_upgrade(wsq_server_t *srv, struct lws *wsi)
@@ -207,17 +241,25 @@ int wsq__confirm_upgrade(wsq_server_t *srv, struct lws *wsi)
                                                     "(limits.max_connections_per_ip)");
         return -1;
     }
-    if (!wsq__origin_allowed(srv, wsi)) {
-        reject_upgrade(wsi, 403, WSQ_ERR_FORBIDDEN, "origin not allowed (auth.allowed_origins)");
+    wsq_browser_t b;
+    unsigned st;
+    wsq_err e = wsq__browser_check(srv, wsi, &b, &st, err, sizeof(err));
+    if (e != WSQ_OK) {
+        reject_upgrade(wsi, st, e, err);
+        return -1;
+    }
+    bool wsq_v1;
+    if (requests_wsq(wsi, &wsq_v1) != WSQ_OK) {
+        reject_upgrade(wsi, 400, WSQ_ERR_BAD_REQUEST, "Sec-WebSocket-Protocol too long");
         return -1;
     }
     wsq_identity_t id;
-    wsq_err e = wsq__upgrade_identity(srv, wsi, &id, err, sizeof(err));
+    e = wsq__upgrade_identity(srv, wsi, &id, err, sizeof(err));
     if (e != WSQ_OK) {
         reject_upgrade(wsi, 401, e, err);
         return -1;
     }
-    if (requests_wsq(wsi)) {
+    if (wsq_v1) {
         wsq__identity_fini(&id);
         return 0;
     }
@@ -250,12 +292,12 @@ int wsq__confirm_upgrade(wsq_server_t *srv, struct lws *wsi)
 /* ------------------------------------------------------------------------------------------- */
 /* responses */
 
+/* The answer is ready. The lws callback under way writes it (answer_now), or, for an answer
+ * that came from the writer, WRITEABLE does (answer_later). */
 static void reply(wsq_session_t *s, unsigned status)
 {
     s->http->status = status;
-    s->http->waiting = false;
-    if (s->wsi)
-        lws_callback_on_writable(s->wsi);
+    set_phase(s->http, HP_ANSWER);
 }
 
 static void reply_error(wsq_session_t *s, wsq_err code, const char *msg)
@@ -264,33 +306,113 @@ static void reply_error(wsq_session_t *s, wsq_err code, const char *msg)
     reply(s, err_status(code));
 }
 
+/* An error after which the rest of the connection's bytes cannot be trusted as requests (a body
+ * of unknown or refused length): answered with Connection: close, then closed. */
+static void reply_error_close(wsq_session_t *s, unsigned status, wsq_err code, const char *msg)
+{
+    reply_error(s, code, msg);
+    s->http->status = status;
+    s->http->close_after = true;
+}
+
+static int finish_response(wsq_session_t *s, struct lws *wsi);
+
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+                      unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+/* Answers to a page of a listed origin (auth.allowed_origins) let that page read them; a
+ * preflight also says what the page may send. Same-origin pages need none of it. */
+static int cors_headers(const wsq_http_t *h, struct lws *wsi, unsigned char **p, unsigned char *end)
+{
+    if (!h->browser.listed)
+        return 0;
+    if (add_header(wsi, "access-control-allow-origin:", h->browser.origin, p, end) ||
+        add_header(wsi, "vary:", "Origin", p, end))
+        return -1;
+    if (!h->preflight)
+        return 0;
+    return add_header(wsi, "access-control-allow-methods:", "GET, POST, OPTIONS", p, end) ||
+           add_header(wsi, "access-control-allow-headers:", "Authorization, Content-Type", p,
+                      end) ||
+           add_header(wsi, "access-control-max-age:", "600", p, end);
+}
+
 static int write_response(wsq_session_t *s, struct lws *wsi)
 {
     wsq_http_t *h = s->http;
-    if (h == NULL || h->status == 0)
+    if (h == NULL)
         return 0;
-    unsigned char hb[LWS_PRE + 512];
+    if (h->phase == HP_FLUSHING)
+        return finish_response(s, wsi);
+    if (h->phase != HP_ANSWER)
+        return 0;
+    if (wsq__gate_pipelined(wsi))
+        h->close_after = true; /* see http_gate.c: pipelined requests are not served */
+    bool json = !(h->status == 200 && h->resp_text);
+    if (h->status == 204)
+        h->resp.len = 0;
+    else if (json && (h->resp.len == 0 || h->resp.data[h->resp.len - 1] != '\n'))
+        WSQ_BUF_LIT(&h->resp, "\n"); /* so that curl's output ends its line */
+    unsigned char hb[LWS_PRE + 1024];
     unsigned char *start = hb + LWS_PRE, *p = start, *end = hb + sizeof(hb) - 1;
-    const char *ctype = h->status == 200 && h->resp_text
-                            ? "text/plain; version=0.0.4; charset=utf-8"
-                            : "application/json";
-    if (lws_add_http_common_headers(wsi, h->status, ctype, h->resp.len, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
+    const char *ctype = json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8";
+    int bad = h->status == 204 /* no content, no type */
+                  ? lws_add_http_header_status(wsi, 204, &p, end)
+                  : lws_add_http_common_headers(wsi, h->status, ctype, h->resp.len, &p, end);
+    if (bad || cors_headers(h, wsi, &p, end))
         return -1;
-    if (h->resp.len) {
-        unsigned char *body = malloc(LWS_PRE + h->resp.len);
-        if (body == NULL)
-            return -1;
-        memcpy(body + LWS_PRE, h->resp.data, h->resp.len);
-        int n = lws_write(wsi, body + LWS_PRE, h->resp.len, LWS_WRITE_HTTP_FINAL);
-        free(body);
-        if (n < 0)
-            return -1;
+    if (h->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                                       (const unsigned char *)"close", 5, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    size_t blen = h->head_only ? 0 : h->resp.len; /* HEAD: Content-Length says, nothing follows */
+    unsigned char *body = malloc(LWS_PRE + blen + 1);
+    if (body == NULL)
+        return -1;
+    memcpy(body + LWS_PRE, h->resp.data, blen);
+    int n = lws_write(wsi, body + LWS_PRE, blen, LWS_WRITE_HTTP_FINAL);
+    free(body);
+    if (n < 0 || h->close_after) {
+        set_phase(h, HP_SENT);
+        return -1; /* lws sends what is written, then closes */
     }
-    h->status = 0;
+    set_phase(h, HP_FLUSHING);
+    return finish_response(s, wsi);
+}
+
+/* HP_FLUSHING: once lws has sent the whole answer, the transaction ends and the gate lets the
+ * next request in. Until then lws must not start the next one: it would go on reading in the
+ * state of this one. */
+static int finish_response(wsq_session_t *s, struct lws *wsi)
+{
+    if (lws_partial_buffered(wsi)) {
+        lws_callback_on_writable(wsi); /* comes once lws's buffer is out */
+        return 0;
+    }
+    set_phase(s->http, HP_SENT);
     if (lws_http_transaction_completed(wsi))
         return -1;
+    wsq__gate_next(wsi);
     return 0;
+}
+
+/* End of an lws callback for this request: an answer ready now is written now. Returns the
+ * callback's return value (-1: close the connection). */
+static int answer_now(wsq_session_t *s, struct lws *wsi)
+{
+    return s->http->phase == HP_ANSWER ? write_response(s, wsi) : 0;
+}
+
+/* An answer from the writer, outside any callback of this connection: WRITEABLE writes it. */
+static void answer_later(wsq_session_t *s)
+{
+    if (s->wsi && s->http->phase == HP_ANSWER)
+        lws_callback_on_writable(s->wsi);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -495,6 +617,21 @@ static int hist_one(void *arg, const wsq_msg_view_t *m)
     return 0;
 }
 
+/* Query parameter name into buf: *out is its value, or NULL when absent. false: the value does
+ * not fit buf, and the request has been answered 400 (never read as absent). */
+static bool qarg(wsq_session_t *s, struct lws *wsi, const char *name, char *buf, size_t len,
+                 const char **out)
+{
+    wsq_err e = wsq__req_query(wsi, name, buf, len);
+    *out = e == WSQ_OK ? buf : NULL;
+    if (e != WSQ_ERR_TOO_LARGE)
+        return true;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "query parameter %s is too long (at most %zu bytes)", name, len - 1);
+    reply_error(s, WSQ_ERR_BAD_REQUEST, msg);
+    return false;
+}
+
 static bool parse_u64(const char *s, uint64_t *out)
 {
     if (*s == '\0')
@@ -518,12 +655,15 @@ static void do_history(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi)
     }
     char arg[64];
     uint64_t from = 0, limit = 100;
-    const char *v = lws_get_urlarg_by_name(wsi, "from=", arg, sizeof(arg));
+    const char *v;
+    if (!qarg(s, wsi, "from", arg, sizeof(arg), &v))
+        return;
     if (v && !parse_u64(v, &from)) {
         reply_error(s, WSQ_ERR_BAD_REQUEST, "from must be a seq (a non-negative integer)");
         return;
     }
-    v = lws_get_urlarg_by_name(wsi, "limit=", arg, sizeof(arg));
+    if (!qarg(s, wsi, "limit", arg, sizeof(arg), &v))
+        return;
     if (v && (!parse_u64(v, &limit) || limit == 0 || limit > HISTORY_LIMIT_MAX)) {
         reply_error(s, WSQ_ERR_BAD_REQUEST, "limit must be 1..1000");
         return;
@@ -568,22 +708,28 @@ static void do_history(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi)
     reply(s, 200);
 }
 
-static bool text_type(struct lws *wsi)
+/* Is the body text (Content-Type text/... or application/json, any case)? WSQ_ERR_TOO_LARGE
+ * for a Content-Type too long to judge. */
+static wsq_err text_type(struct lws *wsi, bool *text)
 {
-    char ct[128];
-    if (lws_hdr_copy(wsi, ct, sizeof(ct), WSI_TOKEN_HTTP_CONTENT_TYPE) <= 0)
-        return false;
-    return strncmp(ct, "text/", 5) == 0 || strncmp(ct, "application/json", 16) == 0;
+    char ct[1024];
+    wsq_err e = wsq__req_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, ct, sizeof(ct));
+    *text = e == WSQ_OK &&
+            (strncasecmp(ct, "text/", 5) == 0 || strncasecmp(ct, "application/json", 16) == 0);
+    return e == WSQ_ERR_TOO_LARGE ? e : WSQ_OK;
 }
 
 /* ------------------------------------------------------------------------------------------- */
 /* admin endpoint: wsqctl's mutations while wsqd runs (wsqd stays the only writer) */
 
+/* topic= into h->topic. false: absent, too long or invalid. */
 static bool arg_topic(struct lws *wsi, wsq_http_t *h)
 {
-    char buf[WSQ_TOPIC_MAX + 8];
-    const char *t = lws_get_urlarg_by_name(wsi, "topic=", buf, sizeof(buf));
-    if (t == NULL || !wsq_topic_valid(t, strlen(t)))
+    char buf[WSQ_TOPIC_MAX + 1];
+    if (wsq__req_query(wsi, "topic", buf, sizeof(buf)) != WSQ_OK)
+        return false;
+    const char *t = buf;
+    if (!wsq_topic_valid(t, strlen(t)))
         return false;
     h->topic_len = strlen(t);
     memcpy(h->topic, t, h->topic_len + 1);
@@ -601,7 +747,7 @@ static void submit_admin(wsq_server_t *srv, wsq_session_t *s, wsq_wreq_t *r)
         reply_error(s, err, NULL);
         return;
     }
-    s->http->waiting = true;
+    set_phase(s->http, HP_WORKING);
 }
 
 static void do_whoami(wsq_server_t *srv, wsq_session_t *s)
@@ -624,13 +770,23 @@ static void do_admin(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi, const
                      bool post)
 {
     wsq_http_t *h = s->http;
-    if (strcmp(op, "whoami") == 0) {
-        do_whoami(srv, s);
+    if (h->browser.browser && s->ident.anonymous) { /* whatever auth.anonymous.admin says */
+        reply_error(s, WSQ_ERR_UNAUTHORIZED,
+                    "admin requests from a browser need credentials (Authorization: Bearer)");
         return;
     }
     if (!s->ident.rights || !s->ident.rights->admin) {
         reply_error(s, s->ident.anonymous ? WSQ_ERR_UNAUTHORIZED : WSQ_ERR_FORBIDDEN,
                     "the admin endpoint needs an identity with admin rights");
+        return;
+    }
+    if (strcmp(op, "whoami") == 0) {
+        if (post) {
+            reply_error(s, WSQ_ERR_BAD_REQUEST, "whoami is a GET request");
+            h->status = 405;
+            return;
+        }
+        do_whoami(srv, s);
         return;
     }
     if (!post) {
@@ -655,11 +811,24 @@ static void do_admin(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi, const
         }
         const char *v;
         int modes = 0;
-        if ((v = lws_get_urlarg_by_name(wsi, "all=", a, sizeof(a))) && strcmp(v, "true") == 0) {
+        if (!qarg(s, wsi, "all", a, sizeof(a), &v)) {
+            wsq_wreq_free(&r);
+            return;
+        }
+        if (v && strcmp(v, "true") != 0) {
+            wsq_wreq_free(&r);
+            reply_error(s, WSQ_ERR_BAD_REQUEST, "all must be true");
+            return;
+        }
+        if (v) {
             r->purge_mode = WSQ_PURGE_ALL;
             modes++;
         }
-        if ((v = lws_get_urlarg_by_name(wsi, "before=", a, sizeof(a)))) {
+        if (!qarg(s, wsi, "before", a, sizeof(a), &v)) {
+            wsq_wreq_free(&r);
+            return;
+        }
+        if (v) {
             if (!parse_u64(v, &r->purge_seq)) {
                 wsq_wreq_free(&r);
                 reply_error(s, WSQ_ERR_BAD_REQUEST, "before must be a seq");
@@ -668,7 +837,11 @@ static void do_admin(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi, const
             r->purge_mode = WSQ_PURGE_BEFORE;
             modes++;
         }
-        if ((v = lws_get_urlarg_by_name(wsi, "older_than=", a, sizeof(a)))) {
+        if (!qarg(s, wsi, "older_than", a, sizeof(a), &v)) {
+            wsq_wreq_free(&r);
+            return;
+        }
+        if (v) {
             int64_t ms;
             if (wsq_parse_duration_ms(v, &ms) != WSQ_OK || ms < 0) {
                 wsq_wreq_free(&r);
@@ -693,8 +866,10 @@ static void do_admin(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi, const
         return;
     }
     if (strcmp(op, "delete-consumer") == 0) {
-        char cn[WSQ_CONSUMER_NAME_MAX + 8];
-        const char *c = lws_get_urlarg_by_name(wsi, "consumer=", cn, sizeof(cn));
+        char cn[WSQ_CONSUMER_NAME_MAX + 1];
+        const char *c;
+        if (!qarg(s, wsi, "consumer", cn, sizeof(cn), &c))
+            return;
         if (!arg_topic(wsi, h) || c == NULL || !*c) {
             reply_error(s, WSQ_ERR_BAD_REQUEST, "delete-consumer needs topic= and consumer=");
             return;
@@ -719,7 +894,7 @@ static void do_admin(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi, const
         wsq_info_log("admin", "op=delete-consumer topic=%s consumer=%s identity=%s peer=%s",
                      h->topic, c, s->ident.name, s->peer);
         submit_admin(srv, s, r);
-        if (h->waiting)
+        if (h->phase == HP_WORKING)
             wsq__ct_defer(srv, cmd); /* closes the consumer's session, drops its state */
         else
             free(cmd->sub), free(cmd);
@@ -792,9 +967,42 @@ static void do_import(wsq_server_t *srv, wsq_session_t *s)
         return;
     }
     h->expect = n;
-    h->waiting = true;
+    set_phase(h, HP_WORKING);
     wsq_info_log("admin", "op=import messages=%llu identity=%s peer=%s", (unsigned long long)n,
                  s->ident.name, s->peer);
+}
+
+static void route_request(wsq_server_t *srv, struct lws *wsi, wsq_session_t *s, const char *path);
+
+/* OPTIONS: a CORS preflight from a page of an allowed origin (the browser checks passed) gets
+ * 204 and what it may send; anything else has nothing to learn here. */
+static void do_options(wsq_session_t *s)
+{
+    wsq_http_t *h = s->http;
+    if (!h->browser.browser) {
+        reply_error(s, WSQ_ERR_BAD_REQUEST, "OPTIONS is for CORS preflights (with an Origin)");
+        h->status = 405;
+        return;
+    }
+    h->preflight = true;
+    h->resp.len = 0;
+    reply(s, 204);
+}
+
+/* The request's Content-Length: the gate let through only one, of digits (0 if none). */
+static uint64_t content_length(struct lws *wsi)
+{
+    char cl[32];
+    return lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0
+               ? strtoull(cl, NULL, 10)
+               : 0;
+}
+
+/* True when lws reads a body after the headers: a POST (even with Content-Length: 0, it reports
+ * the empty body), or any request with a Content-Length above 0. */
+static bool expects_body(struct lws *wsi)
+{
+    return lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 || content_length(wsi) > 0;
 }
 
 static int on_http(wsq_server_t *srv, struct lws *wsi, wsq_session_t **pss, const char *path)
@@ -812,44 +1020,92 @@ static int on_http(wsq_server_t *srv, struct lws *wsi, wsq_session_t **pss, cons
     wsq_buf_init(&s->http->body);
     wsq_buf_init(&s->http->resp);
     *pss = s;
+    route_request(srv, wsi, s, path);
+    if (!expects_body(wsi))
+        s->http->complete = true;
+    return answer_now(s, wsi);
+}
+
+static void route_request(wsq_server_t *srv, struct lws *wsi, wsq_session_t *s, const char *path)
+{
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
-    bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+    /* HEAD is GET without the body (RFC 9110 9.3.2) */
+    s->http->head_only = lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI) > 0;
+    bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 || s->http->head_only;
 
     wsq_limit_t lim;
     if (wsq__conn_over_limit(srv, wsi, &lim)) {
         reply_error(s, WSQ_ERR_LIMIT, "too many connections");
         s->http->status = 503;
-        return 0;
+        return;
     }
-    char err[160] = "";
+    char err[400] = "";
+    unsigned st;
+    wsq_err e = wsq__browser_check(srv, wsi, &s->http->browser, &st, err, sizeof(err));
+    if (e != WSQ_OK) {
+        reply_error(s, e, err);
+        s->http->status = st;
+        return;
+    }
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0) {
+        do_options(s);
+        return;
+    }
     if (wsq__upgrade_identity(srv, wsi, &s->ident, err, sizeof(err)) != WSQ_OK) {
         reply_error(s, WSQ_ERR_UNAUTHORIZED, err);
-        return 0;
+        return;
     }
     wsq_route_t rt;
     wsq__http_route(path, get, post, &rt);
+    /* Bodies over their limit are refused before a byte of them is read; the connection closes
+     * rather than reading them to the end. */
+    bool import = rt.kind == WSQ_ROUTE_ADMIN && strcmp(rt.admin_op, "import") == 0;
+    uint64_t cap = body_cap(srv->cfg, rt.kind == WSQ_ROUTE_PUBLISH, import);
+    s->http->body_cap = cap;
+    if (content_length(wsi) > cap) {
+        if (rt.kind == WSQ_ROUTE_PUBLISH)
+            atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_SIZE], 1,
+                                      memory_order_relaxed);
+        char m[160];
+        snprintf(m, sizeof(m), "the body is larger than %s (%llu bytes)",
+                 rt.kind == WSQ_ROUTE_PUBLISH && cap == srv->cfg->limits.max_message_size
+                     ? "limits.max_message_size"
+                 : import ? "64 x limits.max_message_size"
+                          : "limits.max_http_body",
+                 (unsigned long long)cap);
+        reply_error_close(s, 413, WSQ_ERR_TOO_LARGE, m);
+        return;
+    }
     switch (rt.kind) {
     case WSQ_ROUTE_HEALTH:
         do_health(srv, s);
-        return 0;
+        return;
     case WSQ_ROUTE_METRICS:
+        if (srv->cfg->metrics.auth != WSQ_METRICS_AUTH_PUBLIC &&
+            !(s->ident.rights && (s->ident.rights->metrics || s->ident.rights->admin))) {
+            /* topic and consumer names are the deployment's business (metrics.auth) */
+            reply_error(s, s->ident.anonymous ? WSQ_ERR_UNAUTHORIZED : WSQ_ERR_FORBIDDEN,
+                        "GET /metrics needs an identity with the metrics or admin right "
+                        "(metrics.auth: token)");
+            return;
+        }
         do_metrics(srv, s);
-        return 0;
+        return;
     case WSQ_ROUTE_ADMIN:
         do_admin(srv, s, wsi, rt.admin_op, post);
-        return 0;
+        return;
     case WSQ_ROUTE_BAD_METHOD:
         reply_error(s, WSQ_ERR_BAD_REQUEST,
                     "wrong method: GET /healthz, /metrics and /topics/<topic>/messages; POST "
                     "/topics/<topic>");
         s->http->status = 405;
-        return 0;
+        return;
     case WSQ_ROUTE_BAD_TOPIC:
         reply_error(s, WSQ_ERR_BAD_TOPIC, NULL);
-        return 0;
+        return;
     case WSQ_ROUTE_NOT_FOUND:
         reply_error(s, WSQ_ERR_NOTFOUND, "no such endpoint");
-        return 0;
+        return;
     case WSQ_ROUTE_HISTORY:
     case WSQ_ROUTE_PUBLISH:
         break;
@@ -858,30 +1114,23 @@ static int on_http(wsq_server_t *srv, struct lws *wsi, wsq_session_t **pss, cons
     s->http->topic_len = rt.topic_len;
     if (rt.kind == WSQ_ROUTE_HISTORY) {
         do_history(srv, s, wsi);
-        return 0;
+        return;
     }
     if (!wsq__allowed(&s->ident, WSQ_RIGHT_PUBLISH, rt.topic, rt.topic_len)) {
         reply_error(s, WSQ_ERR_FORBIDDEN, "not allowed to publish to this topic");
-        return 0;
+        return;
     }
-    s->http->text = text_type(wsi);
+    if (text_type(wsi, &s->http->text) != WSQ_OK) {
+        reply_error_close(s, 400, WSQ_ERR_BAD_REQUEST, "Content-Type too long");
+        return;
+    }
     s->http->publish_body = true;
-    char cl[32];
-    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
-        strtoull(cl, NULL, 10) > srv->cfg->limits.max_message_size) {
-        atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_SIZE], 1,
-                                  memory_order_relaxed);
-        reply_error(s, WSQ_ERR_TOO_LARGE, NULL);
-        return 0;
-    }
-    return 0; /* the body follows */
+    return; /* the body follows */
 }
 
-static void on_body_done(wsq_server_t *srv, wsq_session_t *s)
+static void handle_body(wsq_server_t *srv, wsq_session_t *s)
 {
     wsq_http_t *h = s->http;
-    if (h->status)
-        return; /* already answered (error) */
     if (h->too_large) {
         atomic_fetch_add_explicit(&srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_SIZE], 1,
                                   memory_order_relaxed);
@@ -909,15 +1158,24 @@ static void on_body_done(wsq_server_t *srv, wsq_session_t *s)
         reply_error(s, err, NULL);
         return;
     }
-    h->waiting = true;
+    set_phase(h, HP_WORKING);
     s->pub_inflight++;
 }
 
-void wsq__http_confirm(wsq_session_t *s, wsq_wreq_t *req)
+static int on_body_done(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi)
 {
     wsq_http_t *h = s->http;
-    if (h == NULL || !h->waiting)
-        return;
+    if (h->complete)
+        return 0; /* handled once, whatever lws does */
+    h->complete = true;
+    if (h->phase == HP_PENDING) /* else answered already (an error), or an admin op under way */
+        handle_body(srv, s);
+    return answer_now(s, wsi);
+}
+
+static void confirmed(wsq_session_t *s, wsq_wreq_t *req)
+{
+    wsq_http_t *h = s->http;
     char buf[400];
     int n;
     if (h->op == H_IMPORT) {
@@ -964,6 +1222,14 @@ void wsq__http_confirm(wsq_session_t *s, wsq_wreq_t *req)
     reply(s, 200);
 }
 
+void wsq__http_confirm(wsq_session_t *s, wsq_wreq_t *req)
+{
+    if (s->http == NULL || s->http->phase != HP_WORKING)
+        return;
+    confirmed(s, req);
+    answer_later(s);
+}
+
 int wsq__http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                        size_t len)
 {
@@ -984,8 +1250,7 @@ int wsq__http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
                                     "signed by the listener's ca\"");
         return len ? 0 : 1;
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
-        wsq__conn_opened(srv, wsi);
-        return 0;
+        return wsq__conn_opened(srv, wsi) ? 0 : -1;
     case LWS_CALLBACK_WSI_DESTROY:
         wsq__conn_closed(srv, wsi);
         return 0;
@@ -994,17 +1259,15 @@ int wsq__http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     case LWS_CALLBACK_HTTP_BODY:
         if (pss && *pss && (*pss)->http) {
             wsq_http_t *h = (*pss)->http;
-            uint64_t cap = h->op == H_IMPORT ? 64ull * srv->cfg->limits.max_message_size
-                                             : srv->cfg->limits.max_message_size;
-            if (h->body.len + len > cap)
+            if (h->body.len + len > h->body_cap) /* the gate holds bodies to Content-Length */
                 h->too_large = true;
-            else if (!h->status)
+            else if (h->phase == HP_PENDING)
                 wsq_buf_append(&h->body, in, len);
         }
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (pss && *pss && (*pss)->http)
-            on_body_done(srv, *pss);
+            return on_body_done(srv, *pss, wsi);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (pss && *pss)

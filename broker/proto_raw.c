@@ -30,17 +30,6 @@ __attribute__((format(printf, 4, 5))) static wsq_err fail_msg(char *errbuf, size
     return code;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into dst (cap bytes, no NUL written). '+' stays '+': this is RFC 3986
  * percent-encoding, not form encoding, so tokens holding base64's '+' survive unencoded.
  * Returns WSQ_ERR_INVAL for a malformed escape, WSQ_ERR_TOO_LARGE when the result exceeds cap.
@@ -54,7 +43,7 @@ static wsq_err pct_decode(const char *s, size_t n, char *dst, size_t cap, size_t
         if (c == '%') {
             if (n - i < 3)
                 return WSQ_ERR_INVAL;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            int hi = wsq_hexval(s[i + 1]), lo = wsq_hexval(s[i + 2]);
             if (hi < 0 || lo < 0)
                 return WSQ_ERR_INVAL;
             c = (char)(hi << 4 | lo);

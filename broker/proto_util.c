@@ -295,6 +295,17 @@ static bool word_special(uint64_t v)
 
 static const char hex_lower[16] = "0123456789abcdef";
 
+int wsq_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /*
  * Invariant: before each step, out has room for the rest of the input copied as is
  * (cap - len >= len_in - i). Plain bytes and UTF-8 sequences copy 1:1 and keep it; only an

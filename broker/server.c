@@ -375,16 +375,18 @@ static uint32_t ip_bucket(const wsq_server_t *srv, const char *ip)
     return h & (srv->nips_buckets - 1);
 }
 
-void wsq__conn_opened(wsq_server_t *srv, struct lws *wsi)
+bool wsq__conn_opened(wsq_server_t *srv, struct lws *wsi)
 {
     if (lws_get_opaque_user_data(wsi))
-        return; /* counted already */
+        return true; /* counted already */
+    if (!wsq__gate_open(wsi, srv->cfg->limits.max_header_size))
+        return false;
     srv->nconns++;
     if (srv->ips == NULL) {
         srv->nips_buckets = 1024;
         srv->ips = calloc(srv->nips_buckets, sizeof(*srv->ips));
         if (srv->ips == NULL)
-            return;
+            return true;
     }
     char ip[64];
     lws_get_peer_simple(wsi, ip, sizeof(ip));
@@ -394,15 +396,17 @@ void wsq__conn_opened(wsq_server_t *srv, struct lws *wsi)
     if (*pp == NULL) {
         *pp = calloc(1, sizeof(**pp));
         if (*pp == NULL)
-            return;
+            return true;
         snprintf((*pp)->ip, sizeof((*pp)->ip), "%s", ip);
     }
     (*pp)->n++;
     lws_set_opaque_user_data(wsi, *pp);
+    return true;
 }
 
 void wsq__conn_closed(wsq_server_t *srv, struct lws *wsi)
 {
+    wsq__gate_close(wsi);
     struct wsq_ip_count *c = lws_get_opaque_user_data(wsi);
     if (c == NULL)
         return; /* not a counted client connection */
@@ -671,7 +675,7 @@ static bool create_vhosts(wsq_server_t *srv)
                      l->tls_cert ? "yes" : "no");
         if (!wsq_config_loopback_only(cfg) &&
             (cfg->auth.anonymous.publish.n || cfg->auth.anonymous.subscribe.n ||
-             cfg->auth.anonymous.admin))
+             cfg->auth.anonymous.admin || cfg->auth.anonymous.metrics))
             wsq_warn_log("security",
                          "msg=\"ANONYMOUS ACCESS IS ENABLED ON A NON-LOOPBACK "
                          "LISTENER: anyone who can reach %s:%d can use it. Set "
@@ -701,7 +705,7 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
     srv->lx = calloc(1, sizeof(*srv->lx));
     signal_target = srv;
     int rc = 1;
-    if (srv->wbuf == NULL || srv->lx == NULL)
+    if (srv->wbuf == NULL || srv->lx == NULL || wsq__gate_init() != WSQ_OK)
         goto out;
 
     int64_t t0 = wsq_mono_ns();
@@ -721,8 +725,10 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
                    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = srv;
     info.pt_serv_buf_size = 64 * 1024;
-    info.max_http_header_data =
-        (unsigned short)(cfg->limits.max_header_size > 65535 ? 65535 : cfg->limits.max_header_size);
+    /* The gate (http_gate.c) refuses heads above max_header_size (at most 63 KiB) before lws
+     * sees them; lws's own buffer holds the largest that config could allow, so that a reload
+     * that raises the limit still fits, with room for how lws stores a head. */
+    info.max_http_header_data = 65535;
     info.count_threads = 1;
     srv->lws = lws_create_context(&info);
     if (srv->lws == NULL) {
@@ -780,6 +786,7 @@ out:
     }
     wsq_store_close(srv->store);
     signal_target = NULL;
+    wsq__gate_fini(); /* lws is gone: nothing reads through the gate any more */
     for (size_t i = 0; i < srv->n_old_cfgs; i++)
         wsq_config_free(&srv->old_cfgs[i]);
     free(srv->old_cfgs);

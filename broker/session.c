@@ -219,6 +219,8 @@ static int on_writeable(wsq_session_t *s)
 {
     if (s->close_sent)
         return 0; /* waiting for the client's close */
+    if (!s->close_code && wsq__gate_ws_violation(s->wsi))
+        return close_now(s, WSQ_CLOSE_PROTOCOL, "client frames must be masked (RFC 6455 5.1)");
     wsq_server_t *srv = s->srv;
     unsigned char *buf = srv->wbuf + LWS_PRE;
     size_t n = 0;
@@ -931,8 +933,7 @@ int wsq__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return 0; /* handled once, by the http protocol */
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
         /* lws 4.1 issues this to the vhost's default protocol (raw mode), not protocols[0] */
-        wsq__conn_opened(srv, wsi);
-        return 0;
+        return wsq__conn_opened(srv, wsi) ? 0 : -1;
     case LWS_CALLBACK_WSI_DESTROY:
         wsq__conn_closed(srv, wsi); /* no-op unless this wsi was counted */
         return 0;

@@ -88,8 +88,22 @@ wsq_err wsq__auth_token(wsq_server_t *srv, const char *token, size_t len, wsq_id
 /* A JWT (HS256, auth.jwt): on failure *why says which check failed. */
 wsq_err wsq__auth_jwt(wsq_server_t *srv, const char *token, size_t len, wsq_identity_t *id,
                       wsq_authf_t *why);
-/* Browser Origin check (auth.allowed_origins; requests without Origin pass). */
-bool wsq__origin_allowed(wsq_server_t *srv, struct lws *wsi);
+/* What the browser checks found out about a request. */
+typedef struct {
+    bool browser;     /* it carries an Origin: a browser sent it */
+    bool listed;      /* its Origin is in auth.allowed_origins: answers carry CORS headers */
+    char origin[320]; /* the Origin header ("" without one) */
+} wsq_browser_t;
+
+/* Browser checks of an HTTP request or WebSocket upgrade (auth.c, service thread):
+ *   - on a loopback listener, Host must name it (localhost, 127.x.y.z or [::1], its port):
+ *     DNS rebinding;
+ *   - an Origin must be in auth.allowed_origins ("*" allows any), or be the request's own
+ *     origin (scheme of the listener, the Host's name and port).
+ * WSQ_OK, or an error with the HTTP status to answer (400 malformed or too long, 403 refused)
+ * and a message in err. */
+wsq_err wsq__browser_check(wsq_server_t *srv, struct lws *wsi, wsq_browser_t *b, unsigned *status,
+                           char *err, size_t errlen);
 /* Re-resolves rights after a reload; false when the credentials were withdrawn. */
 bool wsq__identity_refresh(wsq_server_t *srv, wsq_identity_t *id);
 /* Publish rate limit (limits.max_publish_rate): false when this publish must be refused. */

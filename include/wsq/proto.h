@@ -194,6 +194,9 @@ wsq_err wsq_raw_parse_target(const char *path, const char *query, wsq_raw_target
 /* True when buf[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool wsq_utf8_valid(const void *buf, size_t len);
 
+/* The value of the hex digit c (either case), or -1. */
+int wsq_hexval(int c);
+
 /* Streaming UTF-8 validation across fragment boundaries: state starts at 0. Returns false as soon
  * as the input cannot be valid; *state != 0 after the last chunk means a truncated sequence. */
 bool wsq_utf8_feed(uint32_t *state, const void *buf, size_t len);

@@ -252,12 +252,13 @@ class StaticTokens(h.WsqdTestCase):
         self.assertEqual(wait_history(d, "chat.a", 1), ["to purge"])
         st, _, body = d.http_json("POST", path, headers=s.bearer(T_OPS))
         self.assertEqual((st, body.get("removed")), (200, 1), body)
-        # whoami needs no admin right and names the identity
-        for tok, ident, admin in ((None, "anonymous", False), (T_READER, "reader", False),
-                                  (T_OPS, "ops", True)):
+        # whoami, like every /admin/ endpoint, needs admin: it names the pid and the data path
+        for tok, status, code in ((None, 401, "unauthorized"), (T_READER, 403, "forbidden")):
             st, _, body = d.http_json("GET", "/admin/whoami",
                                       headers=s.bearer(tok) if tok else None)
-            self.assertEqual((st, body["identity"], body["admin"]), (200, ident, admin), body)
+            self.assertEqual((st, body["error"]["code"]), (status, code), body)
+        st, _, body = d.http_json("GET", "/admin/whoami", headers=s.bearer(T_OPS))
+        self.assertEqual((st, body["identity"], body["admin"]), (200, "ops", True), body)
 
     def test_logs_name_identities_never_tokens(self):
         d = self.wsqd

@@ -109,7 +109,7 @@ class TlsServer(h.WsqdTestCase):
             with ctx.wrap_socket(raw, server_hostname=d.host) as tls:
                 self.assertEqual(tls.selected_alpn_protocol(), "http/1.1")
                 self.assertIn(tls.version(), ("TLSv1.2", "TLSv1.3"))
-                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                 data = b""
                 while True:
                     chunk = tls.recv(4096)

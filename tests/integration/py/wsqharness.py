@@ -112,9 +112,11 @@ class Wsqd:
         else:
             auth = "auth:\n  anonymous:\n    publish: []\n    subscribe: []\n    admin: false\n"
         listeners = listeners_yaml or "listeners:\n  - address: 127.0.0.1\n    port: 0\n"
+        # /metrics is public here, so that tests without anonymous rights can read the counters
+        # they check; tests of metrics.auth give their own metrics section (EXTRA_YAML).
         text = (listeners +
                 "storage:\n  path: %s\n  sync: %s\n" % (json.dumps(self.data), sync) +
-                auth +
+                auth + "metrics:\n  auth: public\n" +
                 "log:\n  level: %s\n  format: text\n" % log_level)
         self.config_text = _merge_yaml(text, extra_yaml)
         with open(self.conf, "w") as f:
@@ -513,6 +515,119 @@ class RawSocketWS:
 
 
 # -- unittest glue --------------------------------------------------------------------------
+
+# -- a raw HTTP/1.1 client (for requests http.client will not send) --------------------------
+
+def rss(pid):
+    """Resident set size of a process, in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def parse_response(buf):
+    """One HTTP/1.1 response at the start of buf -> (status, headers lowercased, body, rest,
+    version), or None when buf does not hold a whole one."""
+    if b"\r\n\r\n" not in buf:
+        return None
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise AssertionError("not an HTTP status line: %r" % lines[0])
+    hdrs = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    n = int(hdrs.get("content-length", "0"))
+    if len(rest) < n:
+        return None
+    return int(parts[1]), hdrs, rest[:n], rest[n:], parts[0]
+
+
+class RawHttp:
+    """A raw client connection that reads HTTP/1.1 responses one by one."""
+
+    def __init__(self, d, timeout=10.0):
+        self.sock = socket.create_connection((d.host, d.port), timeout=timeout * SLOW)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+        self.version = None   # of the last response
+
+    def send(self, data, cuts=None):
+        """cuts: sorted offsets at which the bytes are split into separate TCP segments. A
+        server that answered and closed before taking everything is judged by what it sent."""
+        try:
+            last = 0
+            for c in list(cuts or []) + [len(data)]:
+                if c > last:
+                    self.sock.sendall(data[last:c])
+                    if cuts:
+                        time.sleep(0.002)
+                last = c
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _fill(self):
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        except socket.timeout:
+            raise AssertionError("no answer within the timeout; received so far: %r"
+                                 % self.buf[:300])
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def response(self):
+        """The next response -> (status, headers lowercased, body); None when the server
+        closed without one."""
+        while True:
+            r = parse_response(self.buf)
+            if r is not None:
+                status, hdrs, body, self.buf, self.version = r
+                return status, hdrs, body
+            if not self._fill():
+                if self.buf:
+                    raise AssertionError("connection closed inside a response: %r"
+                                         % self.buf[:300])
+                return None
+
+    def wait_closed(self):
+        """True when the server closes the connection with nothing more sent; False when it
+        sends more, or is still open after the timeout."""
+        try:
+            while self._fill():
+                pass
+        except AssertionError:
+            return False
+        return self.buf == b""
+
+    def close(self):
+        self.sock.close()
+
+
+class BoundedRss:
+    """Mixin for WsqdTestCase: fails a test after which wsqd's RSS grew by more than
+    RSS_GROWTH_MAX (a runaway loop grows by gigabytes in seconds)."""
+    RSS_GROWTH_MAX = 64 << 20
+
+    def setUp(self):
+        super().setUp()
+        self.rss0 = rss(self.wsqd.pid)
+
+    def tearDown(self):
+        if self.wsqd.running():
+            grown = rss(self.wsqd.pid) - self.rss0
+            self.assertLess(grown, self.RSS_GROWTH_MAX, "RSS grew by %d bytes" % grown)
+        super().tearDown()
+
 
 class WsqdTestCase(unittest.TestCase):
     """Starts a fresh wsqd per test in setUp (self.wsqd); new_wsqd() makes more."""
