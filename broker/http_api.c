@@ -374,7 +374,8 @@ static int write_response(wsq_session_t *s, struct lws *wsi)
     unsigned char *body = malloc(LWS_PRE + blen + 1);
     if (body == NULL)
         return -1;
-    memcpy(body + LWS_PRE, h->resp.data, blen);
+    if (blen)
+        memcpy(body + LWS_PRE, h->resp.data, blen);
     int n = lws_write(wsi, body + LWS_PRE, blen, LWS_WRITE_HTTP_FINAL);
     free(body);
     if (n < 0 || h->close_after) {
