@@ -105,6 +105,11 @@ typedef struct ct_sub {
     seqvec_t infl;   /* durable wsq.v1: delivered in this session, unacked, by seq */
     int64_t min_ts;  /* skip messages stamped before this (from: a time ahead of the log) */
     uint32_t queued; /* messages handed to the ST, not yet written */
+    /* durable: the seqs of those messages, in the order they were handed over (a ring). A
+     * delivery counts once its frame is written; if the session ends first, it is taken back
+     * (wsq_cstate_undeliver), so that a message the client never saw is not a redelivery. */
+    uint64_t *unw;
+    uint32_t unw_head, unw_len, unw_cap;
     uint64_t queued_bytes;
     bool on_ready;
     struct ct_sub *tnext; /* topic list */
@@ -561,12 +566,55 @@ static void sub_unlink(wsq_consumers_t *ct, ct_sub_t *s)
 }
 
 /* Ends a subscription: detaches (and persists) its consumer and frees it. */
+/* Remembers that seq was handed to the service thread for s (durable subscriptions). false: no
+ * memory. */
+static bool unw_push(ct_sub_t *s, uint64_t seq)
+{
+    if (s->unw_len == s->unw_cap) {
+        uint32_t cap = s->unw_cap ? 2 * s->unw_cap : 64;
+        uint64_t *v = malloc(cap * sizeof(*v));
+        if (v == NULL)
+            return false;
+        for (uint32_t i = 0; i < s->unw_len; i++)
+            v[i] = s->unw[(s->unw_head + i) % s->unw_cap];
+        free(s->unw);
+        s->unw = v;
+        s->unw_cap = cap;
+        s->unw_head = 0;
+    }
+    s->unw[(s->unw_head + s->unw_len) % s->unw_cap] = seq;
+    s->unw_len++;
+    return true;
+}
+
+/* n messages of s were written to the socket: their deliveries stand. */
+static void unw_written(ct_sub_t *s, uint32_t n)
+{
+    if (n > s->unw_len)
+        n = s->unw_len;
+    if (s->unw_cap)
+        s->unw_head = (s->unw_head + n) % s->unw_cap;
+    s->unw_len -= n;
+}
+
+/* The session of s ended with messages still unwritten: their deliveries never happened. */
+static void unw_take_back(ct_sub_t *s)
+{
+    ct_consumer_t *c = s->cons;
+    for (uint32_t i = s->unw_len; c && i-- > 0;) {
+        wsq_cstate_undeliver(&c->cs, s->unw[(s->unw_head + i) % s->unw_cap]);
+        c->dirty = true;
+    }
+    s->unw_len = 0;
+}
+
 static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
 {
     sub_unlink(ct, s);
     if (s->cons) {
         ct_consumer_t *c = s->cons;
         if (c->sub == s) {
+            unw_take_back(s);
             c->sub = NULL;
             c->cs.last_seen_ms = ct->now_ms;
             c->dirty = true;
@@ -580,6 +628,7 @@ static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
     ct_topic_t *t = s->topic;
     free(s->redo.v);
     free(s->infl.v);
+    free(s->unw);
     free(s->p);
     free(s);
     topic_release(ct, t);
@@ -848,6 +897,7 @@ static void on_written(wsq_consumers_t *ct, ct_cmd_t *cmd)
     if (s == NULL)
         return;
     s->queued = s->queued > cmd->count ? s->queued - cmd->count : 0;
+    unw_written(s, cmd->count);
     s->queued_bytes = s->queued_bytes > cmd->bytes ? s->queued_bytes - cmd->bytes : 0;
     atomic_fetch_add_explicit(&ct->srv->metrics.delivered, cmd->count, memory_order_relaxed);
     if (s->p->raw && s->cons && cmd->count && s->state == SUB_LIVE) {
@@ -1006,7 +1056,12 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
                          s->topic->name, c->name, (unsigned long long)m->seq, max);
             return 0;
         }
+        if (!unw_push(s, m->seq)) {
+            rd->err = WSQ_ERR_NOMEM;
+            return 1;
+        }
         if (wsq_cstate_delivered(&c->cs, m->seq, &count) != WSQ_OK) {
+            s->unw_len--;
             rd->err = WSQ_ERR_NOMEM;
             return 1;
         }
@@ -1046,6 +1101,10 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
         }
     }
     if (err != WSQ_OK) {
+        if (s->cons) { /* not handed over: not delivered */
+            s->unw_len--;
+            wsq_cstate_undeliver(&s->cons->cs, m->seq);
+        }
         rd->err = err;
         return 1;
     }

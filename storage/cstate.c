@@ -172,6 +172,22 @@ void wsq_cstate_ack_upto(wsq_cstate_t *cs, uint64_t upto, bool *changed)
         *changed = true;
 }
 
+void wsq_cstate_undeliver(wsq_cstate_t *cs, uint64_t seq)
+{
+    if (seq == 0 || seq > cs->delivered_upto || wsq_cstate_is_acked(cs, seq))
+        return;
+    wsq_cstate_pend_t *p = pend_find(cs, seq);
+    if (p && p->count > 1) {
+        p->count--;
+        return;
+    }
+    if (seq == cs->delivered_upto) {
+        cs->delivered_upto = seq - 1;
+        if (p && p->due_ms == 0)
+            pend_remove(cs, seq);
+    }
+}
+
 uint32_t wsq_cstate_count(const wsq_cstate_t *cs, uint64_t seq)
 {
     if (seq > cs->delivered_upto || seq == 0)

@@ -69,6 +69,12 @@ void wsq_cstate_ack_upto(wsq_cstate_t *cs, uint64_t upto, bool *changed);
  * A seq above delivered_upto is a first delivery and costs no entry. WSQ_ERR_NOMEM possible. */
 wsq_err wsq_cstate_delivered(wsq_cstate_t *cs, uint64_t seq, uint32_t *count);
 
+/* Takes back the last delivery of seq: it never reached the client (its session ended before
+ * the message was written). A redelivery's count goes down by one; a first delivery, which
+ * must be the highest delivered seq (take them back from the newest), lowers delivered_upto
+ * to seq - 1. Does nothing for an acked seq or one never delivered. Never fails. */
+void wsq_cstate_undeliver(wsq_cstate_t *cs, uint64_t seq);
+
 /* Deliveries so far of seq: 0 when never delivered (seq > delivered_upto), else >= 1. */
 uint32_t wsq_cstate_count(const wsq_cstate_t *cs, uint64_t seq);
 

@@ -91,6 +91,42 @@ static void test_cstate_delivery_counts(void **state)
     wsq_cstate_fini(&cs);
 }
 
+/* A delivery the client never saw is taken back: newest first, first deliveries lower the
+ * high-water mark, redeliveries lose one count, acked seqs stay acked. */
+static void test_cstate_undeliver(void **state)
+{
+    (void)state;
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    uint32_t n;
+    for (uint64_t s = 1; s <= 5; s++)
+        assert_int_equal(wsq_cstate_delivered(&cs, s, &n), WSQ_OK);
+    assert_int_equal(wsq_cstate_delivered(&cs, 2, &n), WSQ_OK); /* a redelivery */
+    assert_int_equal(n, 2);
+    bool changed;
+    assert_int_equal(wsq_cstate_ack(&cs, 3, &changed), WSQ_OK);
+    /* the session ends with 4, 5 and the redelivery of 2 unwritten */
+    wsq_cstate_undeliver(&cs, 5);
+    wsq_cstate_undeliver(&cs, 4);
+    wsq_cstate_undeliver(&cs, 2);
+    assert_int_equal(cs.delivered_upto, 3);
+    assert_int_equal(wsq_cstate_count(&cs, 2), 1);
+    assert_int_equal(wsq_cstate_count(&cs, 4), 0);
+    assert_int_equal(wsq_cstate_count(&cs, 5), 0);
+    assert_true(wsq_cstate_is_acked(&cs, 3));
+    wsq_cstate_undeliver(&cs, 3); /* acked: stays */
+    wsq_cstate_undeliver(&cs, 9); /* never delivered: nothing */
+    assert_int_equal(cs.delivered_upto, 3);
+    assert_true(wsq_cstate_is_acked(&cs, 3));
+    /* delivered again: 4 is a first delivery, 2 a second */
+    assert_int_equal(wsq_cstate_delivered(&cs, 4, &n), WSQ_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(wsq_cstate_delivered(&cs, 2, &n), WSQ_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(wsq_cstate_check(&cs), WSQ_OK);
+    wsq_cstate_fini(&cs);
+}
+
 static void test_cstate_nack_sets_due(void **state)
 {
     (void)state;
@@ -195,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_cstate_ack_in_order_advances_floor),
         cmocka_unit_test(test_cstate_ack_out_of_order_is_absorbed),
         cmocka_unit_test(test_cstate_ack_upto),
+        cmocka_unit_test(test_cstate_undeliver),
         cmocka_unit_test(test_cstate_delivery_counts),
         cmocka_unit_test(test_cstate_nack_sets_due),
         cmocka_unit_test(test_cstate_lag),
