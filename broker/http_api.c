@@ -28,6 +28,7 @@
 #define WSQ_BUF_LIT(b, lit) wsq_buf_append((b), (lit), sizeof(lit) - 1)
 
 #define HISTORY_LIMIT_MAX 1000u
+#define DISCARD_MAX (64ull << 20) /* largest refused body read to its end, not closed on */
 #define HISTORY_BYTES_MAX (4u << 20)
 
 typedef enum { H_PUBLISH = 0, H_PURGE, H_DELETE_CONSUMER, H_IMPORT } http_op_t;
@@ -1058,8 +1059,10 @@ static void route_request(wsq_server_t *srv, struct lws *wsi, wsq_session_t *s, 
     }
     wsq_route_t rt;
     wsq__http_route(path, get, post, &rt);
-    /* Bodies over their limit are refused before a byte of them is read; the connection closes
-     * rather than reading them to the end. */
+    /* Bodies over their limit are refused before a byte of them is read. Most clients send the
+     * whole body before they read an answer: closing at once would lose the answer in a reset,
+     * so lws reads and drops a body up to 64 MiB and the connection goes on; a larger one closes
+     * it. */
     bool import = rt.kind == WSQ_ROUTE_ADMIN && strcmp(rt.admin_op, "import") == 0;
     uint64_t cap = body_cap(srv->cfg, rt.kind == WSQ_ROUTE_PUBLISH, import);
     s->http->body_cap = cap;
@@ -1074,7 +1077,10 @@ static void route_request(wsq_server_t *srv, struct lws *wsi, wsq_session_t *s, 
                  : import ? "64 x limits.max_message_size"
                           : "limits.max_http_body",
                  (unsigned long long)cap);
-        reply_error_close(s, 413, WSQ_ERR_TOO_LARGE, m);
+        if (content_length(wsi) > DISCARD_MAX)
+            reply_error_close(s, 413, WSQ_ERR_TOO_LARGE, m);
+        else
+            reply_error(s, WSQ_ERR_TOO_LARGE, m);
         return;
     }
     switch (rt.kind) {
@@ -1246,9 +1252,14 @@ int wsq__http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
         /* lws asks us to confirm OpenSSL's verdict (len = preverify_ok) and takes 0 as "accept":
          * the default answer would let any certificate through. Keep OpenSSL's verdict. */
-        if (len == 0)
-            wsq_info_log("refused", "reason=client_certificate msg=\"client certificate not "
-                                    "signed by the listener's ca\"");
+        if (len == 0) {
+            char peer[64];
+            lws_get_peer_simple(wsi, peer, sizeof(peer));
+            wsq_info_log("refused",
+                         "peer=%s reason=client_certificate msg=\"client certificate not "
+                         "signed by the listener's ca\"",
+                         peer);
+        }
         return len ? 0 : 1;
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
         return wsq__conn_opened(srv, wsi) ? 0 : -1;

@@ -53,8 +53,9 @@ typedef struct {
     struct lws *wsi;
     gate_mode_t mode;
     bool tls;
-    bool pipelined; /* bytes came behind a request before its answer: close after the answer */
-    bool app_done;  /* the answer went before the body ended: lws discards the rest of it */
+    bool pipelined;     /* bytes came behind a request before its answer: close after the answer */
+    bool app_done;      /* the answer went before the body ended: lws discards the rest of it */
+    uint8_t inject_off; /* bytes of WSQ_H1_CLEN0 lws has already read */
     char peer[64];
 } gate_t;
 
@@ -204,19 +205,6 @@ static void advance(gate_t *g)
     }
 }
 
-/* A POST without Content-Length has an empty body (RFC 9112 6.3), but lws would wait for one:
- * lws reads a "Content-Length: 0" line that the client did not send, in place of the empty
- * line, which is still unread and comes next. lws reads at least 4 KiB at a time. */
-static size_t inject(gate_t *g, void *buf, size_t len)
-{
-    size_t n = sizeof(WSQ_H1_CLEN0) - 1;
-    if (len < n)
-        return 0;
-    memcpy(buf, WSQ_H1_CLEN0, n);
-    wsq_h1_injected(&g->h1);
-    return n;
-}
-
 /* The answer to a head the framer refused: status, JSON body, Connection: close. */
 static int refusal(const gate_t *g, char *out, size_t outlen)
 {
@@ -254,6 +242,48 @@ static size_t ws_check(gate_t *g, const void *buf, size_t n)
     }
     return ok;
 }
+
+/* READ mode: moves the available bytes of the current request into lws's buffer (len bytes),
+ * never a byte of the next request. avail bytes of the stream were peeked into peeked; on return
+ * *used says how many of them lws has (the caller consumes exactly those from the transport).
+ * Returns the bytes placed in buf, which may hold more than *used: a POST without
+ * Content-Length has an empty body (RFC 9112 6.3), but lws would wait for one, so lws reads a
+ * "Content-Length: 0" line the client did not send, in place of the empty line (which comes
+ * right after it). A line that does not fit goes in part, and lws, its buffer full, reads the
+ * rest at once. With h1.state WSQ_H1_ERROR the request is refused. */
+static size_t frame(gate_t *g, const uint8_t *peeked, size_t avail, uint8_t *buf, size_t len,
+                    size_t *used)
+{
+    static const char clen0[] = WSQ_H1_CLEN0;
+    size_t in = 0, out = 0;
+    while (out < len) {
+        if (g->h1.inject) {
+            size_t n = sizeof(clen0) - 1 - g->inject_off;
+            if (n > len - out)
+                n = len - out;
+            memcpy(buf + out, clen0 + g->inject_off, n);
+            out += n;
+            g->inject_off += n;
+            if (g->inject_off < sizeof(clen0) - 1)
+                break;
+            g->inject_off = 0;
+            wsq_h1_injected(&g->h1);
+            continue;
+        }
+        size_t room = len - out, left = avail - in;
+        size_t take = wsq_h1_feed(&g->h1, peeked + in, left < room ? left : room);
+        memcpy(buf + out, peeked + in, take);
+        in += take;
+        out += take;
+        if (!g->h1.inject || g->h1.state == WSQ_H1_ERROR)
+            break;
+    }
+    *used = in;
+    return out;
+}
+
+/* Scratch for peeking, service thread only: as large as lws's read buffer (pt_serv_buf_size). */
+static uint8_t peeked[64 * 1024];
 
 /* ---- plain connections --------------------------------------------------------------------- */
 
@@ -295,14 +325,13 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
         return 0;
     if (g->mode == G_WAIT || g->mode == G_DISCARD)
         return plain_wait(g, fd);
-    if (g->h1.inject)
-        return (ssize_t)inject(g, buf, len);
-    ssize_t n = real_recv()(fd, buf, len, MSG_PEEK);
-    if (n <= 0)
+    size_t want = len < sizeof(peeked) ? len : sizeof(peeked);
+    ssize_t n = real_recv()(fd, peeked, want, MSG_PEEK);
+    if (n <= 0 && !g->h1.inject)
         return n;
-    size_t take = wsq_h1_feed(&g->h1, buf, (size_t)n);
-    if (take == 0 && g->h1.inject)
-        return (ssize_t)inject(g, buf, len);
+    if (n < 0)
+        n = 0; /* the rest of an injected line is ready in any case */
+    size_t used, out = frame(g, peeked, (size_t)n, buf, len, &used);
     if (g->h1.state == WSQ_H1_ERROR) {
         char resp[512];
         int rl = refusal(g, resp, sizeof(resp));
@@ -312,14 +341,13 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
         plain_wait(g, fd); /* unread input would turn the close into a reset */
         return 0;
     }
-    n = real_recv()(fd, buf, take, 0); /* exactly the bytes just looked at */
-    if (n > 0) {
-        advance(g);
-        char c;
-        if (g->mode == G_WAIT && real_recv()(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
-            g->pipelined = true;
-    }
-    return n;
+    if (used && real_recv()(fd, peeked, used, 0) != (ssize_t)used) /* the bytes looked at */
+        return -1;
+    advance(g);
+    char c;
+    if (g->mode == G_WAIT && real_recv()(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+        g->pipelined = true;
+    return (ssize_t)out;
 }
 
 /* ---- TLS connections ----------------------------------------------------------------------- */
@@ -352,14 +380,13 @@ int SSL_read(SSL *ssl, void *buf, int num)
         return 0;
     if (g->mode == G_WAIT || g->mode == G_DISCARD)
         return tls_wait(g, ssl);
-    if (g->h1.inject)
-        return (int)inject(g, buf, (size_t)num);
-    int n = SSL_peek(ssl, buf, num);
-    if (n <= 0)
+    size_t len = (size_t)num, want = len < sizeof(peeked) ? len : sizeof(peeked);
+    int n = SSL_peek(ssl, peeked, (int)want);
+    if (n <= 0 && !g->h1.inject)
         return n;
-    size_t take = wsq_h1_feed(&g->h1, buf, (size_t)n);
-    if (take == 0 && g->h1.inject)
-        return (int)inject(g, buf, (size_t)num);
+    if (n < 0)
+        n = 0; /* the rest of an injected line is ready in any case */
+    size_t used, out = frame(g, peeked, (size_t)n, buf, len, &used);
     if (g->h1.state == WSQ_H1_ERROR) {
         char resp[512];
         int rl = refusal(g, resp, sizeof(resp));
@@ -367,13 +394,15 @@ int SSL_read(SSL *ssl, void *buf, int num)
         g->mode = G_CLOSED;
         return 0; /* SSL_get_error says SSL_ERROR_SYSCALL: lws closes */
     }
-    n = real_ssl_read()(ssl, buf, (int)take);
-    if (n > 0) {
-        advance(g);
-        char c;
-        if (g->mode == G_WAIT && (SSL_pending(ssl) > 0 ||
-                                  real_recv()(SSL_get_fd(ssl), &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0))
-            g->pipelined = true;
-    }
-    return n;
+    if (used && real_ssl_read()(ssl, peeked, (int)used) != (int)used)
+        return -1;
+    advance(g);
+    /* Decrypted bytes left in OpenSSL raise no POLLIN, and lws asks OpenSSL for them only after
+     * a read that filled its buffer: what remains after a whole request is a pipelined one, and
+     * the answer closes the connection. */
+    char c;
+    if (g->mode == G_WAIT &&
+        (SSL_pending(ssl) > 0 || real_recv()(SSL_get_fd(ssl), &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0))
+        g->pipelined = true;
+    return (int)out;
 }

@@ -3,7 +3,7 @@
 # JetStream, all over WebSocket and all measured by the same client (wsq-bench), plus the
 # physical limits of this machine (raw LMDB append, a minimal libwebsockets sink and echo) and
 # the T6 restart with 10M stored messages. Issue 6; the results are written up in
-# docs/bench/peers.md.
+# docs/BENCHMARKS.md (how the peers were set up: ../shared/notes/peers.md).
 #
 # Usage: tools/bench-peers.sh [-n RUNS] [-o OUTDIR] [-s "SCENARIOS"] [-p "SYSTEMS"] [-x "EXTRAS"]
 #   RUNS       runs per scenario and system (3); the table shows medians and (min..max)
@@ -60,10 +60,10 @@ SBENCH=$BUILD/bin/wsq-storage-bench
 LWSB=$BUILD/bin/lws-baseline
 PRELOAD=$BUILD/bin/wsq-preload
 
-# --- peers: install if missing, never leave the packaged services running ---------------------
+# --- peers: install if missing (only those SYSTEMS names), never leave their services running ----
 need=
-command -v mosquitto >/dev/null || need="$need mosquitto"
-command -v nats-server >/dev/null || need="$need nats-server"
+case " $SYSTEMS " in *" mqtt "*) command -v mosquitto >/dev/null || need="$need mosquitto" ;; esac
+case " $SYSTEMS " in *" nats "*) command -v nats-server >/dev/null || need="$need nats-server" ;; esac
 if [ -n "$need" ]; then
     log "installing$need"
     DEBIAN_FRONTEND=noninteractive apt-get install -y $need >&2
@@ -75,8 +75,8 @@ elif command -v service >/dev/null; then
     service mosquitto stop >/dev/null 2>&1 || true
     service nats-server stop >/dev/null 2>&1 || true
 fi
-MOSQ_VERSION=$(dpkg-query -W -f '${Version}' mosquitto 2>/dev/null || mosquitto -h | head -1)
-NATS_VERSION=$(dpkg-query -W -f '${Version}' nats-server 2>/dev/null || nats-server --version)
+MOSQ_VERSION=$(dpkg-query -W -f '${Version}' mosquitto 2>/dev/null || echo "not installed")
+NATS_VERSION=$(dpkg-query -W -f '${Version}' nats-server 2>/dev/null || echo "not installed")
 
 # --- the machine ----------------------------------------------------------------------------
 {

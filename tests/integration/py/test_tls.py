@@ -129,6 +129,53 @@ class TlsServer(h.WsqdTestCase):
             await ws.close()
         h.run(go())
 
+    def test_gate_over_tls(self):
+        """The gate frames TLS connections as it frames plain ones: a POST without
+        Content-Length (the line wsqd adds for lws must not strand the rest of the head inside
+        OpenSSL), keep-alive, pipelining answered with Connection: close, a malformed head."""
+        d = self.start()
+        ctx = s.client_ctx(PKI)
+
+        def tls_conn():
+            raw = socket.create_connection((d.host, d.port), timeout=5 * h.SLOW)
+            return ctx.wrap_socket(raw, server_hostname=d.host)
+
+        def read_answers(tls, n):
+            buf, out = b"", []
+            while len(out) < n:
+                r = h.parse_response(buf)
+                if r is not None:
+                    out.append(r)
+                    buf = r[3]
+                    continue
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            return out
+
+        auth = b"Authorization: Bearer " + T_OPS.encode() + b"\r\n"
+        with tls_conn() as tls:   # what curl -X POST sends: no Content-Length
+            tls.sendall(b"POST /topics/chat.tls HTTP/1.1\r\nHost: localhost\r\n" + auth + b"\r\n")
+            (st, hdrs, body, _, _), = read_answers(tls, 1)
+            self.assertEqual((st, json.loads(body)), (200, {"seq": 1, "topic": "chat.tls"}))
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            (st, _, _, _, _), = read_answers(tls, 1)
+            self.assertEqual(st, 200)
+        with tls_conn() as tls:   # pipelined: the first answer closes
+            tls.sendall((b"POST /topics/chat.tls HTTP/1.1\r\nHost: localhost\r\n" + auth +
+                         b"Content-Length: 1\r\n\r\nx") * 2)
+            answers = read_answers(tls, 2)
+            self.assertEqual(len(answers), 1)
+            self.assertEqual((answers[0][0], answers[0][1].get("connection")), (200, "close"))
+        with tls_conn() as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX: a\x00b\r\n\r\n")
+            (st, hdrs, body, _, _), = read_answers(tls, 1)
+            self.assertEqual((st, json.loads(body)["error"]["code"]), (400, "bad_request"))
+        st, _, body, _ = s.https(d, ctx, "GET", "/topics/chat.tls/messages?token=" + T_OPS)
+        self.assertEqual(st, 200, body)
+        self.assertEqual([m["seq"] for m in json.loads(body)["messages"]], [1, 2])
+
     def test_denials_over_tls(self):
         d = self.start()
         ctx = s.client_ctx(PKI)
