@@ -23,6 +23,31 @@ size_t wsq_wsrx_scan(wsq_wsrx_t *w, const uint8_t *p, size_t len)
         return 0;
     size_t i = 0;
     while (i < len) {
+        if (w->part == W_B0 && len - i >= 14) {
+            /* a whole header is here (at most 14 bytes): read it at once, skip the payload */
+            const uint8_t *h = p + i;
+            if (!(h[1] & 0x80)) {
+                w->unmasked = true;
+                return i + 1;
+            }
+            uint64_t n = h[1] & 0x7f;
+            size_t hl = 6;
+            if (n == 126) {
+                n = (uint64_t)h[2] << 8 | h[3];
+                hl = 8;
+            } else if (n == 127) {
+                n = 0;
+                for (int k = 2; k < 10; k++)
+                    n = n << 8 | h[k];
+                hl = 14;
+            }
+            i += hl;
+            size_t skip = len - i < n ? len - i : (size_t)n;
+            i += skip;
+            w->skip = n - skip;
+            w->part = w->skip ? W_PAYLOAD : W_B0;
+            continue;
+        }
         switch (w->part) {
         case W_B0:
             w->part = W_B1;
