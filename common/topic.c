@@ -7,11 +7,23 @@ static bool is_sep(char c)
     return c == '.' || c == '/';
 }
 
-static bool is_name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_';
-}
+/* Byte classes of topic names and patterns: one table lookup a byte (this runs several times
+ * for every message published). */
+enum { C_BAD = 0, C_NAME, C_SEP, C_WILD };
+static const unsigned char cls[256] = {
+    ['a'] = C_NAME, ['b'] = C_NAME, ['c'] = C_NAME, ['d'] = C_NAME, ['e'] = C_NAME, ['f'] = C_NAME,
+    ['g'] = C_NAME, ['h'] = C_NAME, ['i'] = C_NAME, ['j'] = C_NAME, ['k'] = C_NAME, ['l'] = C_NAME,
+    ['m'] = C_NAME, ['n'] = C_NAME, ['o'] = C_NAME, ['p'] = C_NAME, ['q'] = C_NAME, ['r'] = C_NAME,
+    ['s'] = C_NAME, ['t'] = C_NAME, ['u'] = C_NAME, ['v'] = C_NAME, ['w'] = C_NAME, ['x'] = C_NAME,
+    ['y'] = C_NAME, ['z'] = C_NAME, ['A'] = C_NAME, ['B'] = C_NAME, ['C'] = C_NAME, ['D'] = C_NAME,
+    ['E'] = C_NAME, ['F'] = C_NAME, ['G'] = C_NAME, ['H'] = C_NAME, ['I'] = C_NAME, ['J'] = C_NAME,
+    ['K'] = C_NAME, ['L'] = C_NAME, ['M'] = C_NAME, ['N'] = C_NAME, ['O'] = C_NAME, ['P'] = C_NAME,
+    ['Q'] = C_NAME, ['R'] = C_NAME, ['S'] = C_NAME, ['T'] = C_NAME, ['U'] = C_NAME, ['V'] = C_NAME,
+    ['W'] = C_NAME, ['X'] = C_NAME, ['Y'] = C_NAME, ['Z'] = C_NAME, ['0'] = C_NAME, ['1'] = C_NAME,
+    ['2'] = C_NAME, ['3'] = C_NAME, ['4'] = C_NAME, ['5'] = C_NAME, ['6'] = C_NAME, ['7'] = C_NAME,
+    ['8'] = C_NAME, ['9'] = C_NAME, ['-'] = C_NAME, ['_'] = C_NAME, ['.'] = C_SEP,  ['/'] = C_SEP,
+    ['*'] = C_WILD, ['>'] = C_WILD,
+};
 
 /* Validates segments; when wild is true a whole segment may be '*' and the last may be '>'. */
 static bool valid(const char *s, size_t len, bool wild)
@@ -19,22 +31,24 @@ static bool valid(const char *s, size_t len, bool wild)
     if (len == 0 || len > WSQ_TOPIC_MAX)
         return false;
     size_t seg_start = 0;
+    char wc = 0; /* the wildcard in the current segment, if any */
     for (size_t i = 0; i <= len; i++) {
-        if (i < len && !is_sep(s[i])) {
-            if (!is_name_char(s[i]) && !(wild && (s[i] == '*' || s[i] == '>')))
-                return false;
+        unsigned char c = i < len ? cls[(unsigned char)s[i]] : C_SEP;
+        if (c == C_NAME)
+            continue;
+        if (c == C_BAD || (c == C_WILD && !wild))
+            return false;
+        if (c == C_WILD) {
+            wc = s[i];
             continue;
         }
         size_t seg_len = i - seg_start;
         if (seg_len == 0)
             return false;
-        for (size_t j = seg_start; j < i; j++) {
-            if (s[j] == '*' || s[j] == '>') {
-                /* a wildcard must be the whole segment; '>' only as the last one */
-                if (seg_len != 1 || (s[j] == '>' && i != len))
-                    return false;
-            }
-        }
+        /* a wildcard must be the whole segment; '>' only as the last one */
+        if (wc && (seg_len != 1 || (wc == '>' && i != len)))
+            return false;
+        wc = 0;
         seg_start = i + 1;
     }
     return true;
