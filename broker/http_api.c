@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "broker.h"
-#include "http_route.h"
+#include "wsq/route.h"
 #include "req.h"
 #include "session.h"
 #include "wsq/clock.h"
@@ -909,7 +909,7 @@ static void do_admin(wsq_server_t *srv, wsq_session_t *s, struct lws *wsi, const
     reply_error(s, WSQ_ERR_NOTFOUND, "unknown admin operation");
 }
 
-/* One JSON Lines import body (wsq__import_parse): every message is appended (it gets a new
+/* One JSON Lines import body (wsq_import_parse): every message is appended (it gets a new
  * seq: seqs are never reused); a bad line refuses the whole body. */
 typedef struct {
     wsq_server_t *srv;
@@ -950,8 +950,8 @@ static void do_import(wsq_server_t *srv, wsq_session_t *s)
     im.tail = &im.head;
     uint64_t n = 0;
     wsq_err err =
-        wsq__import_parse((const char *)h->body.data, h->body.len,
-                          srv->cfg->limits.max_message_size, import_one, &im, msg, sizeof(msg), &n);
+        wsq_import_parse((const char *)h->body.data, h->body.len, srv->cfg->limits.max_message_size,
+                         import_one, &im, msg, sizeof(msg), &n);
     if (err == WSQ_OK && n > 0)
         err = wsq_store_submit_list(srv->store, im.head);
     if (err != WSQ_OK || n == 0) {
@@ -1058,7 +1058,7 @@ static void route_request(wsq_server_t *srv, struct lws *wsi, wsq_session_t *s, 
         return;
     }
     wsq_route_t rt;
-    wsq__http_route(path, get, post, &rt);
+    wsq_http_route(path, get, post, &rt);
     /* Bodies over their limit are refused before a byte of them is read. Most clients send the
      * whole body before they read an answer: closing at once would lose the answer in a reset,
      * so lws reads and drops a body up to 64 MiB and the connection goes on; a larger one closes

@@ -5,26 +5,6 @@
 
 #include "broker.h"
 
-/* Server frame header with explicit FIN and opcode (continuation frames carry opcode 0). */
-static size_t frame_header(unsigned char *h, bool fin, unsigned opcode, uint64_t len)
-{
-    h[0] = (unsigned char)((fin ? 0x80 : 0) | (opcode & 0x0f));
-    if (len < 126) {
-        h[1] = (unsigned char)len;
-        return 2;
-    }
-    if (len <= 0xffff) {
-        h[1] = 126;
-        h[2] = (unsigned char)(len >> 8);
-        h[3] = (unsigned char)len;
-        return 4;
-    }
-    h[1] = 127;
-    for (int i = 0; i < 8; i++)
-        h[2 + i] = (unsigned char)(len >> (56 - 8 * i));
-    return 10;
-}
-
 void wsq__outlist_init(wsq_outlist_t *l)
 {
     memset(l, 0, sizeof(*l));
@@ -81,7 +61,8 @@ wsq_err wsq__outlist_frame(wsq_outlist_t *l, unsigned opcode, const void *payloa
             l->cap = cap;
         }
         wsq_out_t *c = l->cur;
-        size_t hl = frame_header(c->data + c->len, fin, first ? opcode : 0, n);
+        size_t hl = wsq_ws_frame_header(
+            c->data + c->len, (first ? opcode : WSQ_WS_OP_CONT) | (fin ? 0 : WSQ_WS_MORE), n);
         c->len += hl;
         if (n)
             memcpy(c->data + c->len, p + off, n);

@@ -203,12 +203,12 @@ static int send_close(wsq_session_t *s)
     size_t rl = strlen(s->close_reason);
     if (rl > 123)
         rl = 123;
-    buf[0] = 0x88; /* FIN | close */
-    buf[1] = (unsigned char)(2 + rl);
-    buf[2] = (unsigned char)(s->close_code >> 8);
-    buf[3] = (unsigned char)s->close_code;
-    memcpy(buf + 4, s->close_reason, rl);
-    if (lws_write(s->wsi, buf, 4 + rl, LWS_WRITE_RAW) < (int)(4 + rl))
+    size_t n = wsq_ws_frame_header(buf, WSQ_WS_OP_CLOSE, 2 + rl);
+    buf[n++] = (unsigned char)(s->close_code >> 8);
+    buf[n++] = (unsigned char)s->close_code;
+    memcpy(buf + n, s->close_reason, rl);
+    n += rl;
+    if (lws_write(s->wsi, buf, n, LWS_WRITE_RAW) < (int)n)
         return -1;
     s->close_sent = true;
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_ACK, 3);

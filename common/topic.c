@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "wsq/cstate.h"
+
 static bool is_sep(char c)
 {
     return c == '.' || c == '/';
@@ -90,4 +92,16 @@ bool wsq_topic_match(const char *pattern, const char *name, size_t len)
         n++;
     }
     return n == len;
+}
+
+bool wsq_consumer_valid(const char *name, size_t len)
+{
+    if (name == NULL || len == 0 || len > WSQ_CONSUMER_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = cls[(unsigned char)name[i]];
+        if (c != C_NAME && name[i] != '.')
+            return false;
+    }
+    return true;
 }

@@ -14,6 +14,7 @@
  * folding, one Content-Length of digits, no Transfer-Encoding, a request target in origin form.
  *
  * Pure: no I/O, no globals, no allocation. One wsq_h1_t per connection; any thread, one at a time.
+ * Library wsqproto (proto/http1.c).
  */
 #ifndef WSQ_HTTP1_H
 #define WSQ_HTTP1_H

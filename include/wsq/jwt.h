@@ -44,6 +44,7 @@
 
 #include "wsq/config.h"
 #include "wsq/err.h"
+#include "wsq/proto.h"
 
 #define WSQ_JWT_TOKEN_MAX 8192   /* bytes of a whole token; larger is "malformed" */
 #define WSQ_JWT_SUB_MAX 63       /* bytes of the "sub" claim */
@@ -145,21 +146,13 @@ wsq_err wsq_jwt_sign(const char *claims_json, size_t len, const unsigned char *s
                      size_t secret_len, char **token_out);
 
 /* ------------------------------------------------------------------------------------------- */
-/* Internal, exposed for the unit tests and the fuzz target. Pure; any thread.                 */
+/* The names the unit tests and the fuzz target use for base64url. The codec is proto's: strict
+ * base64url as described above is wsq_base64url_encode/decode (wsq/proto.h); wsqjwt links
+ * wsqproto for it. */
 
-/* Bytes needed to decode n base64url characters (an upper bound: n * 3 / 4). */
-#define WSQ__B64URL_DECODED_MAX(n) ((n) / 4 * 3 + 2)
-/* Characters of the unpadded base64url encoding of n bytes (exact). */
-#define WSQ__B64URL_ENCODED_LEN(n) ((n) / 3 * 4 + ((n) % 3 == 0 ? 0 : (n) % 3 + 1))
-
-/* Strictly decodes in[0..n) (see the top of this file) into out, which has room for
- * WSQ__B64URL_DECODED_MAX(n) bytes; *outlen receives the decoded length. Returns WSQ_OK or
- * WSQ_ERR_INVAL for any character outside the alphabet, a length of 1 mod 4, or non-zero unused
- * bits. n == 0 decodes to nothing. */
-wsq_err wsq__b64url_decode(const char *in, size_t n, unsigned char *out, size_t *outlen);
-
-/* Encodes in[0..n) into out, which has room for WSQ__B64URL_ENCODED_LEN(n) bytes (no NUL is
- * written). Returns the number of characters written. */
-size_t wsq__b64url_encode(const unsigned char *in, size_t n, char *out);
+#define WSQ__B64URL_DECODED_MAX(n) WSQ_BASE64URL_DEC_MAX(n)
+#define WSQ__B64URL_ENCODED_LEN(n) WSQ_BASE64URL_ENC_LEN(n)
+#define wsq__b64url_decode wsq_base64url_decode
+#define wsq__b64url_encode wsq_base64url_encode
 
 #endif

@@ -3,7 +3,7 @@
  *
  * One store is one data directory. Exactly one process writes it at a time: wsqd, or wsqctl when no
  * wsqd runs (WSQ_STORE_EXCLUSIVE takes the directory lock that guarantees this). Any number of
- * processes may read it concurrently.
+ * processes may read it concurrently. (This paragraph describes the LMDB backend; see Backends.)
  *
  * Threads
  *   - Inside a process, every mutation goes through the store's writer thread, which owns the only
@@ -16,6 +16,33 @@
  *     and must not block.
  *
  * This header has no LMDB type in it, so that a second backend is an addition, not a rewrite.
+ *
+ * Backends
+ *   The calls below are what a storage backend implements. LMDB (storage/lmdb/) is the only one
+ *   today; a later backend (Redis) implements the same calls with the errors, ownership and thread
+ *   rules documented here.
+ *   - Written once for every backend (storage/): wsq_wreq_new, wsq_wreq_free, wsq_store_call (on
+ *     top of wsq_store_submit), the checks wsq_store_submit and wsq_store_submit_list make before
+ *     queueing (storage/wreq.c), and the consumer-state rules and encoding (wsq/cstate.h).
+ *   - Every backend provides:
+ *     - lifecycle: wsq_store_opts_init, wsq_store_open, wsq_store_close, wsq_store_format,
+ *       wsq_store_format_before, wsq_store_backend_version, wsq_store_now_ms;
+ *     - the writer: wsq_store_start, wsq_store_stop, wsq_store_submit, wsq_store_submit_list,
+ *       wsq_store_queue_depth, wsq_store_retention_changed, every wsq_wop_t, and the calls of
+ *       the retention, on_commit and done callbacks on the thread and at the moment stated for
+ *       each;
+ *     - the reads: wsq_store_topic_lookup, wsq_store_topic_get, wsq_store_topic_list,
+ *       wsq_store_read, wsq_store_seq_at_time, wsq_store_consumer_get, wsq_store_consumer_list;
+ *     - wsq_store_stats, except for its LMDB fields (below).
+ *   - LMDB only: these exist because of LMDB's data file, memory map, reader slots or directory
+ *     lock, and a backend without those has nothing to provide for them.
+ *     - wsq_store_compact, wsq_store_check, wsq_store_map_usage, wsq_store_lock_holder;
+ *     - in wsq_store_stats_t: map_size, map_size_max, map_used, page_size, pages_used,
+ *       pages_free, readers_used, readers_max, file_bytes, last_txn;
+ *     - in wsq_store_opts_t: path (the data directory), map_size_initial, map_size_max,
+ *       max_readers and the flag WSQ_STORE_EXCLUSIVE (the data-dir lock);
+ *     - WSQ_FORMAT_VERSION numbers the LMDB on-disk format, and the wsq_sync_t comments describe
+ *       what each level means for LMDB's fsyncs.
  */
 #ifndef WSQ_STORE_H
 #define WSQ_STORE_H
@@ -372,29 +399,30 @@ typedef struct {
     uint64_t last_txn;      /* LMDB transaction id of the last commit */
 } wsq_store_stats_t;
 
-/* Map use without walking anything (cheap enough for every /metrics scrape): bytes up to the
- * highest page in use, the current map size and the configured maximum. Any thread. */
+/* LMDB only. Map use without walking anything (cheap enough for every /metrics scrape): bytes up to
+ * the highest page in use, the current map size and the configured maximum. Any thread. */
 void wsq_store_map_usage(wsq_store_t *store, uint64_t *used, uint64_t *size, uint64_t *max);
 
-/* Storage statistics. Walks the free list, so it costs more than a read; meant for admin use. */
+/* Storage statistics. Walks the free list, so it costs more than a read; meant for admin use.
+ * Every backend provides it; the fields from map_size to file_bytes, and last_txn, are LMDB's. */
 wsq_err wsq_store_stats(wsq_store_t *store, wsq_store_stats_t *out);
 
-/* One invariant violation found by wsq_store_check. */
+/* One invariant violation found by wsq_store_check (LMDB only). */
 typedef void (*wsq_check_fn)(void *arg, const char *topic, const char *what);
 
-/* Verifies every invariant: per topic, messages are exactly the contiguous seqs
+/* LMDB only. Verifies every invariant: per topic, messages are exactly the contiguous seqs
  * [first_seq, next_seq) with count/bytes matching, CRCs match, keys are well formed; every
  * consumer decodes, holds its invariants and points inside its topic (ack_floor < next_seq); every
  * consumer and message belongs to an existing topic. Reports each violation to fn and counts them
  * in *violations. Works in bounded read transactions. WSQ_ERR_IO on read failure. */
 wsq_err wsq_store_check(wsq_store_t *store, wsq_check_fn fn, void *arg, uint64_t *violations);
 
-/* Writes a compacted copy of the store into the empty or missing directory dest.
+/* LMDB only. Writes a compacted copy of the store into the empty or missing directory dest.
  * WSQ_ERR_EXISTS when dest holds a data file, WSQ_ERR_IO, WSQ_ERR_PERM. */
 wsq_err wsq_store_compact(wsq_store_t *store, const char *dest);
 
-/* Process id holding the data-dir lock of path (a running wsqd or an offline wsqctl mutation),
- * or 0 when nobody holds it. Does not open the store. */
+/* LMDB only. Process id holding the data-dir lock of path (a running wsqd or an offline wsqctl
+ * mutation), or 0 when nobody holds it. Does not open the store. */
 long wsq_store_lock_holder(const char *path);
 
 #endif

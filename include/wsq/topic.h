@@ -1,5 +1,6 @@
 /*
- * Topic names and topic patterns. Pure functions, no allocation, any thread.
+ * Topic names, topic patterns and durable consumer names. Pure functions, no allocation, any
+ * thread.
  *
  * A topic name is 1-255 bytes from [A-Za-z0-9._/-]; '.' and '/' separate segments and no
  * segment is empty (so no leading, trailing or doubled separator).
@@ -9,6 +10,9 @@
  *   '>'  (last segment only) matches one or more remaining segments.
  * "chat.*" matches "chat.room1" but not "chat.room1.typing"; "chat.>" matches both; ">" matches
  * every topic. Separators must match literally ("a.b" and "a/b" are different topics).
+ *
+ * A durable consumer name is 1-WSQ_CONSUMER_NAME_MAX (128, wsq/cstate.h) bytes from
+ * [A-Za-z0-9._-].
  */
 #ifndef WSQ_TOPIC_H
 #define WSQ_TOPIC_H
@@ -26,5 +30,8 @@ bool wsq_topic_pattern_valid(const char *pattern, size_t plen);
 
 /* True when the NUL-terminated pattern matches name[0..len). Invalid patterns match nothing. */
 bool wsq_topic_match(const char *pattern, const char *name, size_t len);
+
+/* True when name[0..len) is a valid durable consumer name. name may be NULL (false). */
+bool wsq_consumer_valid(const char *name, size_t len);
 
 #endif

@@ -5,6 +5,7 @@
  * close the connection (1002).
  *
  * Pure: no I/O, no globals, no allocation. One wsq_wsrx_t per connection; one thread at a time.
+ * Library wsqproto (proto/wsrx.c).
  */
 #ifndef WSQ_WSRX_H
 #define WSQ_WSRX_H
@@ -21,6 +22,7 @@ typedef struct {
     uint64_t skip; /* private: payload bytes still to skip */
 } wsq_wsrx_t;
 
+/* Starts scanning a connection's client bytes (no allocation; nothing to free). */
 void wsq_wsrx_init(wsq_wsrx_t *w);
 
 /* Scans p[0..len) of the client's byte stream. Returns how many bytes are acceptable: len, or,

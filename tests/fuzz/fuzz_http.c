@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http_route.h"
+#include "wsq/route.h"
 #include "wsq/topic.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -36,14 +36,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         blen = size - 1 - (size_t)(body - buf);
     }
     wsq_route_t r;
-    wsq__http_route(buf, get, post, &r);
+    wsq_http_route(buf, get, post, &r);
     if ((r.kind == WSQ_ROUTE_PUBLISH || r.kind == WSQ_ROUTE_HISTORY) &&
         !wsq_topic_valid(r.topic, r.topic_len))
         abort();
     int n = 0;
     char msg[400];
     uint64_t lines = 0;
-    wsq__import_parse(body, blen, 1 << 16, count_msg, &n, msg, sizeof(msg), &lines);
+    wsq_import_parse(body, blen, 1 << 16, count_msg, &n, msg, sizeof(msg), &lines);
     if ((uint64_t)n != lines)
         abort();
     free(buf);

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the HS256 JWT verifier (broker/jwt.c).
+ * libFuzzer target for the HS256 JWT verifier (common/jwt.c) and its base64url (proto/base64.c).
  *
  * The first byte selects the mode and the expectations; the rest is the input:
  *   mode % 4 == 0   the bytes are a token, verified with a fixed secret (reaches everything up to
@@ -15,8 +15,8 @@
  * Every result is checked for consistency: the return code agrees with the reason, the reason is
  * one of WSQ_JWT_REASON_LIST, and accepted claims hold a valid "sub" and valid patterns.
  *
- * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude broker/jwt.c common/topic.c
- *        tests/fuzz/fuzz_jwt.c $(pkg-config --cflags --libs jansson libcrypto)
+ * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude common/jwt.c common/topic.c
+ *        proto/base64.c tests/fuzz/fuzz_jwt.c $(pkg-config --cflags --libs jansson libcrypto)
  * Run:   ./fuzz_jwt -max_total_time=600 tests/fuzz/corpus/jwt
  */
 #include <openssl/evp.h>

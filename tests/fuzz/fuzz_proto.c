@@ -6,8 +6,6 @@
 
 #include "wsq/proto.h"
 
-wsq_err wsq__proto_decode_full(const void *json, size_t len, size_t max_payload, wsq_frame_t *f,
-                               wsq_proto_error_t *perr);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -11,9 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Defined in proto_util.c. */
-bool wsq__consumer_valid(const char *s, size_t len);
-void wsq__sanitize_ascii(char *s);
+#include "internal.h"
 
 #define TOPICS_PREFIX "/topics/"
 
@@ -167,7 +165,7 @@ static wsq_err parse_param(const char *p, size_t n, wsq_raw_target_t *t, unsigne
         return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "bad percent-encoding in \"%s\"",
                         name);
     if (bit == SEEN_CONSUMER) {
-        if (e != WSQ_OK || !wsq__consumer_valid(val, vlen))
+        if (e != WSQ_OK || !wsq_consumer_valid(val, vlen))
             return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
                             "\"consumer\" must be 1..128 characters of [A-Za-z0-9._-]");
         memcpy(t->consumer, val, vlen);

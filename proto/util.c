@@ -1,15 +1,14 @@
 /*
- * Codec helpers shared by the wire codecs: output buffers, UTF-8 validation, base64, WebSocket
- * frame headers and JSON string escaping. Pure: no I/O, no globals except const tables, any thread.
+ * Codec helpers shared by the wire codecs: output buffers, UTF-8 validation, the WebSocket frame
+ * header and JSON string escaping (base64 is base64.c). Pure: no I/O, no globals except const
+ * tables, any thread.
  */
 #include "wsq/proto.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Internal helpers shared with proto_wsq.c and proto_raw.c (declared there; no private header). */
-bool wsq__consumer_valid(const char *s, size_t len);
-void wsq__sanitize_ascii(char *s);
+#include "internal.h"
 
 /* ------------------------------------------------------------------------------------------- */
 /* Output buffer                                                                               */
@@ -159,108 +158,11 @@ bool wsq_utf8_valid(const void *buf, size_t len)
 }
 
 /* ------------------------------------------------------------------------------------------- */
-/* Base64 (RFC 4648 standard alphabet, padded)                                                  */
-
-static const char b64_alpha[64] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* 0..63 for alphabet characters, 0xFF for everything else (including '='). */
-static const unsigned char b64_val[256] = {
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x3E, 0xFF, 0xFF, 0xFF, 0x3F,
-    0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3A, 0x3B, 0x3C, 0x3D, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E,
-    0x0F, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28,
-    0x29, 0x2A, 0x2B, 0x2C, 0x2D, 0x2E, 0x2F, 0x30, 0x31, 0x32, 0x33, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-};
-
-size_t wsq_base64_enc_len(size_t len)
-{
-    return (len / 3 + (len % 3 != 0)) * 4;
-}
-
-void wsq_base64_encode(const void *in, size_t len, char *out)
-{
-    const unsigned char *s = in;
-    size_t i = 0;
-    for (; len - i >= 3; i += 3) {
-        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
-        out[0] = b64_alpha[v >> 18];
-        out[1] = b64_alpha[(v >> 12) & 63];
-        out[2] = b64_alpha[(v >> 6) & 63];
-        out[3] = b64_alpha[v & 63];
-        out += 4;
-    }
-    if (len - i == 1) {
-        uint32_t v = (uint32_t)s[i] << 16;
-        out[0] = b64_alpha[v >> 18];
-        out[1] = b64_alpha[(v >> 12) & 63];
-        out[2] = '=';
-        out[3] = '=';
-    } else if (len - i == 2) {
-        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8;
-        out[0] = b64_alpha[v >> 18];
-        out[1] = b64_alpha[(v >> 12) & 63];
-        out[2] = b64_alpha[(v >> 6) & 63];
-        out[3] = '=';
-    }
-}
-
-/* Strict: the length must be a multiple of 4, padding may only end the input, no whitespace, and
- * the bits a padded quantum leaves unused must be zero, so every byte string has exactly one
- * accepted encoding. */
-wsq_err wsq_base64_decode(const char *in, size_t len, unsigned char *out, size_t *outlen)
-{
-    const unsigned char *s = (const unsigned char *)in;
-    if (len % 4 != 0)
-        return WSQ_ERR_INVAL;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        unsigned a = b64_val[s[i]], b = b64_val[s[i + 1]];
-        if ((a | b) > 63)
-            return WSQ_ERR_INVAL;
-        bool last = i + 4 == len;
-        if (last && s[i + 3] == '=') {
-            if (s[i + 2] == '=') {
-                if (b & 0x0F)
-                    return WSQ_ERR_INVAL;
-                out[o++] = (unsigned char)(a << 2 | b >> 4);
-                break;
-            }
-            unsigned c = b64_val[s[i + 2]];
-            if (c > 63 || (c & 0x03))
-                return WSQ_ERR_INVAL;
-            out[o++] = (unsigned char)(a << 2 | b >> 4);
-            out[o++] = (unsigned char)((b & 0x0F) << 4 | c >> 2);
-            break;
-        }
-        unsigned c = b64_val[s[i + 2]], d = b64_val[s[i + 3]];
-        if ((c | d) > 63)
-            return WSQ_ERR_INVAL;
-        out[o++] = (unsigned char)(a << 2 | b >> 4);
-        out[o++] = (unsigned char)((b & 0x0F) << 4 | c >> 2);
-        out[o++] = (unsigned char)((c & 0x03) << 6 | d);
-    }
-    *outlen = o;
-    return WSQ_OK;
-}
-
-/* ------------------------------------------------------------------------------------------- */
-/* WebSocket frame header (RFC 6455 5.2), server to client: FIN, no mask                        */
+/* WebSocket frame header (RFC 6455 5.2), server to client: no mask                             */
 
 size_t wsq_ws_frame_header(unsigned char *hdr, unsigned opcode, uint64_t len)
 {
-    hdr[0] = (unsigned char)(0x80 | (opcode & 0x0F));
+    hdr[0] = (unsigned char)((opcode & WSQ_WS_MORE ? 0 : 0x80) | (opcode & 0x0F));
     if (len < 126) {
         hdr[1] = (unsigned char)len;
         return 2;
@@ -392,23 +294,6 @@ wsq_err wsq_json_escape(wsq_buf_t *out, const char *str, size_t len)
 /* ------------------------------------------------------------------------------------------- */
 /* Internal helpers                                                                             */
 
-/* Durable consumer names: 1..128 bytes of [A-Za-z0-9._-]. */
-bool wsq__consumer_valid(const char *s, size_t len)
-{
-    if (len == 0 || len > 128)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* Error messages may quote client input (an op name, a jansson "near '...'"), and they end up in
- * err frames and logs: replacing every byte outside printable ASCII keeps them valid UTF-8 even
- * after a truncation split a multi-byte sequence. */
 void wsq__sanitize_ascii(char *s)
 {
     for (; *s; s++)

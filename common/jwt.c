@@ -16,85 +16,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "wsq/proto.h"
 #include "wsq/topic.h"
 
 #define SIG_LEN 32 /* HMAC-SHA256 output */
 
 /* The one header wsq_jwt_sign writes. */
 static const char hs256_header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-
-/* ------------------------------------------------------------------------------------------- */
-/* base64url (RFC 4648 section 5, unpadded as RFC 7515 section 2 requires)                     */
-
-static const char b64url_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int b64url_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1; /* '+', '/', '=', whitespace, '.', NUL and everything else */
-}
-
-wsq_err wsq__b64url_decode(const char *in, size_t n, unsigned char *out, size_t *outlen)
-{
-    uint32_t acc = 0; /* invariant: acc < 1 << bits */
-    unsigned bits = 0;
-    size_t o = 0;
-
-    /* 1 mod 4 characters carry 6 bits: not even one byte */
-    if (n % 4 == 1)
-        return WSQ_ERR_INVAL;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_value((unsigned char)in[i]);
-        if (v < 0)
-            return WSQ_ERR_INVAL;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    /* The 2 or 4 bits left over encode nothing. Accepting them non-zero would give one value
-     * several encodings, so a token could be altered without touching its signature. */
-    if (acc != 0)
-        return WSQ_ERR_INVAL;
-    *outlen = o;
-    return WSQ_OK;
-}
-
-size_t wsq__b64url_encode(const unsigned char *in, size_t n, char *out)
-{
-    size_t i = 0, o = 0;
-    for (; n - i >= 3; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url_alphabet[v >> 18 & 63];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-        out[o++] = b64url_alphabet[v >> 6 & 63];
-        out[o++] = b64url_alphabet[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = b64url_alphabet[v >> 18 & 63];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = b64url_alphabet[v >> 18 & 63];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-        out[o++] = b64url_alphabet[v >> 6 & 63];
-    }
-    return o;
-}
 
 /* ------------------------------------------------------------------------------------------- */
 /* Claims                                                                                      */
@@ -309,13 +237,13 @@ wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secre
         goto fail;
     unsigned char *h = buf, *p, *s;
     size_t h_len, p_len, s_len;
-    if (wsq__b64url_decode(token, h_n, h, &h_len) != WSQ_OK)
+    if (wsq_base64url_decode(token, h_n, h, &h_len) != WSQ_OK)
         goto fail;
     p = h + h_len;
-    if (wsq__b64url_decode(dot1 + 1, p_n, p, &p_len) != WSQ_OK)
+    if (wsq_base64url_decode(dot1 + 1, p_n, p, &p_len) != WSQ_OK)
         goto fail;
     s = p + p_len;
-    if (wsq__b64url_decode(dot2 + 1, s_n, s, &s_len) != WSQ_OK)
+    if (wsq_base64url_decode(dot2 + 1, s_n, s, &s_len) != WSQ_OK)
         goto fail;
 
     /* 2, 3. the header: the algorithm is ours to choose, never the token's */
@@ -436,18 +364,18 @@ wsq_err wsq_jwt_sign(const char *claims_json, size_t len, const unsigned char *s
         return WSQ_ERR_INVAL;
     if (len > WSQ_JWT_TOKEN_MAX) /* checked first so that the sizes below cannot overflow */
         return WSQ_ERR_TOO_LARGE;
-    size_t h_n = WSQ__B64URL_ENCODED_LEN(sizeof(hs256_header) - 1);
-    size_t p_n = WSQ__B64URL_ENCODED_LEN(len);
-    size_t total = h_n + 1 + p_n + 1 + WSQ__B64URL_ENCODED_LEN(SIG_LEN);
+    size_t h_n = WSQ_BASE64URL_ENC_LEN(sizeof(hs256_header) - 1);
+    size_t p_n = WSQ_BASE64URL_ENC_LEN(len);
+    size_t total = h_n + 1 + p_n + 1 + WSQ_BASE64URL_ENC_LEN(SIG_LEN);
     if (total > WSQ_JWT_TOKEN_MAX)
         return WSQ_ERR_TOO_LARGE;
 
     char *t = malloc(total + 1);
     if (t == NULL)
         return WSQ_ERR_NOMEM;
-    size_t o = wsq__b64url_encode((const unsigned char *)hs256_header, sizeof(hs256_header) - 1, t);
+    size_t o = wsq_base64url_encode(hs256_header, sizeof(hs256_header) - 1, t);
     t[o++] = '.';
-    o += wsq__b64url_encode((const unsigned char *)claims_json, len, t + o);
+    o += wsq_base64url_encode(claims_json, len, t + o);
     if (HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)t, o, mac, &maclen) ==
             NULL ||
         maclen != SIG_LEN) {
@@ -455,7 +383,7 @@ wsq_err wsq_jwt_sign(const char *claims_json, size_t len, const unsigned char *s
         return WSQ_ERR_INTERNAL;
     }
     t[o++] = '.';
-    o += wsq__b64url_encode(mac, SIG_LEN, t + o);
+    o += wsq_base64url_encode(mac, SIG_LEN, t + o);
     t[o] = '\0';
     *token_out = t;
     return WSQ_OK;

@@ -1,6 +1,7 @@
-/* Storage internals, shared by the storage/ sources only. Nothing outside storage/ includes it. */
-#ifndef WSQ_STORAGE_INTERNAL_H
-#define WSQ_STORAGE_INTERNAL_H
+/* The LMDB backend's internals, shared by the storage/lmdb/ sources only. Nothing outside
+ * storage/lmdb/ includes it. The writer thread's own state is in writer.h. */
+#ifndef WSQ_STORAGE_LMDB_INTERNAL_H
+#define WSQ_STORAGE_LMDB_INTERNAL_H
 
 #include <lmdb.h>
 #include <pthread.h>
@@ -105,7 +106,9 @@ wsq_err wsq__topic_load_raw(MDB_txn *txn, wsq_store_t *store, uint32_t id, wsq__
 /* Maps an LMDB or errno error to wsq_err. */
 wsq_err wsq__mdb_err(int rc);
 
-/* Writer lifecycle (writer.c) */
+/* Writer lifecycle (writer.c). create loads the topic cache and schedules the removal of what
+ * interrupted topic deletes left; destroy stops the writer (as wsq_store_stop), fails what is
+ * still queued with WSQ_ERR_CLOSED and frees it. */
 wsq_err wsq__writer_create(wsq_store_t *store);
 void wsq__writer_destroy(wsq_store_t *store);
 

@@ -3,6 +3,10 @@
  * frames (encoded by hand, since the msg encoder runs once per delivered message, and decoded by
  * clients with jansson). Pure: no I/O, no globals except const tables, any thread.
  *
+ * Why one file of ~1,400 lines: the four directions share the member readers, the append cursor
+ * and the limits, and each encoder must accept exactly what its decoder does (the fuzz target and
+ * the differential test check the pub fast path against the full decoder).
+ *
  * Size caps: the decoder refuses input larger than 6 * max_payload + FRAME_SLACK before parsing
  * (a payload byte costs at most 6 bytes of JSON, "\u0000"), so jansson's memory is bounded by the
  * caller's max_payload; ref, topic, consumer and token are capped by their fixed limits.
@@ -16,11 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Defined in proto_util.c. */
-bool wsq__consumer_valid(const char *s, size_t len);
-wsq_err wsq__proto_decode_full(const void *json, size_t len, size_t max_payload, wsq_frame_t *f,
-                               wsq_proto_error_t *perr);
-void wsq__sanitize_ascii(char *s);
+#include "internal.h"
 
 /* Room for every member of a client frame other than the payload: a token of WSQ_TOKEN_MAX bytes
  * fully \u-escaped, a ref, a topic, and any unknown members a newer client adds. */
@@ -86,26 +86,24 @@ static bool str_is(const json_t *s, const char *lit)
     return json_string_length(s) == n && memcmp(json_string_value(s), lit, n) == 0;
 }
 
-static bool parse_hex64(const char *s, size_t n, uint64_t *out)
+/* The value of the n (<= 16) hex digits at s, either case; false when one is not a digit. */
+static bool parse_hex(const char *s, size_t n, uint64_t *out)
 {
-    if (n != 16)
-        return false;
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        unsigned d;
-        if (c >= '0' && c <= '9')
-            d = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            d = (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            d = (unsigned)(c - 'A' + 10);
-        else
+        int d = wsq_hexval((unsigned char)s[i]);
+        if (d < 0)
             return false;
-        v = v << 4 | d;
+        v = v << 4 | (unsigned)d;
     }
     *out = v;
     return true;
+}
+
+/* An epoch: exactly 16 hex digits. */
+static bool parse_hex64(const char *s, size_t n, uint64_t *out)
+{
+    return n == 16 && parse_hex(s, n, out);
 }
 
 /* Stores the compact JSON text of a string or integer ref into ref[WSQ_REF_MAX + 1]. */
@@ -204,8 +202,7 @@ static wsq_err dec_pub(const json_t *root, size_t max_payload, wsq_frame_t *f,
     if (enc != NULL && str_is(enc, "base64")) {
         if (n % 4 != 0)
             return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"data\" is not valid base64");
-        size_t pad = (n >= 1 && s[n - 1] == '=') + (n >= 2 && s[n - 2] == '=');
-        size_t dlen = n / 4 * 3 - pad;
+        size_t dlen = wsq_base64_dec_len(s, n);
         if (dlen > max_payload)
             return set_err(perr, WSQ_ERR_TOO_LARGE, "payload of %zu bytes exceeds %zu", dlen,
                            max_payload);
@@ -281,7 +278,7 @@ static wsq_err dec_sub(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *pe
         return e;
     if (consumer != NULL) {
         size_t n = json_string_length(consumer);
-        if (!wsq__consumer_valid(json_string_value(consumer), n))
+        if (!wsq_consumer_valid(json_string_value(consumer), n))
             return set_err(perr, WSQ_ERR_BAD_REQUEST,
                            "\"consumer\" must be 1..128 characters of [A-Za-z0-9._-]");
         memcpy(f->consumer, json_string_value(consumer), n);
@@ -415,20 +412,11 @@ static bool fp_string(const unsigned char *p, const unsigned char *end, fp_val_t
     return false;
 }
 
+/* The code unit of a \uXXXX escape's four digits at p, or -1. */
 static int fp_hex4(const unsigned char *p)
 {
-    int v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned char c = p[i];
-        int d = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
-        if (d < 0)
-            return -1;
-        v = v << 4 | d;
-    }
-    return v;
+    uint64_t v;
+    return parse_hex((const char *)p, 4, &v) ? (int)v : -1;
 }
 
 /* Decodes a JSON string body with escapes into out (room for n bytes: decoding never grows). */
@@ -602,9 +590,7 @@ static bool fast_pub(const unsigned char *p, size_t len, size_t max_payload, wsq
     if (binary) {
         if (data.esc || data.n % 4 != 0)
             return false;
-        size_t pad =
-            (data.n >= 1 && data.s[data.n - 1] == '=') + (data.n >= 2 && data.s[data.n - 2] == '=');
-        if (data.n / 4 * 3 - pad > max_payload)
+        if (wsq_base64_dec_len((const char *)data.s, data.n) > max_payload)
             return false;
         buf = malloc(data.n / 4 * 3 + 1);
         if (buf == NULL)
@@ -890,6 +876,21 @@ static void put_hex16(enc_t *w, uint64_t v)
     put(w, tmp, sizeof tmp);
 }
 
+/* A binary payload: the "data" value as quoted base64, then ,"enc":"base64". len <= SIZE_MAX / 2
+ * (the caller checks), so the encoded length cannot overflow. */
+static void put_b64_data(enc_t *w, const void *data, size_t len)
+{
+    size_t body = wsq_base64_enc_len(len);
+    unsigned char *d = room(w, body + 2);
+    if (d != NULL) {
+        d[0] = '"';
+        wsq_base64_encode(data, len, (char *)d + 1);
+        d[body + 1] = '"';
+        w->b->len += body + 2;
+    }
+    PUT_LIT(w, ",\"enc\":\"base64\"");
+}
+
 /* ,"ref":R when ref is given (JSON text, written verbatim). */
 static void put_ref(enc_t *w, const char *ref)
 {
@@ -1008,14 +1009,7 @@ wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, u
     put_i64(&w, ts_ms);
     PUT_LIT(&w, ",\"data\":");
     if (binary) {
-        unsigned char *d = room(&w, body + 2);
-        if (d != NULL) {
-            d[0] = '"';
-            wsq_base64_encode(data, len, (char *)d + 1);
-            d[body + 1] = '"';
-            out->len += body + 2;
-        }
-        PUT_LIT(&w, ",\"enc\":\"base64\"");
+        put_b64_data(&w, data, len);
     } else {
         put_str(&w, data, len);
     }
@@ -1092,7 +1086,7 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
     enc_t w = enc_begin(out);
     switch (f->op) {
     case WSQ_OP_PUB:
-        if (f->data == NULL && f->data_len > 0)
+        if ((f->data == NULL && f->data_len > 0) || (f->binary && f->data_len > SIZE_MAX / 2))
             return WSQ_ERR_INVAL;
         PUT_LIT(&w, "{\"op\":\"pub\"");
         put_ref(&w, f->ref);
@@ -1100,23 +1094,13 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
         put_str(&w, f->topic, f->topic_len);
         PUT_LIT(&w, ",\"data\":");
         if (f->binary) {
-            if (f->data_len > SIZE_MAX / 2)
-                return WSQ_ERR_INVAL;
-            size_t body = wsq_base64_enc_len(f->data_len);
-            unsigned char *d = room(&w, body + 2);
-            if (d != NULL) {
-                d[0] = '"';
-                wsq_base64_encode(f->data, f->data_len, (char *)d + 1);
-                d[body + 1] = '"';
-                out->len += body + 2;
-            }
-            PUT_LIT(&w, ",\"enc\":\"base64\"");
+            put_b64_data(&w, f->data, f->data_len);
         } else {
             put_str(&w, (const char *)f->data, f->data_len);
         }
         break;
     case WSQ_OP_SUB:
-        if (f->consumer_len > 0 && !wsq__consumer_valid(f->consumer, f->consumer_len))
+        if (f->consumer_len > 0 && !wsq_consumer_valid(f->consumer, f->consumer_len))
             return WSQ_ERR_INVAL;
         if (f->window > WINDOW_MAX || (f->from == WSQ_FROM_SEQ && f->from_seq == 0) ||
             (f->from == WSQ_FROM_TIME && f->from_time < 0))

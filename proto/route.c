@@ -1,5 +1,5 @@
 /* HTTP routing and the import body parser (pure). */
-#include "http_route.h"
+#include "wsq/route.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -19,7 +19,7 @@ static bool set_topic(wsq_route_t *r, const char *t, size_t n, wsq_route_kind_t 
     return true;
 }
 
-void wsq__http_route(const char *path, bool get, bool post, wsq_route_t *r)
+void wsq_http_route(const char *path, bool get, bool post, wsq_route_t *r)
 {
     memset(r, 0, sizeof(*r));
     if (path == NULL)
@@ -57,8 +57,8 @@ void wsq__http_route(const char *path, bool get, bool post, wsq_route_t *r)
     set_topic(r, t, n, WSQ_ROUTE_PUBLISH);
 }
 
-wsq_err wsq__import_parse(const char *body, size_t len, size_t max_payload, wsq_import_fn fn,
-                          void *arg, char *msg, size_t msglen, uint64_t *lines)
+wsq_err wsq_import_parse(const char *body, size_t len, size_t max_payload, wsq_import_fn fn,
+                         void *arg, char *msg, size_t msglen, uint64_t *lines)
 {
     const char *p = body, *end = body + len;
     uint64_t n = 0, line = 0;
