@@ -26,8 +26,11 @@
 # wsq_map_used_bytes) and the size of data.mdb; plus wsq_published_total, wsq_connections,
 # what the store holds (sums of wsq_topic_messages and wsq_topic_bytes) and LMDB's used and
 # free pages (wsqctl stats), which tell content growth from file growth.
-# The summary compares the middle third of the samples with the last third: a metric is
-# "flat" when the last third's mean is within 5% of the middle third's (fds: within 2).
+# The summary (tools/lib/soak.py) compares the middle third of the samples with the last third: a
+# metric is "flat" when the last third's mean is within 5% of the middle third's (fds: within 2).
+# Exit status: non-zero when the load (chaos.py) failed, when there are fewer than 6 samples (no
+# steady-state comparison), or when any metric (VmRSS, RssAnon, fds, map used, data.mdb) is not
+# flat.
 set -eu
 cd "$(dirname "$0")/.."
 MIN=30
@@ -46,7 +49,7 @@ while getopts m:i:o:b:s:r:R: opt; do
     s) SEED=$OPTARG ;;
     r) RATE=$OPTARG ;;
     R) RET=$OPTARG ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,/^set -eu/p' "$0" | sed '$d' >&2; exit 2 ;;
     esac
 done
 OUT=${OUT:-/tmp/wsq-soak-$(date +%Y%m%d-%H%M%S)}
@@ -75,7 +78,7 @@ while [ ! -s "$INFO" ]; do
         exit 1
     fi
 done
-field() { /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$INFO" "$1"; }
+field() { /usr/bin/python3 tools/lib/soak.py field "$INFO" "$1"; }
 PID=$(field pid)
 PORT=$(field port)
 DATA=$(field data)
@@ -98,9 +101,8 @@ sample() {
     # what the store holds (retention and purges keep it bounded) and LMDB's page accounting
     msgs=$(printf '%s\n' "$m" | awk '/^wsq_topic_messages\{/ { s += $2 } END { print s + 0 }')
     bytes=$(printf '%s\n' "$m" | awk '/^wsq_topic_bytes\{/ { s += $2 } END { print s + 0 }')
-    pages=$("$WSQCTL" --data "$DATA" --json stats 2>/dev/null | /usr/bin/python3 -c \
-        'import json,sys; j=json.load(sys.stdin); print("%d,%d" % (j["pages_used"], j["pages_free"]))' \
-        2>/dev/null || echo ",")
+    pages=$("$WSQCTL" --data "$DATA" --json stats 2>/dev/null |
+        /usr/bin/python3 tools/lib/soak.py pages 2>/dev/null || echo ",")
     echo "$el,$rss,$anon,$fds,$used,$size,$pubs,$conns,$msgs,$bytes,$pages" >>"$CSV"
 }
 
@@ -124,54 +126,10 @@ set -e
 cp "$LOGF" "$OUT/wsqd.log" 2>/dev/null || true
 rm -rf "$(dirname "$LOGF")"
 
-/usr/bin/python3 - "$CSV" "$OUT/chaos.out" "$RC" "$MIN" "$INT" "$RATE" "$RET" "$SEED" >"$OUT/summary.txt" <<'EOF'
-import csv, sys
-path, chaos_out, rc, minutes, interval, rate, ret, seed = sys.argv[1:]
-rows = [r for r in csv.DictReader(open(path)) if all(r.values())]   # complete samples only
-print("soak: %s min, a sample every %s s, --rate %s, retention max_messages %s, seed %s"
-      % (minutes, interval, rate, ret, seed))
-print()
-print("| min | VmRSS MiB | RssAnon MiB | fds | map used MiB | data.mdb MiB | stored msgs | "
-      "stored MiB | free pages | published | msgs/s |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-prev = None
-for r in rows:
-    el = int(r["elapsed_s"])
-    pub = float(r["published_total"])
-    rate_s = "" if prev is None else "%.0f" % ((pub - prev[1]) / max(1, el - prev[0]))
-    prev = (el, pub)
-    print("| %.0f | %.1f | %.1f | %s | %.1f | %.1f | %s | %.1f | %s | %d | %s |"
-          % (el / 60, int(r["vmrss_kb"]) / 1024, int(r["rssanon_kb"]) / 1024, r["fds"],
-             float(r["map_used_bytes"]) / 2**20, int(r["data_mdb_bytes"]) / 2**20,
-             r["stored_msgs"], float(r["stored_bytes"]) / 2**20, r["pages_free"], pub, rate_s))
-print()
-n = len(rows)
-if n < 6:
-    print("too few samples for a steady-state comparison (%d)" % n)
-    sys.exit(0)
-mid = rows[n // 3: 2 * n // 3]
-last = rows[2 * n // 3:]
-cols = [("VmRSS", "vmrss_kb", 1 / 1024, "MiB"), ("RssAnon", "rssanon_kb", 1 / 1024, "MiB"),
-        ("open fds", "fds", 1, ""), ("map used", "map_used_bytes", 1 / 2**20, "MiB"),
-        ("data.mdb", "data_mdb_bytes", 1 / 2**20, "MiB")]
-print("| metric | middle third (mean) | last third (mean) | last third min..max | change | flat |")
-print("|---|---:|---:|---:|---:|---|")
-allflat = True
-for label, key, scale, unit in cols:
-    a = [float(r[key]) * scale for r in mid]
-    b = [float(r[key]) * scale for r in last]
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    ch = (mb - ma) / ma * 100 if ma else 0.0
-    flat = abs(mb - ma) <= 2 if key == "fds" else abs(ch) <= 5.0
-    allflat &= flat
-    print("| %s | %.1f %s | %.1f %s | %.1f..%.1f | %+.1f%% | %s |"
-          % (label, ma, unit, mb, unit, min(b), max(b), ch, "yes" if flat else "NO"))
-print()
-print("steady state: %s" % ("all flat" if allflat else "NOT flat (see the table)"))
-print("load (chaos.py, exit %s):" % rc)
-for line in open(chaos_out):
-    print("    " + line.rstrip())
-EOF
+SRC=0
+/usr/bin/python3 tools/lib/soak.py summary "$CSV" "$OUT/chaos.out" "$RC" "$MIN" "$INT" "$RATE" \
+    "$RET" "$SEED" >"$OUT/summary.txt" || SRC=$?
 cat "$OUT/summary.txt"
 echo "soak: samples in $CSV, summary in $OUT/summary.txt"
-[ "$RC" -eq 0 ]
+# non-zero when the load failed, when there are too few samples, or when a metric is not flat
+[ "$SRC" -eq 0 ]

@@ -56,6 +56,9 @@ confirmed before the kill, and check:
   counted (`lost acks`) and its age reported.
 At the end the load stops, consumers drain, wsqd is stopped with SIGTERM (exit 0) and the store
 is checked once more. Counts are printed: confirmed, delivered, redelivered, lost (must be 0).
+A run must also reach its minimums (--min-kills, --min-confirmed, --min-delivered, and at least
+one delivery to every durable consumer and one confirmed HTTP publish): a run in which next to
+nothing happened proves nothing, and fails.
 Exit status 0 when no violation was found, 1 otherwise.
 """
 
@@ -67,8 +70,6 @@ import hashlib
 import json
 import os
 import random
-import signal
-import socket
 import sys
 import time
 
@@ -92,14 +93,6 @@ def log(msg):
 
 
 T0 = time.monotonic()
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # -- messages: a pure function of (seed, publisher, n) ---------------------------------------
@@ -320,7 +313,7 @@ class Chaos:
     # -- the broker ------------------------------------------------------------------------------
 
     def make_broker(self):
-        port = free_port()
+        port = h.free_port()   # fixed: the clients reconnect to the same address
         rules = []
         for name, t in self.topics.items():
             if t.ret_max:
@@ -329,8 +322,7 @@ class Chaos:
         if rules:
             extra += "retention:\n  topics:\n" + "".join(rules)
         self.d = h.Wsqd(binary=self.a.wsqd, extra_yaml=extra, sync="full", log_level="info",
-                        listeners_yaml="listeners:\n  - address: 127.0.0.1\n    port: %d\n"
-                        % port)
+                        port=port)
         self.port = port
         self.url = "http://127.0.0.1:%d" % port
 
@@ -1031,19 +1023,33 @@ class Chaos:
             if rc != 0:
                 self.violation("wsqd exited with %s on SIGTERM\n%s" % (rc, self.d.log_tail()))
             await self.inspect_store(self.marks(), final=True)
-            errs = []
-            for ln in self.d.log().splitlines():
-                parts = ln.split(None, 2)
-                if (len(parts) > 1 and parts[1] == "error") or "Sanitizer" in ln or \
-                        "runtime error" in ln:
-                    errs.append(ln)
-            for ln in errs[:20]:
+            for ln in self.d.log_problems()[:20]:
                 self.violation("wsqd log: " + ln)
         finally:
             self.stop_all = self.stop_load = True
             for tk in tasks + load:
                 tk.cancel()
             await asyncio.gather(*tasks, *load, return_exceptions=True)
+
+    def minimums(self):
+        """(what, got, minimum) of every minimum of this run: a run that did next to nothing
+        (no kills, few confirms, no deliveries) proves nothing and fails."""
+        c = self.counts
+        out = [("kills", c["kills"], self.a.min_kills),
+               ("confirmed messages", c["confirmed"], self.a.min_confirmed),
+               ("deliveries", self.delivered(), self.a.min_delivered)]
+        if self.a.http_publishers:
+            out.append(("confirmed HTTP publishes", c["confirmed_http"], 1))
+        for t in self.topics.values():
+            for x in t.consumers:
+                out.append(("deliveries to %s/%s" % (t.name, x.name), x.delivered, 1))
+        return out
+
+    def check_minimums(self):
+        for what, got, least in self.minimums():
+            if got < least:
+                self.violation("too little happened: %d %s, the minimum is %d"
+                               % (got, what, least))
 
     def report(self):
         c = self.counts
@@ -1067,6 +1073,8 @@ class Chaos:
                            c["gaps_purge"], c["gaps_retention"]),
             "  store       %d stored messages checked byte-exact after kills; wsqctl check "
             "after every kill" % c["store_msgs_checked"],
+            "  minimums    %s" % ", ".join("%s >= %d" % (w, m) for w, _, m in
+                                            self.minimums()[:3]),
             "  lost        %d" % len(self.lost),
             "  violations  %d" % len(self.violations),
         ]
@@ -1099,26 +1107,33 @@ def main():
     ap.add_argument("--checkpoint-every", type=float, default=20,
                     help="seconds between checkpoints once no kills are left (20)")
     ap.add_argument("--info", help="write {pid, port, data, ...} of wsqd here at every start")
+    ap.add_argument("--min-kills", type=int, help="fail below this many kills (--cycles)")
+    ap.add_argument("--min-confirmed", type=int,
+                    help="fail below this many confirmed messages (a tenth of --rate x "
+                         "--seconds, divided by the slow-build factor; 100 with --rate 0)")
+    ap.add_argument("--min-delivered", type=int,
+                    help="fail below this many deliveries (--min-confirmed); every durable "
+                         "consumer must also get at least one")
     a = ap.parse_args()
     global MAX_PAYLOAD
     MAX_PAYLOAD = a.max_payload
     a.wsqd = os.path.abspath(a.wsqd)
     a.wsqctl = os.path.abspath(a.wsqctl)
     os.environ["WSQD"] = a.wsqd
-    h._detect_slow(a.wsqd)
-
-    def on_signal(signum, frame):
-        sys.stderr.write("\nchaos: signal %d: killing wsqd and removing temp dirs\n" % signum)
-        h._cleanup_all()
-        os._exit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    h.detect_slow(a.wsqd)
+    h.install_signal_handlers("chaos")
+    if a.min_kills is None:
+        a.min_kills = a.cycles
+    if a.min_confirmed is None:
+        a.min_confirmed = max(100, int(a.rate * a.seconds * 0.1 / h.SLOW)) if a.rate > 0 else 100
+    if a.min_delivered is None:
+        a.min_delivered = a.min_confirmed
 
     ch = Chaos(a)
     ok = False
     try:
         asyncio.run(ch.run())
+        ch.check_minimums()
         ok = not ch.violations and not ch.lost
     except Exception as e:  # noqa: BLE001
         import traceback
@@ -1127,7 +1142,7 @@ def main():
     finally:
         if ch.d is not None and (not ok):
             sys.stderr.write(ch.d.log_tail(80) + "\n")
-        h._cleanup_all()
+        h.cleanup_all()
     print(ch.report())
     if ch.lost_ack_ages:
         ages = sorted(ch.lost_ack_ages)

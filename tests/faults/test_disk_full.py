@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultutil as fu  # noqa: E402
-from faultutil import h  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 FS_MB = 8
 SIZE = 4000   # payload bytes
@@ -131,13 +131,13 @@ class DiskFull(h.WsqdTestCase):
         url = "http://127.0.0.1:%d" % d.port
         self.problems = []
         if durable_acks:   # a durable consumer that exists before the disk fills
-            c0 = fu.V1(d.port)
+            c0 = h.SocketWS(d)
             c0.send_json({"op": "sub", "topic": topic, "consumer": "dc", "from": "earliest",
                           "ref": 1})
             c0.expect("subscribed")
             c0.close()
 
-        pubc = fu.V1(d.port, timeout=30)
+        pubc = h.SocketWS(d, timeout=30)
         confirmed, err = self.publish_until_full(pubc, topic, 1)
         n = len(confirmed)
         sys.stderr.write("filled: %d messages of %d B confirmed, then %r; %d bytes free, "
@@ -184,15 +184,14 @@ class DiskFull(h.WsqdTestCase):
         else:
             self.fail("%d HTTP publishes to a new topic on the full disk were all accepted"
                       % probes)
-        raw = fu.V1(d.port, path="/topics/" + topic, subprotocol=None)
-        raw.sock.settimeout(1.0 * h.SLOW)
+        raw = h.SocketWS(d, path="/topics/" + topic, subprotocol=None)
         closed = None
         for k in range(20):   # the probes above used up the free pages
-            raw.send_raw(fu.V1.frame(b"z" * 3000, 2))
+            raw.send_raw(raw.frame(2, b"z" * 3000))
             try:
                 while True:
-                    raw.recv()   # its own message, when it fitted; the close otherwise
-            except fu.Closed as e:
+                    raw.recv(1.0)   # its own message, when it fitted; the close otherwise
+            except h.Closed as e:
                 closed = e
                 break
             except OSError:      # timeout: accepted (raw mode has no confirm); try again
@@ -224,7 +223,7 @@ class DiskFull(h.WsqdTestCase):
         got, body = self.read_history(topic, 1)
         self.assertEqual(got, confirmed, "history differs from what was confirmed")
         self.assertEqual(body["next_seq"], n + 1)
-        eph = fu.V1(d.port, timeout=30)
+        eph = h.SocketWS(d, timeout=30)
         eph.send_json({"op": "sub", "topic": topic, "from": "earliest", "window": 10000,
                        "ref": 2})
         eph.expect("subscribed")
@@ -234,7 +233,7 @@ class DiskFull(h.WsqdTestCase):
             self.assertEqual(msg_bytes(m), confirmed[seq])
         eph.close()
         if durable_acks:
-            dc = fu.V1(d.port, timeout=30)
+            dc = h.SocketWS(d, timeout=30)
             dc.send_json({"op": "sub", "topic": topic, "consumer": "dc", "from": "earliest",
                           "window": 100, "ref": 3})
             s = dc.expect("subscribed")
@@ -252,17 +251,17 @@ class DiskFull(h.WsqdTestCase):
 
         # an online purge through the admin endpoint frees space
         half = n // 2
-        rc, out, errt = fu.ctl("--url", url, "--json", "purge", topic, "--before", str(half))
+        rc, out, errt = h.wsqctl("--url", url, "--json", "purge", topic, "--before", str(half))
         if rc != 0:
             # evidence: does it come back with more purges, or by itself?
             ev = []
             for b in (half, 10, n + 1):
                 time.sleep(0.5)
-                ev.append(("purge --before %d" % b,) + fu.ctl(
+                ev.append(("purge --before %d" % b,) + h.wsqctl(
                     "--url", url, "--json", "purge", topic, "--before", str(b))[:2])
             ev.append(("POST", d.post(topic, payload(n + 1))[::2]))
             ev.append(("GET /healthz", d.http_json("GET", "/healthz")[::2]))
-            rc2, out2, _ = fu.ctl("--data", d.data, "--json", "topics")
+            rc2, out2, _ = h.wsqctl("--data", d.data, "--json", "topics")
             ev.append(("wsqctl topics", out2.strip()))
             self.problems.append("wsqctl purge %s --before %d on the full disk: exit %d %s; "
                                  "then: %r" % (topic, half, rc, out.strip(), ev))
@@ -309,20 +308,20 @@ class DiskFull(h.WsqdTestCase):
 
         # clean stop, then the store checks out and holds everything confirmed
         self.assertEqual(d.stop(), 0)
-        rc, out, errt = fu.ctl("--data", d.data, "--json", "check")
+        rc, out, errt = h.wsqctl("--data", d.data, "--json", "check")
         self.assertEqual(rc, 0, out + errt)
         self.assertTrue(json.loads(out)["ok"], out)
-        rc, out, errt = fu.ctl("--data", d.data, "export", topic)
+        rc, out, errt = h.wsqctl("--data", d.data, "export", topic)
         self.assertEqual(rc, 0, errt)
         stored = {}
         for line in out.splitlines():
             x = json.loads(line)
             stored[x["seq"]] = msg_bytes(x)
         self.assertEqual(stored, confirmed)
-        self.assertEqual(fu.log_problems(d), [])
+        self.assertEqual(d.log_problems(), [])
         if self.problems:
             self.fail("\n".join(self.problems))
 
 
 if __name__ == "__main__":
-    fu.main()
+    h.main(wsqctl=True)

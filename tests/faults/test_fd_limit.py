@@ -10,29 +10,38 @@ Checks:
   pending) and does not flood its log (under 100 lines per second);
 - the connections that are open keep working (publish with confirm, a subscriber receives);
 - after some connections close, new connections work again (the broker recovers), HTTP too;
-- wsqd is still running, its log has at most a handful of error lines, it stops cleanly (0).
+- wsqd is still running and stops cleanly (0);
+- its log has exactly the lines this situation calls for: no line at level error and no
+  sanitizer report; one warning, `limits msg="the descriptor limit (RLIMIT_NOFILE 64) leaves room
+  for N connections; ..."`, with N the number of connections that fitted; and one
+  `refused ... status=503 code=limit_exceeded` line per 503 the test got, no other `refused`.
 Problems are collected and reported together at the end, so one run shows all of them.
 """
 
 import os
+import re
 import resource
 import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import faultutil as fu  # noqa: E402
-from faultutil import h  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration",
+                                "py"))
+import wsqharness as h  # noqa: E402
 
 NOFILE = 64
 HANG = 3.0      # seconds without an answer that count as a hang
 
 
-def attempt(port):
-    """One wsq.v1 connection attempt: ("ok", V1) or (kind, detail, seconds)."""
+def attempt(d):
+    """One wsq.v1 connection attempt: ("ok", SocketWS) or (kind, detail, seconds); kind "503"
+    is an upgrade answered 503 (which wsqd logs as `refused`)."""
     t0 = time.monotonic()
     try:
-        return ("ok", fu.V1(port, timeout=HANG), time.monotonic() - t0)
+        return ("ok", h.SocketWS(d, timeout=HANG), time.monotonic() - t0)
+    except h.UpgradeRefused as e:
+        kind = "503" if b" 503 " in e.status + b" " else "status"
+        return (kind, e.status.decode("latin-1"), time.monotonic() - t0)
     except socket.timeout:
         return ("hang", "no answer to the upgrade within %.0f s" % (HANG * h.SLOW),
                 time.monotonic() - t0)
@@ -47,18 +56,42 @@ class FdLimit(h.WsqdTestCase):
 
     def setUp(self):
         super().setUp()
-        orig = h._die_with_parent
 
-        def limited():
-            orig()
+        def limited():   # in the child, before exec
             resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
-        self.d = self.new_wsqd(log_level="info")
-        h._die_with_parent = limited   # the harness runs it in the child before exec
-        try:
-            self.d.start()
-        finally:
-            h._die_with_parent = orig
+        self.d = self.new_wsqd(log_level="info", preexec=limited).start()
+
+    def attempt(self, d):
+        r = attempt(d)
+        self.tries.append(r)
+        return r
+
+    def log_expected(self, fitted, refused_503):
+        """What the log must hold (see the top); returns the problems found."""
+        problems = []
+        lines = self.d.log().splitlines()
+        errs = self.d.log_problems()
+        if errs:
+            problems.append("%d error lines (or sanitizer reports) in wsqd's log, e.g. %r"
+                            % (len(errs), errs[:3]))
+        warns = [ln for ln in lines if ln.split(None, 2)[1:2] == ["warn"]]
+        want = (r'^\S+ warn\s+limits msg="the descriptor limit \(RLIMIT_NOFILE %d\) leaves room '
+                r'for (\d+) connections; limits\.max_connections is 10000"$' % NOFILE)
+        m = [re.match(want, ln) for ln in warns]
+        if len(warns) != 1 or not m[0] or int(m[0].group(1)) != fitted:
+            problems.append("expected exactly one warning, the descriptor limit's with room for "
+                            "%d connections (as many as fitted); the log's warnings: %r"
+                            % (fitted, warns[:5]))
+        refused = [ln for ln in lines if re.match(r"^\S+ info\s+refused ", ln)]
+        ok = [ln for ln in refused if re.search(
+            r' refused peer=127\.0\.0\.1 status=503 code=limit_exceeded msg="too many '
+            r'connections \(limits\.max_connections\)"$', ln)]
+        if len(ok) != len(refused) or len(refused) != refused_503:
+            problems.append("expected one `refused ... status=503 code=limit_exceeded` line per "
+                            "503 the test got (%d); the log has %d `refused` lines: %r"
+                            % (refused_503, len(refused), refused[:5]))
+        return problems
 
     def test_fd_limit_refuses_cleanly_and_recovers(self):
         d = self.d
@@ -66,34 +99,36 @@ class FdLimit(h.WsqdTestCase):
         with open("/proc/%d/limits" % d.pid) as f:
             lim = [ln for ln in f if ln.startswith("Max open files")][0].split()
         self.assertEqual(int(lim[3]), NOFILE, lim)
-        base = fu.fd_count(d.pid)
+        base = h.fd_count(d.pid)
         sys.stderr.write("\nwsqd pid %d: RLIMIT_NOFILE %d, %d fds open at start\n"
                          % (d.pid, NOFILE, base))
 
         # open connections until one is not accepted
         conns = []
         first_fail = None
+        self.tries = []
         for _ in range(NOFILE * 2):
-            r = attempt(d.port)
+            r = self.attempt(d)
             if r[0] == "ok":
                 conns.append(r[1])
                 continue
             first_fail = r
             break
+        fitted = len(conns)
         self.assertIsNotNone(first_fail, "%d connections with %d descriptors?"
                              % (len(conns), NOFILE))
         self.assertGreater(len(conns), NOFILE // 2)
         sys.stderr.write("%d connections open (wsqd has %d fds); the next one: %s\n"
-                         % (len(conns), fu.fd_count(d.pid), first_fail))
+                         % (len(conns), h.fd_count(d.pid), first_fail))
         fails = [first_fail]
 
         # at the limit: more attempts, CPU and log growth meanwhile
         log0 = os.path.getsize(d.log_path)
-        cpu0 = fu.cpu_seconds(d.pid)
+        cpu0 = h.cpu_seconds(d.pid)
         t0 = time.monotonic()
         pending = []
         for _ in range(1):
-            r = attempt(d.port)
+            r = self.attempt(d)
             if r[0] == "ok":
                 conns.append(r[1])   # a slot came free: fine
             else:
@@ -109,7 +144,7 @@ class FdLimit(h.WsqdTestCase):
                 s.close()
         time.sleep(1.0)
         secs = time.monotonic() - t0
-        cpu = (fu.cpu_seconds(d.pid) - cpu0) / secs
+        cpu = (h.cpu_seconds(d.pid) - cpu0) / secs
         with open(d.log_path, "rb") as f:
             f.seek(log0)
             grown = f.read(64 << 20)
@@ -147,7 +182,7 @@ class FdLimit(h.WsqdTestCase):
         conns = [conns[0]] + conns[len(conns) // 2:]
         deadline = time.monotonic() + 10 * h.SLOW
         while True:
-            r = attempt(d.port)
+            r = self.attempt(d)
             if r[0] == "ok":
                 break
             self.assertLess(time.monotonic(), deadline,
@@ -158,25 +193,23 @@ class FdLimit(h.WsqdTestCase):
         self.assertEqual(c.expect("ok")["seq"], ok["seq"] + 1)
         m = b.expect("msg")
         self.assertEqual(m["data"], "new")
-        more = [attempt(d.port) for _ in range(5)]
+        more = [self.attempt(d) for _ in range(5)]
         self.assertEqual([x[0] for x in more], ["ok"] * 5, more)
         st, _, body = d.http_json("GET", "/healthz")
         self.assertEqual(st, 200, body)
-        cpu0 = fu.cpu_seconds(d.pid)
+        cpu0 = h.cpu_seconds(d.pid)
         time.sleep(1.0)
-        self.assertLess(fu.cpu_seconds(d.pid) - cpu0, 0.2, "wsqd still busy after recovering")
+        self.assertLess(h.cpu_seconds(d.pid) - cpu0, 0.2, "wsqd still busy after recovering")
         for x in [c] + [x[1] for x in more] + conns:
             x.close()
 
         # still running, a clean stop, a quiet log
         self.assertTrue(d.running())
         self.assertEqual(d.stop(), 0)
-        errs = fu.log_problems(d)
-        if len(errs) > 10:
-            problems.append("%d error lines in wsqd's log, e.g. %r" % (len(errs), errs[:3]))
+        problems += self.log_expected(fitted, sum(1 for r in self.tries if r[0] == "503"))
         if problems:
             self.fail("\n".join(problems))
 
 
 if __name__ == "__main__":
-    fu.main()
+    h.main(wsqctl=True)

@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultutil as fu  # noqa: E402
-from faultutil import h  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 STALLED = 11          # ephemeral wsq.v1 subscriptions that never read
 SECONDS = 10.0
@@ -41,23 +41,23 @@ class MemoryBound(h.WsqdTestCase):
     START = False
 
     def test_slow_consumers_on_a_big_backlog_keep_rss_bounded(self):
-        sanitized = fu.instrumented()
+        sanitized = h.instrumented()
         backlog = int(os.environ.get("WSQ_FAULT_BACKLOG") or (200000 if sanitized else 1000000))
         d = self.new_wsqd(log_level="info").start()
         topic = "mem.backlog"
-        c0 = fu.V1(d.port)
+        c0 = h.SocketWS(d)
         c0.send_json({"op": "sub", "topic": topic, "consumer": "slow", "from": "earliest",
                       "ref": 1})
         c0.expect("subscribed")
         c0.close()
         time.sleep(0.3)
-        idle = fu.proc_status(d.pid)
+        idle = h.proc_status(d.pid)
 
         t0 = time.monotonic()
-        n = fu.preload(d.port, topic, backlog, size=128, conns=4, window=2000)
+        n = fu.preload(d, topic, backlog, size=128, conns=4, window=2000)
         self.assertEqual(n, backlog)
         took = time.monotonic() - t0
-        loaded = fu.proc_status(d.pid)
+        loaded = h.proc_status(d.pid)
         sys.stderr.write("\nbacklog: %d messages of 128 B confirmed in %.1f s (%.0f/s); "
                          "data.mdb %.0f MiB\n"
                          % (n, took, n / took,
@@ -68,7 +68,7 @@ class MemoryBound(h.WsqdTestCase):
 
         def slow_consumer():
             try:
-                c = fu.V1(d.port, timeout=30)
+                c = h.SocketWS(d, timeout=30)
                 c.send_json({"op": "sub", "topic": topic, "consumer": "slow",
                              "from": "earliest", "window": 10, "ref": 1})
                 s = c.expect("subscribed")
@@ -91,11 +91,11 @@ class MemoryBound(h.WsqdTestCase):
         th.start()
         stalled = []
         for i in range(STALLED):
-            c = fu.V1(d.port, rcvbuf=4096)
+            c = h.SocketWS(d, rcvbuf=4096)
             c.send_json({"op": "sub", "topic": topic, "from": "earliest", "window": 10000,
                          "ref": i})
             stalled.append(c)
-        stalled.append(fu.V1(d.port, rcvbuf=4096, path="/topics/%s?from=earliest" % topic,
+        stalled.append(h.SocketWS(d, rcvbuf=4096, path="/topics/%s?from=earliest" % topic,
                              subprotocol=None))
         subs = len(stalled) + 1
 
@@ -103,11 +103,11 @@ class MemoryBound(h.WsqdTestCase):
         end = time.monotonic() + SECONDS
         while time.monotonic() < end:
             time.sleep(0.25)
-            st = fu.proc_status(d.pid)
+            st = h.proc_status(d.pid)
             samples.append((st["VmRSS"], st["RssAnon"]))
         stop.set()
         th.join(30 * h.SLOW)
-        peak = fu.proc_status(d.pid)
+        peak = h.proc_status(d.pid)
         for c in stalled:
             c.close()
         self.assertIsNone(slow["err"], "slow consumer: %r" % slow["err"])
@@ -134,8 +134,8 @@ class MemoryBound(h.WsqdTestCase):
                                  "RssAnon creeps up: %r" % anon)
         self.assertTrue(d.running())
         self.assertEqual(d.stop(), 0)
-        self.assertEqual(fu.log_problems(d), [])
+        self.assertEqual(d.log_problems(), [])
 
 
 if __name__ == "__main__":
-    fu.main()
+    h.main(wsqctl=True)

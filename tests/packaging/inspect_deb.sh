@@ -1,10 +1,10 @@
 #!/bin/sh
 # packaging.inspect: what dpkg-deb says about the package, and what is inside it.
-# usage: inspect_deb.sh DEBDIR VERSION SOURCE_DIR HAVE_BENCH
+# usage: inspect_deb.sh DEBDIR VERSION SOURCE_DIR
 NAME=packaging.inspect
 . "$(dirname "$0")/lib.sh"
 deb=$(find_deb "$1")
-version=$2 src=$3 bench=$4
+version=$2 src=$3
 mk_tmp
 
 field() { dpkg-deb -f "$deb" "$1"; }
@@ -71,10 +71,8 @@ awk '$1 !~ /^d/ { print $6 }' "$TMP/listing" | sed 's|^\./|/|' | sort >"$TMP/fil
     echo /usr/share/man/man5/wsq.yaml.5.gz
     echo /usr/share/man/man8/wsqd.8.gz
     [ ! -f "$src/LICENSE" ] || echo /usr/share/doc/wsq/copyright
-    if [ "$bench" = 1 ]; then
-        echo /usr/bin/wsq-bench
-        echo /usr/share/man/man1/wsq-bench.1.gz
-    fi
+    echo /usr/bin/wsq-bench
+    echo /usr/share/man/man1/wsq-bench.1.gz
 } | sort >"$TMP/expected"
 if ! diff -u "$TMP/expected" "$TMP/files"; then
     fail "the package's files differ from the expected list (- expected, + packaged)"

@@ -2,11 +2,11 @@
 # packaging.manpages: the man pages in the package exist, render without warnings (where groff
 # is installed), carry the version, and mention every option and command of the packaged
 # programs' --help, and every key of the packaged config.
-# usage: manpages.sh DEBDIR VERSION HAVE_BENCH
+# usage: manpages.sh DEBDIR VERSION
 NAME=packaging.manpages
 . "$(dirname "$0")/lib.sh"
 deb=$(find_deb "$1")
-version=$2 bench=$3
+version=$2
 mk_tmp
 dpkg-deb -x "$deb" "$TMP/root"
 man="$TMP/root/usr/share/man"
@@ -50,10 +50,8 @@ check_page "$man/man8/wsqd.8.gz"
 check_help "$TMP/root/usr/sbin/wsqd" "$man/man8/wsqd.8.gz"
 check_page "$man/man1/wsqctl.1.gz"
 check_help "$TMP/root/usr/bin/wsqctl" "$man/man1/wsqctl.1.gz"
-if [ "$bench" = 1 ]; then
-    check_page "$man/man1/wsq-bench.1.gz"
-    check_help "$TMP/root/usr/bin/wsq-bench" "$man/man1/wsq-bench.1.gz"
-fi
+check_page "$man/man1/wsq-bench.1.gz"
+check_help "$TMP/root/usr/bin/wsq-bench" "$man/man1/wsq-bench.1.gz"
 
 # wsq.yaml(5): every key of the config is an entry (.B path) or a heading, and every key-like
 # word in its comments (keys not set by default, examples) appears in the page

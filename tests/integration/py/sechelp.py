@@ -33,9 +33,7 @@ def new_token():
     return os.urandom(24).hex()
 
 
-def sha256_hex(token):
-    """What `printf %s "$TOKEN" | sha256sum` prints (without the trailing "  -")."""
-    return hashlib.sha256(token.encode()).hexdigest()
+sha256_hex = h.sha256_hex   # what `printf %s "$TOKEN" | sha256sum` prints, without "  -"
 
 
 def token_yaml(name, token, publish=(), subscribe=(), admin=False, upper=False):
@@ -195,7 +193,7 @@ async def refused_status(coro):
 
 
 async def connect_url(url, **kw):
-    h._ws_defaults(kw)
+    h.ws_defaults(kw)
     return await websockets.connect(url, **kw)
 
 
@@ -294,7 +292,7 @@ def client_ctx(pki, cert=None, key=None, alpn=("http/1.1",)):
 def write_config(d, extra_yaml=None, raw_text=None):
     """Rewrites d's config file: d.config_text with sections replaced by extra_yaml, or raw_text
     verbatim."""
-    text = raw_text if raw_text is not None else h._merge_yaml(d.config_text, extra_yaml or "")
+    text = raw_text if raw_text is not None else h.merge_yaml(d.config_text, extra_yaml or "")
     with open(d.conf, "w") as f:
         f.write(text)
     return text

@@ -235,7 +235,7 @@ class HttpStrict(h.BoundedRss, h.WsqdTestCase):
                 good["problems"].append(repr(e))
 
         def bad_client():
-            ws = h.RawSocketWS(d, "/topics/strict.bad")
+            ws = h.SocketWS(d, "/topics/strict.bad", subprotocol=None, timeout=5)
             try:
                 ws.send_frame(0x1, b"first")                 # masked: published ...
                 echo = ws.recv_frame()                       # ... and delivered back
@@ -288,7 +288,7 @@ class HttpStrict(h.BoundedRss, h.WsqdTestCase):
     def test_unmasked_first_frame_wsq_v1(self):
         """A wsq.v1 client whose first frame is an unmasked pub: closed 1002, nothing stored."""
         d = self.wsqd
-        ws = h.RawSocketWS(d, "/", subprotocol="wsq.v1")
+        ws = h.SocketWS(d, "/", timeout=5)
         try:
             pub = b'{"op":"pub","topic":"strict.v1","data":"x","ref":1}'
             ws.sock.sendall(b"\x81" + bytes([len(pub)]) + pub)

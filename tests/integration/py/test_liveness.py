@@ -13,7 +13,7 @@ class Liveness(h.WsqdTestCase):
 
     def test_silent_client_is_pinged_then_dropped(self):
         d = self.wsqd
-        c = h.RawSocketWS(d, "/", subprotocol="wsq.v1", timeout=10)
+        c = h.SocketWS(d, "/", timeout=10)
         t0 = time.monotonic()
         op, fin, payload = c.recv_frame()      # we never answer
         pinged_after = time.monotonic() - t0
@@ -46,7 +46,7 @@ class Liveness(h.WsqdTestCase):
 
     def test_raw_pong_keeps_a_silent_client(self):
         d = self.wsqd
-        c = h.RawSocketWS(d, "/topics/live.t", timeout=10)
+        c = h.SocketWS(d, "/topics/live.t", subprotocol=None, timeout=10)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 5.0:     # answer every ping with a pong, send nothing else
             op, fin, payload = c.recv_frame()

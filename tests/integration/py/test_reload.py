@@ -254,7 +254,7 @@ class BadReloads(h.WsqdTestCase):
         ws = loop.run_until_complete(v1(d, T_ALICE))
         m0 = d.metrics()
         granting = s.auth_yaml([BOB, OPS])       # would remove alice and add bob
-        good = h._merge_yaml(d.config_text, granting + "limits:\n  max_message_size: 4KiB\n")
+        good = h.merge_yaml(d.config_text, granting + "limits:\n  max_message_size: 4KiB\n")
 
         # 1. a YAML syntax error ("mapping values are not allowed" at the second colon)
         lines = good.splitlines(True)
@@ -264,7 +264,7 @@ class BadReloads(h.WsqdTestCase):
         self.old_config_in_force_on(loop, d, ws)
 
         # 2. an unknown key (a typo): named with its line and column
-        text = h._merge_yaml(d.config_text, granting +
+        text = h.merge_yaml(d.config_text, granting +
                              "limits:\n  max_message_size: 4KiB\n  max_conections: 5\n")
         line = text.splitlines().index("  max_conections: 5") + 1
         got = self.refused(d, text, line, 3)
@@ -272,7 +272,7 @@ class BadReloads(h.WsqdTestCase):
         self.old_config_in_force_on(loop, d, ws)
 
         # 3. a plaintext token instead of its hash: refused, and the token is not echoed
-        text = h._merge_yaml(d.config_text, "auth:\n  tokens:\n    - name: bob\n"
+        text = h.merge_yaml(d.config_text, "auth:\n  tokens:\n    - name: bob\n"
                                             "      token: %s\n" % T_BOB)
         line = text.splitlines().index("      token: %s" % T_BOB) + 1
         got = self.refused(d, text, line, 7)

@@ -1,9 +1,22 @@
-"""Test harness for the wsq integration tests written in Python.
+"""The one harness of wsq's Python tests: integration (tests/integration/py), wsqctl
+(tests/integration/wsqctl, with ctlharness.py), resource faults (tests/faults, with faultutil.py)
+and chaos (tests/chaos). Clients: python3-websockets (Debian, 10.x) and the standard library.
 
-Starts the real wsqd with a temporary YAML config (port 0, data dir in a temp dir, debug log),
-waits for `listening address=... port=N` and then `ready` in its log, stops it by PID (SIGTERM
-or SIGKILL), restarts it on the same data dir, and always kills the child and removes the temp
-dir at exit. Clients: python3-websockets (Debian, 10.x) and the standard library only.
+What it owns:
+- starting the real wsqd with a temporary YAML config (port 0, or a fixed free port when a tool
+  must read the port from the config; data dir in a temp dir; text log), waiting for
+  `listening address=... port=N` and then `ready` in its log, stopping it by PID (SIGTERM or
+  SIGKILL), restarting it on the same data dir, and always killing the child and removing the
+  temp dir at exit (also when ctest's timeout kills the test: PR_SET_PDEATHSIG);
+- HTTP (http.client and a raw HTTP/1.1 client), WebSocket clients (python3-websockets with
+  asyncio, and a plain-socket client for frames websockets will not send), /metrics parsing,
+  /proc sampling;
+- the slow-build factor SLOW: every wait is scaled by it. WSQ_SLOW (or the C scenarios'
+  WSQT_SLOW) sets it; main() also sets 3 when the wsqd binary is a sanitizer build;
+- the exit status of a test program: 0 when every test ran and passed, 1 when one failed (or
+  none ran), 77 (ctest's SKIP_RETURN_CODE) when all that ran passed but at least one test was
+  skipped. With WSQ_REQUIRE_ALL=1 (tools/test.sh sets it when CI=true) a skip is a failure that
+  names what was missing.
 
 Usage in a test file:
 
@@ -15,14 +28,16 @@ Usage in a test file:
             d = self.wsqd          # started in setUp
             ...
     if __name__ == "__main__":
-        h.main()                  # argv[1] is the wsqd binary
+        h.main()                  # argv[1] is the wsqd binary (main(wsqctl=True): argv[2] wsqctl)
 
-On a failing or erroring test the tail of every wsqd log of that test is printed.
+On a failing or erroring test the tail of every wsqd log of that test is printed. WSQ_KEEP=1
+keeps the temp dirs (config, data, wsqd.log) for a post-mortem.
 """
 
 import asyncio
 import atexit
 import base64
+import hashlib
 import http.client
 import json
 import os
@@ -40,13 +55,11 @@ import unittest
 import websockets
 import websockets.exceptions
 
-WSQD = os.environ.get("WSQD")  # set by main() from argv[1]
-
+WSQD = os.environ.get("WSQD")      # set by main() from argv[1]
+WSQCTL = os.environ.get("WSQCTL")  # set by main(wsqctl=True) from argv[2]
 
 
 def _slow_from_env():
-    """Sanitizer builds are slower: every wait is scaled by SLOW. WSQ_SLOW (or the C
-    scenarios' WSQT_SLOW) sets it; main() also sets 3 when the wsqd binary is instrumented."""
     for var in ("WSQ_SLOW", "WSQT_SLOW"):
         try:
             v = float(os.environ.get(var, ""))
@@ -59,10 +72,29 @@ def _slow_from_env():
 
 SLOW = _slow_from_env()
 
+
+def instrumented(binary=None):
+    """Is the binary (default: wsqd) an ASan/UBSan/TSan build? Such a build is several times
+    slower, and its RSS means nothing (shadow memory, the quarantine of freed blocks)."""
+    try:
+        with open(binary or WSQD, "rb") as f:
+            blob = f.read()
+    except (OSError, TypeError):
+        return False
+    return b"__asan_init" in blob or b"__tsan_init" in blob or b"__msan_init" in blob
+
+
+def detect_slow(binary):
+    """Scales every wait by 3 for an instrumented wsqd, unless WSQ_SLOW already says more."""
+    global SLOW
+    if SLOW <= 1.0 and instrumented(binary):
+        SLOW = 3.0
+
+
 _live = []  # every Wsqd ever created in this process, for the atexit cleanup
 
 
-def _cleanup_all():
+def cleanup_all():
     for d in list(_live):
         try:
             d.cleanup()
@@ -70,7 +102,20 @@ def _cleanup_all():
             pass
 
 
-atexit.register(_cleanup_all)
+atexit.register(cleanup_all)
+
+
+def install_signal_handlers(name):
+    """SIGTERM/SIGHUP/SIGINT to the test: kill every wsqd and remove the temp dirs, then exit
+    128 + signal (finally blocks and atexit do not run on a signal's default action)."""
+    def on_signal(signum, frame):
+        sys.stderr.write("\n%s: signal %d: killing wsqd and removing temp dirs\n"
+                         % (name, signum))
+        cleanup_all()
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
 
 
 def _die_with_parent():
@@ -83,48 +128,98 @@ def _die_with_parent():
         pass
 
 
+def free_port():
+    """A loopback port that was free a moment ago (for configs a tool reads the port from)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def sha256_hex(token):
+    """A static token's sha256, as auth.tokens[].sha256 wants it."""
+    if isinstance(token, str):
+        token = token.encode()
+    return hashlib.sha256(token).hexdigest()
+
+
+def wait_until(fn, timeout=10.0, what="condition", interval=0.02):
+    """Polls fn() until it returns something true (returned); fails after timeout × SLOW."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout * SLOW, what))
+        time.sleep(interval)
+
+
 class WsqdError(AssertionError):
     pass
 
 
+ANONYMOUS_ALL = ("auth:\n  anonymous:\n    publish: [\">\"]\n    subscribe: [\">\"]\n"
+                 "    admin: true\n")
+ANONYMOUS_NONE = "auth:\n  anonymous:\n    publish: []\n    subscribe: []\n    admin: false\n"
+
+
 class Wsqd:
-    """One wsqd process (possibly restarted several times) on one temp data dir."""
+    """One wsqd process (possibly restarted several times) on one temp data dir.
+
+    extra_yaml: top-level sections that replace the defaults' (listeners, storage, auth,
+    metrics, log) or add to them. port: 0 (wsqd picks one; learned from its log) or a fixed
+    port, for tests whose tools read it from the config (wsqctl -c). tls: (cert, key) for the
+    default listener. storage_path: storage.path as written (wsqd runs in self.dir, so "./data"
+    is self.data). base: the directory the temp dir is made in. preexec: run in the child before
+    exec (e.g. setrlimit)."""
 
     def __init__(self, binary=None, extra_yaml="", anonymous=True, sync="full",
-                 log_level="debug", listeners_yaml=None):
+                 log_level="debug", listeners_yaml=None, port=0, tls=None, storage_path=None,
+                 base=None, preexec=None):
         self.binary = binary or WSQD
         if not self.binary or not os.access(self.binary, os.X_OK):
             raise WsqdError("wsqd binary not given or not executable: %r" % (self.binary,))
-        self.dir = tempfile.mkdtemp(prefix="wsqpy-")
+        self.dir = tempfile.mkdtemp(prefix="wsqpy-", dir=base)
         self.data = os.path.join(self.dir, "data")
         self.conf = os.path.join(self.dir, "wsq.yaml")
         self.log_path = os.path.join(self.dir, "wsqd.log")
         self.proc = None
-        self.port = None
+        self.port = port or None
         self.host = "127.0.0.1"
+        self.tls = tls
+        self.preexec = preexec
         self.starts = 0
         self._log_offset = 0
         self._logf = None
         _live.append(self)
-        if anonymous:
-            auth = ("auth:\n  anonymous:\n    publish: [\">\"]\n    subscribe: [\">\"]\n"
-                    "    admin: true\n")
-        else:
-            auth = "auth:\n  anonymous:\n    publish: []\n    subscribe: []\n    admin: false\n"
-        listeners = listeners_yaml or "listeners:\n  - address: 127.0.0.1\n    port: 0\n"
+        if listeners_yaml is None:
+            listeners_yaml = "listeners:\n  - address: 127.0.0.1\n    port: %d\n" % port
+            if tls:
+                listeners_yaml += "    tls:\n      cert: %s\n      key: %s\n" % tls
         # /metrics is public here, so that tests without anonymous rights can read the counters
-        # they check; tests of metrics.auth give their own metrics section (EXTRA_YAML).
-        text = (listeners +
-                "storage:\n  path: %s\n  sync: %s\n" % (json.dumps(self.data), sync) +
-                auth + "metrics:\n  auth: public\n" +
+        # they check; tests of metrics.auth give their own metrics section (extra_yaml).
+        text = (listeners_yaml +
+                "storage:\n  path: %s\n  sync: %s\n" % (json.dumps(storage_path or self.data),
+                                                        sync) +
+                (ANONYMOUS_ALL if anonymous else ANONYMOUS_NONE) +
+                "metrics:\n  auth: public\n" +
                 "log:\n  level: %s\n  format: text\n" % log_level)
-        self.config_text = _merge_yaml(text, extra_yaml)
+        self.config_text = merge_yaml(text, extra_yaml)
         with open(self.conf, "w") as f:
             f.write(self.config_text)
 
     # -- process control -------------------------------------------------------------------
 
-    def start(self, timeout=15.0):
+    def _preexec(self):
+        _die_with_parent()
+        if self.preexec:
+            self.preexec()
+
+    def start(self, timeout=15.0, wait=True):
+        """Starts wsqd; with wait, returns once it logged `ready` (port learned from the log).
+        Without wait, returns at once (for a start that must fail)."""
         if self.proc is not None and self.proc.poll() is None:
             raise WsqdError("wsqd already running (pid %d)" % self.proc.pid)
         timeout *= SLOW
@@ -135,28 +230,27 @@ class Wsqd:
         self._logf.flush()
         self.proc = subprocess.Popen([self.binary, "-c", self.conf], stdin=subprocess.DEVNULL,
                                      stdout=self._logf, stderr=self._logf, cwd=self.dir,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=self._preexec)
         self.starts += 1
-        self.port = None
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout
-        ready = False
+        port = None
         while time.monotonic() < deadline:
             text = self._new_log()
-            if self.port is None:
+            if port is None:
                 m = re.search(r"\blistening address=(\S+) port=(\d+)", text)
                 if m:
-                    self.port = int(m.group(2))
-            if self.port is not None and re.search(r"\bready\b", text.split("listening", 1)[-1]):
-                ready = True
-                break
+                    port = int(m.group(2))
+            if port is not None and re.search(r"\bready\b", text.split("listening", 1)[-1]):
+                self.port = port
+                return self
             if self.proc.poll() is not None:
                 raise WsqdError("wsqd exited with %d during startup\n%s"
                                 % (self.proc.returncode, self.log_tail()))
             time.sleep(0.02)
-        if not ready:
-            self.kill()
-            raise WsqdError("wsqd not ready within %.1fs\n%s" % (timeout, self.log_tail()))
-        return self
+        self.kill()
+        raise WsqdError("wsqd not ready within %.1fs\n%s" % (timeout, self.log_tail()))
 
     def _new_log(self):
         with open(self.log_path, "rb") as f:
@@ -239,7 +333,22 @@ class Wsqd:
                 raise WsqdError("log never matched %r\n%s" % (pattern, self.log_tail()))
             time.sleep(0.02)
 
+    def log_problems(self):
+        """Lines of the whole log at level error, and sanitizer reports."""
+        out = []
+        for line in self.log().splitlines():
+            parts = line.split(None, 2)
+            if (len(parts) >= 2 and parts[1] == "error") or "Sanitizer" in line or \
+                    "runtime error" in line:
+                out.append(line)
+        return out
+
     # -- addresses --------------------------------------------------------------------------
+
+    @property
+    def url(self):
+        """The HTTP base URL (what wsqctl --url takes)."""
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
 
     def ws_url(self, path="/"):
         return "ws://%s:%d%s" % (self.host, self.port, path)
@@ -266,13 +375,22 @@ class Wsqd:
                                  % (method, path, status, data[:300]))
         return status, hdrs, obj
 
-    def post(self, topic, payload, content_type=None):
+    def post(self, topic, payload, content_type=None, headers=None):
+        """POST /topics/<topic>: -> (status, headers, JSON body). A str is a text message."""
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
             content_type = content_type or "text/plain; charset=utf-8"
         content_type = content_type or "application/octet-stream"
-        return self.http_json("POST", "/topics/" + topic, payload,
-                              {"Content-Type": content_type})
+        hdrs = {"Content-Type": content_type}
+        hdrs.update(headers or {})
+        return self.http_json("POST", "/topics/" + topic, payload, hdrs)
+
+    def publish(self, topic, payload):
+        """POST /topics/<topic> that must succeed; returns the message's seq (after commit)."""
+        st, _, obj = self.post(topic, payload)
+        if st != 200:
+            raise AssertionError("POST /topics/%s -> %d %r" % (topic, st, obj))
+        return obj["seq"]
 
     def history(self, topic, query=""):
         return self.http_json("GET", "/topics/%s/messages%s" % (topic, query))
@@ -284,7 +402,7 @@ class Wsqd:
         return parse_prometheus(data.decode("utf-8"))
 
 
-def _merge_yaml(base, extra):
+def merge_yaml(base, extra):
     """Append extra YAML; a top-level section present in both is replaced by extra's version
     (wsqd refuses duplicate keys)."""
     if not extra:
@@ -319,6 +437,45 @@ def parse_prometheus(text):
     return out
 
 
+# -- /proc ------------------------------------------------------------------------------------
+
+def proc_status(pid):
+    """{'VmRSS': kB, 'RssAnon': kB, 'RssFile': kB, ...} of /proc/PID/status."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            v = v.strip()
+            if v.endswith(" kB"):
+                out[k] = int(v[:-3])
+    return out
+
+
+def rss(pid):
+    """Resident set size of a process, in bytes."""
+    return proc_status(pid)["VmRSS"] * 1024
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- wsqctl -----------------------------------------------------------------------------------
+
+def wsqctl(*args, timeout=60.0, env=None, cwd=None, input=None):
+    """Runs the wsqctl of main(wsqctl=True): -> (rc, stdout str, stderr str)."""
+    p = subprocess.run([WSQCTL] + list(args), input=input, capture_output=True,
+                       timeout=timeout * SLOW, env=env, cwd=cwd)
+    return (p.returncode, p.stdout.decode("utf-8", "replace"),
+            p.stderr.decode("utf-8", "replace"))
+
+
 # -- websockets helpers (asyncio; websockets 10.x legacy client) ----------------------------
 
 def run(coro, timeout=60.0):
@@ -326,7 +483,7 @@ def run(coro, timeout=60.0):
     return asyncio.run(asyncio.wait_for(coro, timeout * SLOW))
 
 
-def _ws_defaults(kw):
+def ws_defaults(kw):
     kw.setdefault("max_size", None)
     # websockets stops reading the socket when max_queue messages wait for recv(); then a
     # close() with unread deliveries in flight stalls close_timeout (10 s) and ends as 1006.
@@ -334,16 +491,15 @@ def _ws_defaults(kw):
     kw.setdefault("close_timeout", 5 * SLOW)
     kw.setdefault("open_timeout", 10 * SLOW)
     kw.setdefault("ping_interval", None)
+    return kw
 
 
 async def connect_v1(d, path="/", **kw):
-    _ws_defaults(kw)
-    return await websockets.connect(d.ws_url(path), subprotocols=["wsq.v1"], **kw)
+    return await websockets.connect(d.ws_url(path), subprotocols=["wsq.v1"], **ws_defaults(kw))
 
 
 async def connect_raw(d, path, **kw):
-    _ws_defaults(kw)
-    return await websockets.connect(d.ws_url(path), **kw)
+    return await websockets.connect(d.ws_url(path), **ws_defaults(kw))
 
 
 async def recv(ws, timeout=5.0):
@@ -414,13 +570,11 @@ async def wait_closed(ws, timeout=5.0):
     return ws.close_code, ws.close_reason, frames
 
 
-# -- a hand-made WebSocket client on a raw socket (for frames websockets will not send) ----
+# -- a WebSocket client on a plain socket ----------------------------------------------------
 
-def ws_upgrade(sock, host, port, path="/", subprotocol=None, headers=()):
-    """Sends a WebSocket upgrade on a connected socket and reads the answer's head.
-    headers: more "Name: value" lines. -> (status line, head, bytes after the head). Raises
-    ConnectionError when the server closes before the head is complete; the caller judges the
-    status."""
+def ws_upgrade_request(host, port, path="/", subprotocol=None, headers=()):
+    """The bytes of a WebSocket upgrade request (a fresh random key; the length does not
+    depend on it). headers: more "Name: value" lines."""
     key = base64.b64encode(os.urandom(16)).decode()
     req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, host, port, key))
@@ -428,7 +582,14 @@ def ws_upgrade(sock, host, port, path="/", subprotocol=None, headers=()):
         req += "Sec-WebSocket-Protocol: %s\r\n" % subprotocol
     for line in headers:
         req += line + "\r\n"
-    sock.sendall((req + "\r\n").encode())
+    return (req + "\r\n").encode()
+
+
+def ws_upgrade(sock, host, port, path="/", subprotocol=None, headers=()):
+    """Sends a WebSocket upgrade (ws_upgrade_request) on a connected socket and reads the
+    answer's head. -> (status line, head, bytes after the head). Raises ConnectionError when
+    the server closes before the head is complete; the caller judges the status."""
+    sock.sendall(ws_upgrade_request(host, port, path, subprotocol, headers))
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(4096)
@@ -439,8 +600,12 @@ def ws_upgrade(sock, host, port, path="/", subprotocol=None, headers=()):
     return head.split(b"\r\n", 1)[0], head, rest
 
 
+ZERO_MASK = b"\0\0\0\0"
+
+
 def ws_frame(opcode, payload, fin=True, mask=None):
-    """One client frame, masked as RFC 6455 requires of clients (mask: 4 bytes; None: random)."""
+    """One client frame, masked as RFC 6455 requires of clients (mask: 4 bytes; None: random;
+    ZERO_MASK is legal and costs nothing to apply)."""
     b0 = (0x80 if fin else 0) | opcode
     n = len(payload)
     if n < 126:
@@ -450,40 +615,86 @@ def ws_frame(opcode, payload, fin=True, mask=None):
     else:
         hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
     mask = os.urandom(4) if mask is None else mask
+    if mask == ZERO_MASK or not n:
+        return hdr + mask + bytes(payload)
     m = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    masked = (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big") if n else b""
-    return hdr + mask + masked
+    return hdr + mask + (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big")
 
 
-class RawSocketWS:
-    def __init__(self, d, path="/", subprotocol=None, timeout=5.0, rcvbuf=None):
-        if rcvbuf:
-            # a small receive buffer makes the server's writes to us partial (a slow reader)
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            self.sock.settimeout(timeout * SLOW)
+class Closed(EOFError):
+    """The server closed the WebSocket: code and reason of its close frame, or (None, "eof")
+    when the TCP connection ended without one."""
+
+    def __init__(self, code, reason):
+        super().__init__("closed %r %r" % (code, reason))
+        self.code, self.reason = code, reason
+
+
+class UpgradeRefused(ConnectionRefusedError):
+    """The server answered the upgrade with another status than 101."""
+
+    def __init__(self, status, head):
+        super().__init__("upgrade refused: %r" % head[:300])
+        self.status, self.head = status, head
+
+
+class SocketWS:
+    """A blocking WebSocket client on a plain socket, for what python3-websockets will not do:
+    frames of any kind (fragments, bad UTF-8, unmasked), a small receive buffer (a slow
+    reader), use from threads, and many cheap connections (zero_mask).
+
+    subprotocol: "wsq.v1" (default) or None for raw mode. token: sent as Authorization: Bearer.
+    Raises UpgradeRefused when the answer is not 101. recv_frame() reads one frame as it is;
+    recv() reads one message (answers pings, raises Closed on a close frame)."""
+
+    def __init__(self, d, path="/", subprotocol="wsq.v1", token=None, headers=(), timeout=10.0,
+                 rcvbuf=None, zero_mask=False):
+        self.timeout = timeout * SLOW
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.closing = False   # a close frame was sent or received
+        self.mask = ZERO_MASK if zero_mask else None
+        try:
+            if rcvbuf:
+                # a small receive buffer makes the server's writes to us partial
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(self.timeout)
             self.sock.connect((d.host, d.port))
-        else:
-            self.sock = socket.create_connection((d.host, d.port), timeout=timeout * SLOW)
-        status, head, self.buf = ws_upgrade(self.sock, d.host, d.port, path, subprotocol)
-        if b" 101 " not in status + b" ":
-            raise AssertionError("upgrade refused: %r" % head)
+            hdrs = list(headers) + (["Authorization: Bearer %s" % token] if token else [])
+            self.status, head, self.buf = ws_upgrade(self.sock, d.host, d.port, path,
+                                                     subprotocol, hdrs)
+            if b" 101 " not in self.status + b" ":
+                raise UpgradeRefused(self.status, head)
+        except BaseException:
+            self.sock.close()
+            raise
         self.head = head.decode("latin-1")
 
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def frame(self, opcode, payload, fin=True):
+        return ws_frame(opcode, payload, fin, self.mask)
+
     def send_frame(self, opcode, payload, fin=True):
-        self.sock.sendall(ws_frame(opcode, payload, fin))
+        if opcode == 8:
+            self.closing = True
+        self.sock.sendall(self.frame(opcode, payload, fin))
+
+    def send_json(self, obj):
+        self.send_frame(1, json.dumps(obj, separators=(",", ":")).encode())
 
     def _read(self, n):
         while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
+            chunk = self.sock.recv(max(65536, n - len(self.buf)))
             if not chunk:
-                raise EOFError("connection closed by peer")
+                raise Closed(None, "eof")
             self.buf += chunk
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def recv_frame(self):
-        """Returns (opcode, fin, payload)."""
+    def recv_frame(self, timeout=None):
+        """One frame as it comes -> (opcode, fin, payload). Raises Closed(None, "eof")."""
+        self.sock.settimeout(self.timeout if timeout is None else timeout * SLOW)
         b0, b1 = self._read(2)
         n = b1 & 0x7F
         if n == 126:
@@ -495,10 +706,59 @@ class RawSocketWS:
             data = bytes(c ^ mask[i % 4] for i, c in enumerate(self._read(n)))
         else:
             data = self._read(n)
+        if b0 & 0x0F == 8:
+            self.closing = True
         return b0 & 0x0F, bool(b0 & 0x80), data
 
+    def recv(self, timeout=None):
+        """The next data message (bytes), fragments joined. Answers pings; on a close frame
+        answers it and raises Closed(code, reason)."""
+        parts = []
+        while True:
+            was_closing = self.closing
+            op, fin, data = self.recv_frame(timeout)
+            if op == 8:
+                code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+                if not was_closing:
+                    try:
+                        self.send_frame(8, data[:2])
+                    except OSError:
+                        pass
+                raise Closed(code, data[2:].decode("utf-8", "replace"))
+            if op == 9:
+                self.send_frame(10, data)
+                continue
+            if op == 10:
+                continue
+            parts.append(data)
+            if fin:
+                return b"".join(parts)
+
+    def recv_json(self, timeout=None):
+        return json.loads(self.recv(timeout))
+
+    def expect(self, op, timeout=None, skip=()):
+        """The next wsq.v1 frame whose op is not in skip must have this op; returns it."""
+        while True:
+            f = self.recv_json(timeout)
+            if f["op"] in skip:
+                continue
+            if f["op"] != op:
+                raise AssertionError("expected %s, got %r" % (op, f))
+            return f
+
+    def subscribe(self, topic, consumer=None, frm="earliest", window=None, ref=1):
+        """wsq.v1 sub; returns the subscribed frame (messages before it are skipped)."""
+        m = {"op": "sub", "topic": topic, "from": frm, "ref": ref}
+        if consumer:
+            m["consumer"] = consumer
+        if window:
+            m["window"] = window
+        self.send_json(m)
+        return self.expect("subscribed", skip=("msg",))
+
     def recv_close(self):
-        """Read frames until a close frame; returns (code, reason, frames before)."""
+        """Read frames until a close frame; returns (code, reason, [(opcode, payload)] before)."""
         frames = []
         while True:
             op, fin, data = self.recv_frame()
@@ -507,25 +767,20 @@ class RawSocketWS:
                 return code, data[2:].decode("utf-8", "replace"), frames
             frames.append((op, data))
 
-    def close(self):
+    def close(self, code=1000):
+        """A close frame (unless one was sent or received already), then the socket."""
+        if not self.closing:
+            try:
+                self.send_frame(8, struct.pack("!H", code))
+            except OSError:
+                pass
         try:
             self.sock.close()
         except OSError:
             pass
 
 
-# -- unittest glue --------------------------------------------------------------------------
-
 # -- a raw HTTP/1.1 client (for requests http.client will not send) --------------------------
-
-def rss(pid):
-    """Resident set size of a process, in bytes."""
-    with open("/proc/%d/status" % pid) as f:
-        for ln in f:
-            if ln.startswith("VmRSS:"):
-                return int(ln.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
 
 def parse_response(buf):
     """One HTTP/1.1 response at the start of buf -> (status, headers lowercased, body, rest,
@@ -613,6 +868,8 @@ class RawHttp:
         self.sock.close()
 
 
+# -- unittest glue --------------------------------------------------------------------------
+
 class BoundedRss:
     """Mixin for WsqdTestCase: fails a test after which wsqd's RSS grew by more than
     RSS_GROWTH_MAX (a runaway loop grows by gigabytes in seconds)."""
@@ -630,7 +887,8 @@ class BoundedRss:
 
 
 class WsqdTestCase(unittest.TestCase):
-    """Starts a fresh wsqd per test in setUp (self.wsqd); new_wsqd() makes more."""
+    """Starts a fresh wsqd per test in setUp (self.wsqd) unless START is False; new_wsqd()
+    makes more (each is killed and removed at the end of the test)."""
 
     EXTRA_YAML = ""
     START = True
@@ -640,7 +898,13 @@ class WsqdTestCase(unittest.TestCase):
         if self.START:
             self.wsqd = self.new_wsqd(self.EXTRA_YAML).start()
 
+    def wsqd_defaults(self):
+        """Keyword arguments every Wsqd of this class gets (subclasses add theirs)."""
+        return {}
+
     def new_wsqd(self, extra_yaml="", **kw):
+        for k, v in self.wsqd_defaults().items():
+            kw.setdefault(k, v)
         d = Wsqd(extra_yaml=extra_yaml, **kw)
         self._daemons.append(d)
         self.addCleanup(d.cleanup)
@@ -662,43 +926,54 @@ class _Result(unittest.TextTestResult):
         self._tails(test)
 
 
-def _detect_slow(binary):
-    """An ASan/UBSan/TSan build of wsqd is several times slower: scale the waits."""
-    global SLOW
-    if SLOW > 1.0:
-        return
-    try:
-        with open(binary, "rb") as f:
-            blob = f.read()
-    except OSError:
-        return
-    if b"__asan_init" in blob or b"__tsan_init" in blob or b"__msan_init" in blob:
-        SLOW = 3.0
+SKIP = 77  # ctest's SKIP_RETURN_CODE for every Python test
 
 
-def main():
-    """Entry point: `python3 test_x.py /path/to/wsqd [unittest args]`. Exits non-zero on failure."""
-    global WSQD
-    argv = list(sys.argv)
+def exit_status(result, out=sys.stderr):
+    """The exit status of a test program from its unittest result: 1 when a test failed or
+    none ran; else 77 when one was skipped (1 with WSQ_REQUIRE_ALL=1); else 0."""
+    if result.skipped:
+        out.write("\nskipped (%d):\n" % len(result.skipped))
+        for test, reason in result.skipped:
+            out.write("  SKIPPED %s: %s\n" % (test.id(), reason))
+    if not result.wasSuccessful():
+        return 1
+    if result.skipped:   # (a skip in setUpModule/setUpClass runs no test: still a skip)
+        if os.environ.get("WSQ_REQUIRE_ALL") == "1":
+            out.write("FAIL: WSQ_REQUIRE_ALL=1 (CI): every test must run here, and %d did not "
+                      "(what was missing is named above)\n" % len(result.skipped))
+            return 1
+        return SKIP
+    if result.testsRun == 0:
+        out.write("no test ran\n")
+        return 1
+    return 0
+
+
+def main(wsqctl=False, argv=None):
+    """Entry point: `python3 test_x.py WSQD [WSQCTL] [unittest args]` (WSQCTL when wsqctl).
+    Exits with exit_status()."""
+    global WSQD, WSQCTL
+    argv = list(sys.argv if argv is None else argv)
+    usage = "usage: %s WSQD%s [unittest options]\n" % (argv[0], " WSQCTL" if wsqctl else "")
     if len(argv) >= 2 and not argv[1].startswith("-"):
         WSQD = os.path.abspath(argv.pop(1))
-    if not WSQD:
-        sys.stderr.write("usage: %s /path/to/wsqd [unittest options]\n" % argv[0])
+    if wsqctl:
+        if len(argv) >= 2 and not argv[1].startswith("-"):
+            WSQCTL = os.path.abspath(argv.pop(1))
+        else:
+            WSQCTL = None
+    if not WSQD or (wsqctl and not WSQCTL):
+        sys.stderr.write(usage)
         sys.exit(2)
     os.environ["WSQD"] = WSQD
-    _detect_slow(WSQD)
-    # SIGTERM/SIGHUP to the test: exit through finally/atexit, which kill wsqd and clean up
-    def _on_signal(signum, frame):
-        sys.stderr.write("\n%s: signal %d: killing wsqd and removing temp dirs\n"
-                         % (argv[0], signum))
-        _cleanup_all()
-        os._exit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, _on_signal)
+    if wsqctl:
+        os.environ["WSQCTL"] = WSQCTL
+    detect_slow(WSQD)
+    install_signal_handlers(argv[0])
     runner = unittest.TextTestRunner(resultclass=_Result, verbosity=2, stream=sys.stderr)
     try:
         prog = unittest.main(argv=argv, testRunner=runner, exit=False)
     finally:
-        _cleanup_all()
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+        cleanup_all()
+    sys.exit(exit_status(prog.result))

@@ -10,7 +10,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
 
 rnd = random.Random(4)
 PAYLOADS = {
@@ -33,12 +33,12 @@ def by_topic(rows):
     return out
 
 
-class ExportImport(h.CtlTestCase):
+class ExportImport(c.CtlTestCase):
 
     def publish_all(self, d):
         for t, ps in PAYLOADS.items():
             for p in ps:
-                d.post(t, p)
+                d.publish(t, p)
 
     def export(self, *args):
         out, _ = self.ctl_ok(*args)
@@ -61,7 +61,7 @@ class ExportImport(h.CtlTestCase):
     def test_round_trip_live_then_offline(self):
         d = self.wsqd
         self.publish_all(d)
-        load = h.Load(d, "rt.load")
+        load = c.Load(d, "rt.load")
         load.start()
         self.addCleanup(load.stop)
         load.wait_for(10)
@@ -130,7 +130,7 @@ class ExportImport(h.CtlTestCase):
         self.assertTrue(ck["ok"], ck)
         # and wsqd serves what the offline import wrote
         d.start()
-        st, body = d.http("GET", "/topics/rt.bin/messages?from=1&limit=10")
+        st, _, body = d.http("GET", "/topics/rt.bin/messages?from=1&limit=10")
         msgs = json.loads(body)["messages"]
         self.assertEqual([base64.b64decode(m["data"]) for m in msgs], PAYLOADS["rt.bin"])
 
@@ -171,4 +171,4 @@ class ExportImport(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

@@ -14,10 +14,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 
-class ConsumersAfterPurge(h.CtlTestCase):
+class ConsumersAfterPurge(c.CtlTestCase):
 
     def consumer(self, **want):
         """The consumer c of cp.t once its stored state has the wanted values."""
@@ -38,9 +39,9 @@ class ConsumersAfterPurge(h.CtlTestCase):
         d = self.wsqd
         C = ("-c", d.conf)
         for i in range(1, 6):
-            d.post("cp.t", "m%d" % i)
+            d.publish("cp.t", "m%d" % i)
         # a durable consumer: 1..4 delivered (a window of 3, then 1 acknowledged), then gone
-        ws = h.WS(d.port)
+        ws = h.SocketWS(d)
         self.addCleanup(ws.close)
         ws.subscribe("cp.t", consumer="c", window=3)
         self.assertEqual([ws.expect("msg")["seq"] for _ in range(3)], [1, 2, 3])
@@ -71,12 +72,12 @@ class ConsumersAfterPurge(h.CtlTestCase):
         self.assertTrue(self.ctl_json(*C, "check")["ok"])
 
         # a new message: lag 1 (not delivered yet, so not pending)
-        self.assertEqual(d.post("cp.t", "m6"), 6)
+        self.assertEqual(d.publish("cp.t", "m6"), 6)
         c = self.consumer()
         self.assertEqual((c["pending"], c["lag"]), (0, 1))
 
         # it resumes: the gap frame it is told about is the one listed, then 6
-        ws = h.WS(d.port)
+        ws = h.SocketWS(d)
         self.addCleanup(ws.close)
         ws.send_json({"op": "sub", "topic": "cp.t", "consumer": "c", "ref": 1})
         frames = []
@@ -99,4 +100,4 @@ class ConsumersAfterPurge(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

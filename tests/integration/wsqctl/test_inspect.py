@@ -8,7 +8,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 TEXTS = ["hello 1", "h\u00e9llo \u2713 two", "line\nbreak\ttab", "four", "x" * 500]
 BINS = [bytes(range(256)), b"\x00\xff"]
@@ -33,24 +34,24 @@ def columns_aligned(tc, table, right_cols):
     return lines
 
 
-class Inspect(h.CtlTestCase):
+class Inspect(c.CtlTestCase):
 
     def setUp(self):
         super().setUp()
         d = self.wsqd
         for t in TEXTS:
-            d.post("ins.text", t)
+            d.publish("ins.text", t)
         for b in BINS:
-            d.post("ins.bin", b)
+            d.publish("ins.bin", b)
         # a durable consumer with acked and pending messages
-        ws = h.WS(d.port)
+        ws = h.SocketWS(d)
         self.addCleanup(ws.close)
         ws.subscribe("ins.text", consumer="c1", window=100)
         seqs = [ws.expect("msg")["seq"] for _ in TEXTS]
         self.assertEqual(seqs, [1, 2, 3, 4, 5])
         ws.send_json({"op": "ack", "topic": "ins.text", "upto": 3})
         self.ws = ws
-        self.load = h.Load(d, "ins.load")
+        self.load = c.Load(d, "ins.load")
         self.load.start()
         self.addCleanup(self.load.stop)
         self.load.wait_for(20)
@@ -172,4 +173,4 @@ class Inspect(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

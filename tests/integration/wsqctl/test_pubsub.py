@@ -11,10 +11,11 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 
-class PubSub(h.CtlTestCase):
+class PubSub(c.CtlTestCase):
 
     def test_pub(self):
         d = self.wsqd
@@ -41,9 +42,9 @@ class PubSub(h.CtlTestCase):
     def test_sub_ephemeral_and_formats(self):
         d = self.wsqd
         C = ("-c", d.conf)
-        d.post("ps.s", "one")
-        d.post("ps.s", b"\x00\x01\xfe")
-        d.post("ps.s", "three")
+        d.publish("ps.s", "one")
+        d.publish("ps.s", b"\x00\x01\xfe")
+        d.publish("ps.s", "three")
         out, _ = self.ctl_ok(*C, "sub", "ps.s", "--from", "earliest", "--count", "3")
         self.assertEqual(out, "one\n0001fe\nthree\n")
         out, _ = self.ctl_ok(*C, "sub", "ps.s", "--from", "2", "--count", "1", "--base64")
@@ -80,7 +81,7 @@ class PubSub(h.CtlTestCase):
         d = self.wsqd
         C = ("-c", d.conf)
         for i in range(1, 6):
-            d.post("ps.d", "m%d" % i)
+            d.publish("ps.d", "m%d" % i)
         out, _ = self.ctl_ok(*C, "sub", "ps.d", "--consumer", "w", "--from", "earliest",
                              "--ack", "--count", "2")
         self.assertEqual(out, "m1\nm2\n")
@@ -106,7 +107,7 @@ class PubSub(h.CtlTestCase):
 
     def test_tls(self):
         if not shutil.which("openssl"):
-            self.skipTest("needs openssl to make a certificate")
+            self.skipTest("needs the openssl command (package openssl) to make a certificate")
         cert, key = os.path.join(self.tmp, "cert.pem"), os.path.join(self.tmp, "key.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
                         key, "-out", cert, "-days", "2", "-subj", "/CN=localhost"], check=True,
@@ -136,4 +137,4 @@ class PubSub(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

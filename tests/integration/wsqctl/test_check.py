@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 
 def dump(data_dir, db):
@@ -37,18 +38,18 @@ def topic_ids(data_dir):
     return {k.decode(): int.from_bytes(v, "big") for k, v in names}
 
 
-class Check(h.CtlTestCase):
+class Check(c.CtlTestCase):
 
     def test_healthy_live_then_broken_offline(self):
         d = self.wsqd
         for i in range(20):
-            d.post("chk.a", "a%d" % i)
-            d.post("chk.b", bytes([i]) * 10)
-        ws = h.WS(d.port)
+            d.publish("chk.a", "a%d" % i)
+            d.publish("chk.b", bytes([i]) * 10)
+        ws = h.SocketWS(d)
         ws.subscribe("chk.a", consumer="cons", window=5)
         ws.expect("msg")
         ws.close()
-        load_ = h.Load(d, "chk.load")
+        load_ = c.Load(d, "chk.load")
         load_.start()
         self.addCleanup(load_.stop)
         load_.wait_for(20)
@@ -96,4 +97,4 @@ class Check(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

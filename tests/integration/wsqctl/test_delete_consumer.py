@@ -12,7 +12,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 
 def consumer_names(tc, d, topic):
@@ -20,18 +21,18 @@ def consumer_names(tc, d, topic):
     return sorted(c["name"] for c in doc["consumers"])
 
 
-class DeleteConsumer(h.CtlTestCase):
+class DeleteConsumer(c.CtlTestCase):
 
     def test_delete_active_consumer(self):
         d = self.wsqd
-        load = h.Load(d, "dc.t", pause=0.005)
+        load = c.Load(d, "dc.t", pause=0.005)
         load.start()
         self.addCleanup(load.stop)
         load.wait_for(10)
-        victim = h.WS(d.port)
+        victim = h.SocketWS(d)
         self.addCleanup(victim.close)
         victim.subscribe("dc.t", consumer="victim", window=1000)
-        bystander = h.WS(d.port)
+        bystander = h.SocketWS(d)
         self.addCleanup(bystander.close)
         bystander.subscribe("dc.t", consumer="bystander", window=1000)
         victim.expect("msg")
@@ -59,7 +60,7 @@ class DeleteConsumer(h.CtlTestCase):
         out, err = self.ctl_fails(3, "-c", d.conf, "delete-consumer", "dc.t", "victim",
                                   pattern=r"consumer 'victim' does not exist on topic 'dc\.t'")
         # its name is free: a new subscribe creates a new consumer (from latest by default)
-        again = h.WS(d.port)
+        again = h.SocketWS(d)
         self.addCleanup(again.close)
         sub = again.subscribe("dc.t", consumer="victim", frm="latest")
         self.assertFalse(sub["resumed"])
@@ -68,7 +69,7 @@ class DeleteConsumer(h.CtlTestCase):
     def test_delete_consumer_of_wsqctl_sub(self):
         """wsqctl sub as the victim: it exits 1 and, with --json, says how it was closed."""
         d = self.wsqd
-        d.post("dc.s", "one")
+        d.publish("dc.s", "one")
         p = self.spawn("-c", d.conf, "--json", "sub", "dc.s", "--consumer", "cli",
                        "--from", "earliest")
         first = json.loads(p.stdout.readline())
@@ -86,4 +87,4 @@ class DeleteConsumer(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

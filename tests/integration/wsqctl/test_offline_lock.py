@@ -12,22 +12,23 @@
 
 import json
 import os
+import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 
-class OfflineLock(h.CtlTestCase):
+class OfflineLock(c.CtlTestCase):
 
     def setUp(self):
         super().setUp()
         d = self.wsqd
         for i in range(10):
-            d.post("off.t", "m%d" % i)
+            d.publish("off.t", "m%d" % i)
         for name in ("keep", "gone"):
-            ws = h.WS(d.port)
+            ws = h.SocketWS(d)
             ws.subscribe("off.t", consumer=name, window=100)
             ws.close()
         h.wait_until(lambda: len(self.ctl_json("-c", d.conf, "consumers")["consumers"]) == 2,
@@ -36,13 +37,13 @@ class OfflineLock(h.CtlTestCase):
     def test_offline_mutations_take_and_release_the_lock(self):
         d = self.wsqd
         d.stop()
-        self.assertEqual(h.lock_held(d.data), (False, 0))
+        self.assertEqual(c.lock_held(d.data), (False, 0))
         D = ("--data", d.data)
         res, err = self.ctl_ok(*D, "-v", "--json", "purge", "off.t", "--before", "4")
         self.assertEqual(json.loads(res), {"topic": "off.t", "removed": 3, "first_seq": 4,
                                            "next_seq": 11, "via": "store"})
         self.assertIn("via store: no process holds", err)
-        self.assertEqual(h.lock_held(d.data), (False, 0))
+        self.assertEqual(c.lock_held(d.data), (False, 0))
         res = self.ctl_json(*D, "delete-consumer", "off.t", "gone")
         self.assertEqual(res["via"], "store")
         self.ctl_fails(3, *D, "delete-consumer", "off.t", "gone",
@@ -58,17 +59,17 @@ class OfflineLock(h.CtlTestCase):
         self.assertEqual(pk["messages"][-1]["data"], "imported")
         # wsqd starts on what wsqctl left, next seq intact
         d.start()
-        self.assertEqual(d.post("off.t", "after"), 12)
+        self.assertEqual(d.publish("off.t", "after"), 12)
 
     def test_wsqd_cannot_start_while_offline_wsqctl_holds_the_lock(self):
         d = self.wsqd
         d.stop()
         # an offline import takes the lock first, then reads its input: a pipe kept open
-        imp = self.spawn("--data", d.data, "import", "-", stdin=h.subprocess.PIPE)
-        h.wait_until(lambda: h.lock_held(d.data) == (True, imp.pid),
+        imp = self.spawn("--data", d.data, "import", "-", stdin=subprocess.PIPE)
+        h.wait_until(lambda: c.lock_held(d.data) == (True, imp.pid),
                      what="wsqctl import holding the lock")
         # wsqd refuses to start: the data dir is busy
-        d.start(expect_ready=False)
+        d.start(wait=False)
         rc = d.proc.wait(15 * h.SLOW)
         self.assertNotEqual(rc, 0)
         self.assertRegex(d.log(), r"error=busy pid=%d msg=\"data directory is in use by "
@@ -86,14 +87,14 @@ class OfflineLock(h.CtlTestCase):
                                    timeout=20 * h.SLOW)
         self.assertEqual(imp.returncode, 0, err)
         self.assertEqual(out, b"imported 2 messages from stdin via the store (new seqs)\n")
-        self.assertEqual(h.lock_held(d.data), (False, 0))
+        self.assertEqual(c.lock_held(d.data), (False, 0))
         d.start()
-        self.assertEqual(d.post("off.t", "c"), 13)
+        self.assertEqual(d.publish("off.t", "c"), 13)
 
     def test_other_lock_holder_without_url(self):
         d = self.wsqd
         d.stop()
-        holder = h.LockHolder(d.data)
+        holder = c.LockHolder(d.data)
         self.addCleanup(holder.release)
         self.ctl_fails(1, "--data", d.data, "import", "-", input=b"",
                        pattern=r"the store at .* is locked by pid %d \(python3?\): while a wsqd "
@@ -124,4 +125,4 @@ class OfflineLock(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

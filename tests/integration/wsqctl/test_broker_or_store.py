@@ -5,7 +5,7 @@ it; otherwise it opens the local store. -v says which was used.
 - read commands run from another directory find the running broker's store, also when the
   config's storage.path is relative (relative to the directory wsqd runs in);
 - purge, delete-consumer and import with no --data, -c or --url go through the broker that answers
-  at the default URL ($WSQ_URL stands for the default here; test_10 uses the real one);
+  at the default URL ($WSQ_URL stands for the default here; test_default_url.py uses the real one);
 - with no broker, the local store is used (--data, -c's storage.path, ./data);
 - a broker at the default URL that serves another store than --data is someone else's: --data is
   used; a named one (--url) is a contradiction and refused;
@@ -23,7 +23,8 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 READS = (["topics"], ["stats"], ["peek", "bs.t"], ["consumers"], ["check"], ["export"])
 
@@ -54,7 +55,7 @@ class FakeServer:
         self.thread.join(10)
 
 
-class BrokerOrStore(h.CtlTestCase):
+class BrokerOrStore(c.CtlTestCase):
     START = False
 
     def setUp(self):
@@ -62,7 +63,7 @@ class BrokerOrStore(h.CtlTestCase):
         # the shipped config's way: storage.path relative to the directory wsqd runs in
         self.d = self.new_wsqd(storage_path="./data").start()
         for i in range(3):
-            self.d.post("bs.t", "m%d" % i)
+            self.d.publish("bs.t", "m%d" % i)
         self.real = os.path.realpath(self.d.data)
         self.elsewhere = os.path.join(self.tmp, "elsewhere")  # a directory without a store
         os.makedirs(self.elsewhere)
@@ -95,7 +96,7 @@ class BrokerOrStore(h.CtlTestCase):
 
     def test_mutations_with_defaults_go_through_the_broker(self):
         d = self.d
-        ws = h.WS(d.port)
+        ws = h.SocketWS(d)
         self.addCleanup(ws.close)
         ws.subscribe("bs.t", consumer="c1", window=10)
         ws.close()
@@ -114,7 +115,7 @@ class BrokerOrStore(h.CtlTestCase):
         res = self.ctl_json("delete-consumer", "bs.t", "c1", cwd=self.elsewhere, env=self.dflt)
         self.assertEqual(res["via"], "broker")
         # the broker did all of it: its store has the import, and nothing was created here
-        self.assertEqual(d.post("bs.t", "after"), 5)
+        self.assertEqual(d.publish("bs.t", "after"), 5)
         self.assertEqual(os.listdir(self.elsewhere), [])
         # pub and sub say which broker they use
         out, err = self.ctl_ok("-v", "pub", "bs.t", "x", env=self.dflt)
@@ -131,14 +132,14 @@ class BrokerOrStore(h.CtlTestCase):
         out, err = self.ctl_ok("-v", "--json", "topics", cwd=d.dir)
         self.assertEqual(json.loads(out)["topics"][0]["count"], 3)
         self.assertEqual(err, "wsqctl: no broker at %s; using the store ./data\n"
-                         % h.NO_BROKER_URL)
+                         % c.no_broker_url())
         # mutations take the lock of the local store
         out, err = self.ctl_ok("-v", "purge", "bs.t", "--before", "2", cwd=d.dir)
         self.assertEqual(out, "purged 1 message from bs.t via the store (first seq now 2, next "
                               "seq 4)\n")
         self.assertTrue(err.startswith("wsqctl: no broker at %s; using the store ./data\n"
                                        "wsqctl: via store: no process holds ./data/wsq.lock"
-                                       % h.NO_BROKER_URL), err)
+                                       % c.no_broker_url()), err)
         # from elsewhere there is no store: said so
         self.ctl_fails(1, "topics", cwd=self.elsewhere,
                        pattern=r"no wsq store at \./data \(no data\.mdb there\), the default")
@@ -153,7 +154,7 @@ class BrokerOrStore(h.CtlTestCase):
     def test_broker_of_another_store(self):
         d = self.d
         other = self.new_wsqd().start()
-        other.post("other.t", "x")
+        other.publish("other.t", "x")
         # the default URL's broker serves another store than --data: --data is used, locally
         out, err = self.ctl_ok("-v", "--json", "topics", "--data", d.data,
                                env={"WSQ_URL": other.url})
@@ -252,4 +253,4 @@ class BrokerOrStore(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Every wsqctl error path, with its exit code and an actionable message:
-0 ok, 1 error, 2 usage, 3 topic/consumer not found, 4 check violations (test_06), 5 broker
+0 ok, 1 error, 2 usage, 3 topic/consumer not found, 4 check violations (test_check.py), 5 broker
 unreachable."""
 
 import json
@@ -10,10 +10,11 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
 
 
-class Usage(h.CtlTestCase):
+class Usage(c.CtlTestCase):
     START = False
 
     def test_help_version_and_usage_errors(self):
@@ -65,7 +66,7 @@ class Usage(h.CtlTestCase):
         self.assertEqual(json.loads(out)["error"]["exit"], 2)
 
 
-class StoreErrors(h.CtlTestCase):
+class StoreErrors(c.CtlTestCase):
     START = False
 
     def make_store(self):
@@ -133,8 +134,10 @@ class StoreErrors(h.CtlTestCase):
         self.ctl_fails(1, "--data", foreign, "purge", "x", "--all", pattern=r"not a wsq store")
 
     def test_permission_denied(self):
-        if os.getuid() != 0 or not shutil.which("setpriv"):
-            self.skipTest("needs root and setpriv to run wsqctl as another user")
+        if os.getuid() != 0:
+            self.skipTest("needs root (uid %d) to run wsqctl as another user" % os.getuid())
+        if not shutil.which("setpriv"):
+            self.skipTest("needs setpriv (util-linux) to run wsqctl as another user")
         data = self.make_store()
         os.chmod(data, 0o700)
         # a copy of the binary that nobody may run
@@ -164,11 +167,11 @@ class StoreErrors(h.CtlTestCase):
                        pattern=r"cannot create .*/no/copy: its parent directory does not exist")
 
 
-class NotFound(h.CtlTestCase):
+class NotFound(c.CtlTestCase):
 
     def test_topic_and_consumer_unknown(self):
         d = self.wsqd
-        d.post("nf.t", "x")
+        d.publish("nf.t", "x")
         C = ("-c", d.conf)
         for cmd in (["peek", "nf.none"], ["consumers", "nf.none"], ["export", "nf.t", "nf.none"],
                     ["purge", "nf.none", "--all"], ["delete-consumer", "nf.none", "c"]):
@@ -187,7 +190,7 @@ class NotFound(h.CtlTestCase):
         self.ctl_fails(3, *C, "peek", "nf.none")
 
 
-class Unreachable(h.CtlTestCase):
+class Unreachable(c.CtlTestCase):
     START = False
 
     def test_broker_unreachable(self):
@@ -202,9 +205,9 @@ class Unreachable(h.CtlTestCase):
         # the config's broker does not answer
         d = self.new_wsqd()
         d.start()
-        d.post("u.t", "x")
+        d.publish("u.t", "x")
         d.stop()
-        holder = h.LockHolder(d.data)
+        holder = c.LockHolder(d.data)
         self.addCleanup(holder.release)
         self.ctl_fails(5, "-c", d.conf, "purge", "u.t", "--all",
                        pattern=r"locked by pid %d .*no broker answers: broker unreachable at "
@@ -214,7 +217,7 @@ class Unreachable(h.CtlTestCase):
                        pattern=r"locked by pid %d" % holder.pid)
 
 
-class Permission(h.CtlTestCase):
+class Permission(c.CtlTestCase):
     START = False
 
     def test_admin_rights_and_tokens(self):
@@ -225,7 +228,7 @@ class Permission(h.CtlTestCase):
                 "    - name: app\n      sha256: %s\n      publish: [\">\"]\n"
                 "      subscribe: [\">\"]\n      admin: false\n"
                 % (h.sha256_hex("ops-secret"), h.sha256_hex("app-secret")))
-        d = self.new_wsqd(auth_yaml=auth).start()
+        d = self.new_wsqd(auth).start()
         C = ("-c", d.conf)
         out, _ = self.ctl_ok(*C, "--token", "app-secret", "pub", "p.t", "hello")
         self.assertEqual(out, "1\n")
@@ -268,4 +271,4 @@ class Permission(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()

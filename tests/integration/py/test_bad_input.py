@@ -154,7 +154,7 @@ class BadInput(h.WsqdTestCase):
         st = Steady(d, "bad.steady2")
 
         def invalid_utf8(path, proto):
-            ws = h.RawSocketWS(d, path, subprotocol=proto)
+            ws = h.SocketWS(d, path, subprotocol=proto, timeout=5)
             try:
                 if proto:
                     # a JSON pub whose text is not UTF-8 (lone continuation byte, overlong)
@@ -167,7 +167,7 @@ class BadInput(h.WsqdTestCase):
 
         def invalid_utf8_fragmented():
             # the invalid sequence is split across two fragments of a raw-mode text message
-            ws = h.RawSocketWS(d, "/topics/bad.utf8frag")
+            ws = h.SocketWS(d, "/topics/bad.utf8frag", subprotocol=None, timeout=5)
             try:
                 ws.send_frame(0x1, b"abc\xe2\x82", fin=False)
                 ws.send_frame(0x0, b"\x28def", fin=True)

@@ -15,7 +15,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ctlharness as h  # noqa: E402
+import ctlharness as c  # noqa: E402
+import wsqharness as h  # noqa: E402
+
+
+def ts_of(d, topic, seq):
+    """The ts (wsqd's clock, Unix ms) of one message, from the HTTP history."""
+    st, _, body = d.history(topic, "?from=%d&limit=1" % seq)
+    assert st == 200 and body["messages"][0]["seq"] == seq, (st, body)
+    return body["messages"][0]["ts"]
 
 
 def export(tc, d, *topics):
@@ -23,12 +31,12 @@ def export(tc, d, *topics):
     return [json.loads(x) for x in out.splitlines()]
 
 
-class PurgeLive(h.CtlTestCase):
+class PurgeLive(c.CtlTestCase):
 
     def test_purge_before_with_consumers_and_load(self):
         d = self.wsqd
-        load = h.Load(d, "live.p")
-        other = h.Load(d, "live.other")
+        load = c.Load(d, "live.p")
+        other = c.Load(d, "live.other")
         load.start()
         other.start()
         self.addCleanup(load.stop)
@@ -36,13 +44,13 @@ class PurgeLive(h.CtlTestCase):
         load.wait_for(200)
 
         # a durable consumer stuck behind with a full window (5 delivered, none acked)
-        slow = h.WS(d.port)
+        slow = h.SocketWS(d)
         self.addCleanup(slow.close)
         slow.subscribe("live.p", consumer="slow", window=5)
         got = [slow.expect("msg")["seq"] for _ in range(5)]
         self.assertEqual(got, [1, 2, 3, 4, 5])
         # an ephemeral subscriber from earliest that reads everything as it comes
-        eph = h.WS(d.port)
+        eph = h.SocketWS(d)
         self.addCleanup(eph.close)
         eph.subscribe("live.p", frm="earliest", window=10000)
 
@@ -110,7 +118,7 @@ class PurgeLive(h.CtlTestCase):
         res = self.ctl_json("-c", d.conf, "purge", "live.p", "--all")
         self.assertEqual((res["first_seq"], res["next_seq"]), (nb, nb))
         self.assertEqual(res["removed"], nb - 150)
-        self.assertEqual(d.post("live.p", "after"), nb)
+        self.assertEqual(d.publish("live.p", "after"), nb)
         m = eph.recv_json()
         while m["op"] == "msg" and m["seq"] < nb:
             m = eph.recv_json()
@@ -122,12 +130,20 @@ class PurgeLive(h.CtlTestCase):
     def test_purge_older_than_keeps_newer_and_next_seq(self):
         d = self.wsqd
         for i in range(5):
-            d.post("age.t", "old %d" % i)
-        time.sleep(2.0)
+            d.publish("age.t", "old %d" % i)
+        last_old = ts_of(d, "age.t", 5)
+        # wsqd stamps ts with this machine's clock: wait until the old ones are `gap` ms old
+        gap = int(2000 * h.SLOW)
+        while time.time() * 1000 < last_old + gap:
+            time.sleep(0.01)
         for i in range(3):
-            d.post("age.t", "new %d" % i)
-        # the old ones are 2 s old; the new ones have 1.5 s of slack on a slow machine
-        out, _ = self.ctl_ok("-c", d.conf, "purge", "age.t", "--older-than", "1500ms")
+            d.publish("age.t", "new %d" % i)
+        first_new = ts_of(d, "age.t", 6)
+        self.assertGreaterEqual(first_new - last_old, gap)
+        # --older-than halfway between the two groups as of now: gap/2 of slack either way for
+        # the time wsqctl and wsqd take to apply it, whatever the publishes above took
+        older = int(time.time() * 1000 - (last_old + first_new) / 2)
+        out, _ = self.ctl_ok("-c", d.conf, "purge", "age.t", "--older-than", "%dms" % older)
         self.assertRegex(out, r"^purged 5 messages from age\.t via the broker \(first seq now 6, "
                               r"next seq 9\)\n$")
         pk = self.ctl_json("-c", d.conf, "peek", "age.t")
@@ -143,4 +159,4 @@ class PurgeLive(h.CtlTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    c.main()
