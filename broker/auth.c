@@ -8,9 +8,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "broker.h"
+#include "auth.h"
+#include "log.h"
 #include "req.h"
-#include "session.h"
+#include "server.h"
 #include "wsq/clock.h"
 #include "wsq/jwt.h"
 

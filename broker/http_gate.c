@@ -35,7 +35,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-#include "broker.h"
+#include "gate.h"
+#include "log.h"
 #include "wsq/http1.h"
 #include "wsq/wsrx.h"
 

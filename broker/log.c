@@ -3,13 +3,14 @@
  * Messages are written as space-separated key=value pairs (values with spaces quoted, "...").
  * In JSON mode each pair becomes a member; anything else goes into "msg". This is the one
  * process-wide state wsqd keeps: every thread logs, and the format is fixed at start. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 
-#include "broker.h"
+#include "log.h"
 
 static struct {
     _Atomic int level;

@@ -8,7 +8,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#include "broker.h"
+#include "log.h"
+#include "server.h"
 
 static void usage(FILE *f)
 {

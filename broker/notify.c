@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "broker.h"
+#include "log.h"
 
 void wsq__notify(const char *state)
 {

@@ -3,7 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
+#include "out.h"
+#include "wsq/proto.h"
 
 void wsq__outlist_init(wsq_outlist_t *l)
 {

@@ -1,12 +1,13 @@
 /*
- * The server: storage, the consumer thread, the lws context (libev loop, one vhost per
- * listener), the cross-thread inbox and the shutdown sequence.
+ * The server: storage, the delivery thread, the lws context (libev loop, one vhost per
+ * listener), the service thread's mailbox, connection accounting, reload and the shutdown
+ * sequence. See core.h for the map of the daemon.
  *
  * Shutdown (SIGTERM/SIGINT): stop accepting; pause every publisher; a writer barrier confirms
  * everything received so far; every client then gets its queued frames and a 1001 close; once all
  * are gone (or limits.shutdown_timeout passes) the consumer thread and the writer are stopped and
- * joined, and only then is the lws context destroyed (no thread may call lws_cancel_service
- * after that), and LMDB closed last.
+ * joined, the mailbox is closed (no thread may call lws_cancel_service after that), and only
+ * then is the lws context destroyed, and LMDB closed last.
  */
 #include <dirent.h>
 #include <libwebsockets.h>
@@ -16,8 +17,13 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "broker.h"
-#include "session.h"
+#include "core.h"
+#include "gate.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+#include "ws.h"
 #include "wsq/clock.h"
 
 #define TICK_US (200 * 1000)
@@ -45,10 +51,10 @@ static void flush_ct_pending(wsq_server_t *srv)
     srv->ct_pending_tail = &srv->ct_pending;
     srv->flush_scheduled = false;
     if (srv->ct)
-        wsq__ct_push_list(srv->ct, h); /* a stopped consumer thread frees them */
+        wsq__ct_push(srv->ct, h); /* a stopped delivery thread frees them */
     else
         for (ct_cmd_t *c = h, *nx; c; c = nx) {
-            nx = c->next;
+            nx = (ct_cmd_t *)c->mail.next;
             wsq__ct_cmd_free(c);
         }
 }
@@ -62,10 +68,10 @@ void wsq__ct_defer(wsq_server_t *srv, ct_cmd_t *cmd)
 {
     if (cmd == NULL)
         return;
-    cmd->next = NULL;
+    cmd->mail.next = NULL;
     *srv->ct_pending_tail = cmd;
-    srv->ct_pending_tail = &cmd->next;
-    if (srv->st_stopped) {
+    srv->ct_pending_tail = (ct_cmd_t **)&cmd->mail.next;
+    if (wsq_mailbox_closed(&srv->inbox)) {
         flush_ct_pending(srv); /* the loop is going away: no timer, hand over now */
         return;
     }
@@ -77,54 +83,24 @@ void wsq__ct_defer(wsq_server_t *srv, ct_cmd_t *cmd)
 }
 
 /* ------------------------------------------------------------------------------------------- */
-/* inbox */
+/* the mailbox */
 
-st_item_t *wsq__st_item(st_kind_t kind, uint64_t sid, uint64_t sub_id)
+static void wake_st(void *arg)
 {
-    st_item_t *it = calloc(1, sizeof(*it));
-    if (it) {
-        it->kind = kind;
-        it->sid = sid;
-        it->sub_id = sub_id;
-    }
-    return it;
-}
-
-static void wake_st(wsq_server_t *srv, bool wake)
-{
-    if (wake && srv->lws)
+    wsq_server_t *srv = arg;
+    if (srv->lws)
         lws_cancel_service(srv->lws); /* the one lws call other threads may make */
 }
 
-void wsq__st_push(wsq_server_t *srv, st_item_t *item)
+static void drop_item(wsq_mail_t *m)
 {
-    item->next = NULL;
-    wsq__st_push_list(srv, item);
+    wsq__st_item_free((st_item_t *)m);
 }
 
-void wsq__st_push_list(wsq_server_t *srv, st_item_t *head)
+void wsq__st_push(wsq_server_t *srv, st_item_t *items)
 {
-    if (head == NULL)
-        return;
-    st_item_t *tail = head;
-    while (tail->next)
-        tail = tail->next;
-    pthread_mutex_lock(&srv->inbox_lock);
-    if (srv->st_stopped) {
-        pthread_mutex_unlock(&srv->inbox_lock);
-        for (st_item_t *it = head, *nx; it; it = nx) {
-            nx = it->next;
-            wsq__out_free_list(&it->chunks);
-            free(it);
-        }
-        return;
-    }
-    *srv->inbox_tail = head;
-    srv->inbox_tail = &tail->next;
-    bool wake = !srv->wake_pending;
-    srv->wake_pending = true;
-    pthread_mutex_unlock(&srv->inbox_lock);
-    wake_st(srv, wake);
+    if (items)
+        wsq_mailbox_push(&srv->inbox, &items->mail);
 }
 
 /* Writer thread, after every batch: hand the batch's confirms to the service thread at once,
@@ -133,25 +109,7 @@ static void on_commit(void *arg, const wsq_commit_info_t *info)
 {
     wsq_server_t *srv = arg;
     if (info->err == WSQ_OK) {
-        wsq_metrics_t *m = &srv->metrics;
-        static const uint32_t batch_le[WSQ_BATCH_BUCKETS] = {1,   2,   5,   10,   20,   50,
-                                                             100, 200, 500, 1000, 2000, 5000};
-        static const int64_t lat_le_us[WSQ_LATENCY_BUCKETS] = {
-            100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
-        unsigned b = 0;
-        while (b < WSQ_BATCH_BUCKETS && info->n_requests > batch_le[b])
-            b++;
-        atomic_fetch_add_explicit(&m->batch_hist[b], 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&m->batch_sum, info->n_requests, memory_order_relaxed);
-        b = 0;
-        while (b < WSQ_LATENCY_BUCKETS && info->commit_ns / 1000 > lat_le_us[b])
-            b++;
-        atomic_fetch_add_explicit(&m->latency_hist[b], 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&m->latency_sum_ns, (uint64_t)info->commit_ns,
-                                  memory_order_relaxed);
-        atomic_fetch_add_explicit(&srv->metrics.commits, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&srv->metrics.commit_ns_total, (uint64_t)info->commit_ns,
-                                  memory_order_relaxed);
+        wsq__metrics_commit(&srv->metrics, info);
         /* Healthy again once a commit appends or frees space without refusing anything; a
          * commit that refused publishes for lack of space reports storage_full. */
         bool freed = false;
@@ -165,27 +123,7 @@ static void on_commit(void *arg, const wsq_commit_info_t *info)
                info->err == WSQ_ERR_PANIC) {
         atomic_store(&srv->storage_err, info->err);
     }
-    if (srv->wt_head) {
-        pthread_mutex_lock(&srv->inbox_lock);
-        bool wake = false;
-        if (!srv->st_stopped) {
-            *srv->confirm_tail = srv->wt_head;
-            srv->confirm_tail = srv->wt_tail;
-            wake = !srv->wake_pending;
-            srv->wake_pending = true;
-            srv->wt_head = NULL;
-        }
-        pthread_mutex_unlock(&srv->inbox_lock);
-        if (srv->wt_head) { /* the service thread is gone: nobody to confirm to */
-            for (wsq_wreq_t *r = srv->wt_head, *nx; r; r = nx) {
-                nx = r->next;
-                wsq_wreq_free(&r);
-            }
-            srv->wt_head = NULL;
-        }
-        srv->wt_tail = &srv->wt_head;
-        wake_st(srv, wake);
-    }
+    wsq__wt_commit(srv); /* the batch's confirms go to the service thread at once */
     if (info->n_topics && srv->ct) {
         ct_cmd_t *c = wsq__ct_cmd(CT_COMMIT, 0, 0);
         if (c) {
@@ -210,16 +148,6 @@ static void retention(void *arg, const char *topic, size_t len, wsq_retention_t 
 /* ------------------------------------------------------------------------------------------- */
 /* shutdown */
 
-static void barrier_done(wsq_wreq_t *req, void *arg)
-{
-    (void)arg;
-    /* routed like a publish confirm (sid 0), so it arrives after every earlier confirm */
-    req->next = NULL;
-    wsq_server_t *srv = arg;
-    *srv->wt_tail = req;
-    srv->wt_tail = &req->next;
-}
-
 static void begin_shutdown(wsq_server_t *srv)
 {
     if (srv->shutting_down)
@@ -231,16 +159,12 @@ static void begin_shutdown(wsq_server_t *srv)
     wsq_info_log("shutdown", "phase=begin sessions=%u timeout_ms=%lld", srv->nsessions,
                  (long long)srv->cfg->limits.shutdown_timeout_ms);
     /* no new publishes: everything already received is committed and confirmed first */
-    for (uint32_t b = 0; b < srv->nbuckets; b++)
-        for (wsq_session_t *s = srv->buckets[b]; s; s = s->hnext)
-            if (s->wsi && s->kind != WSQ_SESS_HTTP && !s->rx_paused) {
-                s->rx_paused = true;
-                lws_rx_flow_control(s->wsi, 0);
-            }
+    wsq__sessions_pause_all(srv);
     lws_sul_schedule(srv->lws, 0, &srv->lx->tick, on_tick, 20 * 1000); /* watch closely */
     wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_BARRIER, NULL, 0, NULL, 0, 0);
     if (r) {
-        r->done = barrier_done;
+        /* routed like a confirm (to sid 0, nobody), so it arrives after every earlier one */
+        r->done = wsq__wt_done;
         r->arg = srv;
         r->user[0] = 0;
         if (wsq_store_submit(srv->store, r) != WSQ_OK) {
@@ -252,35 +176,31 @@ static void begin_shutdown(wsq_server_t *srv)
     }
 }
 
-static void drain_inbox(wsq_server_t *srv)
+/* Does this commit's confirm list hold the shutdown barrier? */
+static bool has_barrier(const st_item_t *it)
 {
-    pthread_mutex_lock(&srv->inbox_lock);
-    st_item_t *items = srv->inbox_head;
-    wsq_wreq_t *confirms = srv->confirm_head;
-    srv->inbox_head = NULL;
-    srv->inbox_tail = &srv->inbox_head;
-    srv->confirm_head = NULL;
-    srv->confirm_tail = &srv->confirm_head;
-    srv->wake_pending = false;
-    pthread_mutex_unlock(&srv->inbox_lock);
+    if (it->kind != ST_CONFIRMS)
+        return false;
+    for (const wsq_wreq_t *r = it->reqs; r; r = r->next)
+        if (r->op == WSQ_WOP_BARRIER)
+            return true;
+    return false;
+}
 
+static void drain_mailbox(wsq_server_t *srv)
+{
     bool confirmed = false;
-    for (wsq_wreq_t *r = confirms, *nx; r; r = nx) {
-        nx = r->next;
-        r->next = NULL;
-        if (r->op == WSQ_WOP_BARRIER) {
+    for (wsq_mail_t *m = wsq_mailbox_take(&srv->inbox), *nx; m; m = nx) {
+        nx = m->next;
+        st_item_t *it = (st_item_t *)m;
+        bool barrier = has_barrier(it);
+        confirmed |= it->kind == ST_CONFIRMS;
+        wsq__core_item(srv, it);
+        if (barrier) {
             /* everything received before the shutdown is confirmed: now say goodbye */
             wsq_info_log("shutdown", "phase=confirmed");
             wsq__sessions_close_all(srv, WSQ_CLOSE_GOING_AWAY, "server shutdown");
-            wsq_wreq_free(&r);
-            continue;
         }
-        wsq__session_confirm(srv, r);
-        confirmed = true;
-    }
-    for (st_item_t *it = items, *nx; it; it = nx) {
-        nx = it->next;
-        wsq__session_deliver(srv, it);
     }
     if (confirmed && srv->paused)
         wsq__sessions_resume_publishers(srv);
@@ -355,7 +275,7 @@ void wsq__server_wake(wsq_server_t *srv)
         reload(srv);
     else if (sig)
         begin_shutdown(srv);
-    drain_inbox(srv);
+    drain_mailbox(srv);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -507,13 +427,15 @@ static void finish(wsq_server_t *srv)
     /* the consumer thread flushes consumer state through the writer, so it stops first */
     wsq__ct_stop(srv->ct);
     wsq_store_stop(srv->store);
-    drain_inbox(srv);
-    pthread_mutex_lock(&srv->inbox_lock);
-    srv->st_stopped = true;
-    pthread_mutex_unlock(&srv->inbox_lock);
-    drain_inbox(srv);
+    wsq_mailbox_close(&srv->inbox);
+    drain_mailbox(srv);
     wsq_info_log("shutdown", "phase=done");
     lws_context_destroy(srv->lws); /* inside the loop: breaks ev_run */
+}
+
+static void count_ws(wsq_session_t *s, void *arg)
+{
+    *(uint32_t *)arg += s->fe->websocket;
 }
 
 static void on_tick(lws_sorted_usec_list_t *sul)
@@ -523,9 +445,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         wsq__server_wake(srv);
     if (srv->shutting_down) {
         uint32_t ws = 0;
-        for (uint32_t b = 0; b < srv->nbuckets; b++)
-            for (wsq_session_t *s = srv->buckets[b]; s; s = s->hnext)
-                ws += s->kind != WSQ_SESS_HTTP;
+        wsq__sessions_each(srv, count_ws, &ws);
         if (ws == 0 || wsq_mono_ns() >= srv->shutdown_deadline_ns) {
             finish(srv);
             return;
@@ -546,7 +466,7 @@ static void on_signal(int sig)
     if (srv == NULL)
         return;
     atomic_store(&srv->signal_pending, sig);
-    if (srv->lws && !srv->st_stopped)
+    if (srv->lws && !wsq_mailbox_closed(&srv->inbox))
         lws_cancel_service(srv->lws);
 }
 
@@ -696,9 +616,7 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
     srv->cfg_path = path;
     srv->started_ms = wsq_now_ms();
     srv->exit_code = 0;
-    pthread_mutex_init(&srv->inbox_lock, NULL);
-    srv->inbox_tail = &srv->inbox_head;
-    srv->confirm_tail = &srv->confirm_head;
+    wsq_mailbox_init(&srv->inbox, wake_st, srv, drop_item);
     srv->wt_tail = &srv->wt_head;
     srv->ct_pending_tail = &srv->ct_pending;
     srv->wbuf = malloc(LWS_PRE + WSQ_WRITE_MAX);
@@ -764,7 +682,7 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
                  : cfg->storage.sync == WSQ_SYNC_BATCH ? "batch"
                                                        : "none");
 
-    while (lws_service(srv->lws, 0) >= 0 && !srv->st_stopped)
+    while (lws_service(srv->lws, 0) >= 0 && !wsq_mailbox_closed(&srv->inbox))
         ;
     lws_context_destroy(srv->lws);
     srv->lws = NULL;
@@ -779,7 +697,8 @@ out:
     flush_ct_pending(srv);
     wsq__ct_destroy(&srv->ct);
     /* confirms that never reached the service thread */
-    drain_inbox(srv);
+    wsq_mailbox_close(&srv->inbox);
+    drain_mailbox(srv);
     for (wsq_wreq_t *r = srv->wt_head, *nx; r; r = nx) {
         nx = r->next;
         wsq_wreq_free(&r);
@@ -805,7 +724,7 @@ out:
     if (srv->lx)
         free(srv->lx->names);
     free(srv->lx);
-    pthread_mutex_destroy(&srv->inbox_lock);
+    wsq_mailbox_fini(&srv->inbox);
     free(srv);
     return rc;
 }

@@ -15,6 +15,10 @@
  * secret fails the load (and `wsqd --check-config`) rather than the first JWT. A relative
  * secret_file is resolved against the directory part of the `source` name, which is the config's
  * path when wsq_config_load() is the caller (and the working directory for "<default>").
+ *
+ * Why one file of ~1,800 lines: each section is short, and all of them use the same node
+ * getters, cfg_fail() and the defaults; splitting them would put those in a header for no
+ * reader's benefit.
  */
 #include "wsq/config.h"
 #include "wsq/topic.h"

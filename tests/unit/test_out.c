@@ -8,7 +8,8 @@
 
 #include <cmocka.h>
 
-#include "broker.h"
+#include "out.h"
+#include "wsq/proto.h"
 
 static size_t total_len(const wsq_out_t *c)
 {

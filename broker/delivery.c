@@ -1,5 +1,5 @@
 /*
- * The consumer thread (CT): delivery for every subscription.
+ * The delivery thread ("the consumer thread", CT): delivery for every subscription.
  *
  * It owns:
  *   - each subscription's position, credit, in-flight set and redelivery queue;
@@ -7,23 +7,33 @@
  *     attached; persisted with CONSUMER_PUT at most every FLUSH_MS and on detach);
  *   - a cache of the topics that have subscriptions (heads updated from the writer's commits).
  *
- * Each loop: take commands -> apply them -> run timers (nack delays, ack_wait) -> one delivery
- * pass over the subscriptions that have both credit and work, each reading LMDB in one short read
- * transaction and framing what it read -> persist dirty consumers -> hand everything produced to
- * the service thread in one push.
+ * Each loop: take commands from its mailbox -> apply them -> run timers (nack delays, ack_wait) ->
+ * one delivery pass over the subscriptions that have both credit and work, each reading LMDB in one
+ * short read transaction and framing what it read -> persist dirty consumers -> hand everything
+ * produced to the service thread's mailbox in one push.
  *
  * Credit. A wsq.v1 durable subscription may have `window` messages delivered and unacknowledged.
  * Every other subscription (ephemeral, raw mode) may have `window` messages queued in the service
  * thread that are not yet written to the socket. Every subscription also stops at SUB_QUEUE_BYTES
  * queued bytes, so a session never holds more than its window in memory: LMDB is the buffer.
+ *
+ * Why one file of ~1,500 lines: everything here is private to one thread, and every command
+ * touches several of its tables at once (a subscription, its topic's tail cache, its consumer's
+ * in-memory state); split files would share all of them through one header and gain nothing.
+ * The delivery thread's interface is delivery.h.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "broker.h"
+#include "core.h"
+#include "delivery.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
 #include "wsq/clock.h"
 
 #define SUB_QUEUE_BYTES (1u << 20) /* per subscription, queued in the service thread */
@@ -88,6 +98,9 @@ typedef struct {
     uint32_t n, cap;
 } seqvec_t;
 
+/* A subscription's life: OPENING (its topic and consumer are being opened by the writer) ->
+ * LIVE (delivering) -> DEAD (ended by a gap, a takeover or a deleted consumer; freed by
+ * sub_end). Changed only by sub_state(), which asserts every move. */
 typedef enum { SUB_OPENING = 1, SUB_LIVE, SUB_DEAD } sub_state_t;
 
 typedef struct ct_sub {
@@ -122,13 +135,8 @@ struct wsq_consumers {
     wsq_server_t *srv;
     wsq_store_t *store;
     pthread_t thread;
-    bool started;
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    ct_cmd_t *cmd_head, **cmd_tail;
-    bool waiting;
-    bool stopping;
+    bool started;        /* the thread runs (joined by wsq__ct_stop) */
+    wsq_mailbox_t inbox; /* commands from the service thread and the writer */
 
     /* CT only */
     ct_sub_t *subs[SUB_BUCKETS];           /* by sub id */
@@ -168,35 +176,13 @@ void wsq__ct_cmd_free(ct_cmd_t *c)
 
 void wsq__ct_push(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
-    if (cmd == NULL)
-        return;
-    cmd->next = NULL;
-    wsq__ct_push_list(ct, cmd);
+    if (cmd)
+        wsq_mailbox_push(&ct->inbox, &cmd->mail);
 }
 
-void wsq__ct_push_list(wsq_consumers_t *ct, ct_cmd_t *head)
+static void drop_cmd(wsq_mail_t *m)
 {
-    if (head == NULL)
-        return;
-    ct_cmd_t *tail = head;
-    while (tail->next)
-        tail = tail->next;
-    pthread_mutex_lock(&ct->lock);
-    if (!ct->started || ct->stopping) {
-        pthread_mutex_unlock(&ct->lock);
-        for (ct_cmd_t *c = head, *nx; c; c = nx) {
-            nx = c->next;
-            wsq__ct_cmd_free(c);
-        }
-        return;
-    }
-    *ct->cmd_tail = head;
-    ct->cmd_tail = &tail->next;
-    bool wake = ct->waiting;
-    ct->waiting = false;
-    pthread_mutex_unlock(&ct->lock);
-    if (wake)
-        pthread_cond_signal(&ct->cond);
+    wsq__ct_cmd_free((ct_cmd_t *)m);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -447,9 +433,9 @@ static ct_sub_t *sub_find(wsq_consumers_t *ct, uint64_t id)
 
 static void out_push(wsq_consumers_t *ct, st_item_t *it)
 {
-    it->next = NULL;
+    it->mail.next = NULL;
     *ct->out_tail = it;
-    ct->out_tail = &it->next;
+    ct->out_tail = (st_item_t **)&it->mail.next;
 }
 
 /* Queues one control frame (JSON text in ct->scratch) for the session of s. */
@@ -460,7 +446,7 @@ static void send_control(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, st_
         return;
     wsq_out_t **tail = &it->chunks;
     if (wsq__out_frame(&tail, 1, ct->scratch.data, ct->scratch.len, 0, 0, 0) != WSQ_OK) {
-        free(it);
+        wsq__st_item_free(it);
         return;
     }
     out_push(ct, it);
@@ -608,6 +594,14 @@ static void unw_take_back(ct_sub_t *s)
     s->unw_len = 0;
 }
 
+static void sub_state(ct_sub_t *s, sub_state_t to)
+{
+    /* forward only (OPENING -> DEAD skips LIVE); a dead subscription may be ended again (a raw
+     * one dead of a gap, then taken over before its session is gone) */
+    assert(to > s->state || (to == SUB_DEAD && s->state == SUB_DEAD));
+    s->state = to;
+}
+
 static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
 {
     sub_unlink(ct, s);
@@ -664,7 +658,7 @@ static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
     }
     s->id = cmd->sub_id;
     s->sid = cmd->sid;
-    s->state = SUB_OPENING;
+    sub_state(s, SUB_OPENING);
     s->p = p;
     cmd->sub = NULL;
     s->window = p->window;
@@ -734,7 +728,7 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
             c->sub = NULL;
             send_close(ct, old->sid, WSQ_CLOSE_TAKEN_OVER, "consumer taken over by a new session");
             old->cons = NULL;
-            old->state = SUB_DEAD;
+            sub_state(old, SUB_DEAD);
             sub_end(ct, old);
             c = cons_find(ct, t->id, p->consumer, p->consumer_len);
         }
@@ -807,7 +801,7 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
     }
     if (p->from == WSQ_FROM_TIME && (p->consumer_len == 0 || r->created))
         s->min_ts = p->from_time;
-    s->state = SUB_LIVE;
+    sub_state(s, SUB_LIVE);
 
     if (!p->raw) {
         if (reset) {
@@ -1144,7 +1138,7 @@ static bool gap(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to, ws
             out_push(ct, it);
         }
         send_close(ct, s->sid, WSQ_CLOSE_GAP, reason);
-        s->state = SUB_DEAD;
+        sub_state(s, SUB_DEAD);
         return false;
     }
     ct->scratch.len = 0;
@@ -1338,7 +1332,7 @@ static void on_consumer_delete(wsq_consumers_t *ct, ct_cmd_t *cmd)
         ct_sub_t *s = c->sub;
         send_close(ct, s->sid, WSQ_CLOSE_CONSUMER_GONE, "consumer deleted");
         s->cons = NULL;
-        s->state = SUB_DEAD;
+        sub_state(s, SUB_DEAD);
         sub_end(ct, s);
     }
     c->dirty = false;
@@ -1446,7 +1440,7 @@ static void push_out(wsq_consumers_t *ct)
     st_item_t *h = ct->out_head;
     ct->out_head = NULL;
     ct->out_tail = &ct->out_head;
-    wsq__st_push_list(ct->srv, h); /* one lock, one wake-up for the whole pass */
+    wsq__st_push(ct->srv, h); /* one lock, one wake-up for the whole pass */
 }
 
 static void *ct_main(void *arg)
@@ -1455,31 +1449,18 @@ static void *ct_main(void *arg)
     ct->now_ms = wsq_now_ms();
     ct->next_timer_ms = ct->now_ms + TIMER_MS;
     for (;;) {
-        pthread_mutex_lock(&ct->lock);
-        while (ct->cmd_head == NULL && ct->ready == NULL && !ct->stopping) {
-            int64_t now = wsq_now_ms();
-            if (now >= ct->next_timer_ms)
-                break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ns = ts.tv_nsec + (ct->next_timer_ms - now) * 1000000;
-            ts.tv_sec += ns / 1000000000;
-            ts.tv_nsec = ns % 1000000000;
-            ct->waiting = true;
-            pthread_cond_timedwait(&ct->cond, &ct->lock, &ts);
-            ct->waiting = false;
-        }
-        ct_cmd_t *cmds = ct->cmd_head;
-        ct->cmd_head = NULL;
-        ct->cmd_tail = &ct->cmd_head;
-        bool stopping = ct->stopping;
-        pthread_mutex_unlock(&ct->lock);
+        /* with nothing ready, sleep until a command comes or the next timer is due */
+        if (ct->ready == NULL && wsq_now_ms() < ct->next_timer_ms)
+            wsq_mailbox_wait(&ct->inbox, ct->next_timer_ms);
+        /* closed first: then the take holds every command pushed before the close */
+        bool stopping = wsq_mailbox_closed(&ct->inbox);
+        wsq_mail_t *cmds = wsq_mailbox_take(&ct->inbox);
 
         ct->now_ms = wsq_now_ms();
-        for (ct_cmd_t *c = cmds, *nx; c; c = nx) {
-            nx = c->next;
-            process(ct, c);
-            wsq__ct_cmd_free(c);
+        for (wsq_mail_t *m = cmds, *nx; m; m = nx) {
+            nx = m->next;
+            process(ct, (ct_cmd_t *)m);
+            wsq__ct_cmd_free((ct_cmd_t *)m);
         }
         if (stopping)
             break;
@@ -1522,9 +1503,7 @@ wsq_err wsq__ct_create(wsq_server_t *srv, wsq_consumers_t **out)
         return WSQ_ERR_NOMEM;
     ct->srv = srv;
     ct->store = srv->store;
-    pthread_mutex_init(&ct->lock, NULL);
-    pthread_cond_init(&ct->cond, NULL);
-    ct->cmd_tail = &ct->cmd_head;
+    wsq_mailbox_init(&ct->inbox, NULL, NULL, drop_cmd);
     ct->ready_tail = &ct->ready;
     ct->out_tail = &ct->out_head;
     wsq_buf_init(&ct->scratch);
@@ -1534,25 +1513,16 @@ wsq_err wsq__ct_create(wsq_server_t *srv, wsq_consumers_t **out)
 
 wsq_err wsq__ct_start(wsq_consumers_t *ct)
 {
-    pthread_mutex_lock(&ct->lock);
-    ct->started = true;
-    int rc = pthread_create(&ct->thread, NULL, ct_main, ct);
-    if (rc != 0)
-        ct->started = false;
-    pthread_mutex_unlock(&ct->lock);
-    return rc == 0 ? WSQ_OK : WSQ_ERR_NOMEM;
+    ct->started = pthread_create(&ct->thread, NULL, ct_main, ct) == 0;
+    return ct->started ? WSQ_OK : WSQ_ERR_NOMEM;
 }
 
 void wsq__ct_stop(wsq_consumers_t *ct)
 {
     if (ct == NULL)
         return;
-    pthread_mutex_lock(&ct->lock);
-    bool join = ct->started && !ct->stopping;
-    ct->stopping = true;
-    pthread_mutex_unlock(&ct->lock);
-    pthread_cond_signal(&ct->cond);
-    if (join)
+    /* from now on commands are dropped; the thread takes what came before, then ends */
+    if (wsq_mailbox_close(&ct->inbox) && ct->started)
         pthread_join(ct->thread, NULL);
 }
 
@@ -1562,10 +1532,6 @@ void wsq__ct_destroy(wsq_consumers_t **ctp)
     if (ct == NULL)
         return;
     wsq__ct_stop(ct);
-    for (ct_cmd_t *c = ct->cmd_head, *nx; c; c = nx) {
-        nx = c->next;
-        wsq__ct_cmd_free(c);
-    }
     for (uint32_t b = 0; b < SUB_BUCKETS; b++) {
         while (ct->subs[b])
             sub_end(ct, ct->subs[b]);
@@ -1583,13 +1549,11 @@ void wsq__ct_destroy(wsq_consumers_t **ctp)
         }
     }
     for (st_item_t *it = ct->out_head, *nx; it; it = nx) {
-        nx = it->next;
-        wsq__out_free_list(&it->chunks);
-        free(it);
+        nx = (st_item_t *)it->mail.next;
+        wsq__st_item_free(it);
     }
     wsq_buf_fini(&ct->scratch);
-    pthread_cond_destroy(&ct->cond);
-    pthread_mutex_destroy(&ct->lock);
+    wsq_mailbox_fini(&ct->inbox); /* drops commands that came after the thread's last take */
     free(ct);
     *ctp = NULL;
 }

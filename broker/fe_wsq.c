@@ -1,0 +1,233 @@
+/*
+ * The wsq.v1 front-end (service thread only): JSON text frames (docs/PROTOCOL.md). Each
+ * decoded frame goes to the handler of its op; every refusal is an err frame with the client's
+ * ref, and the connection goes on.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "log.h"
+#include "server.h"
+
+static void send_buf(wsq_session_t *s, const wsq_buf_t *b)
+{
+    wsq__session_send_frame(s, WSQ_WS_OP_TEXT, b->data, b->len);
+}
+
+static void send_err(wsq_session_t *s, const char *ref, wsq_err code, const char *msg)
+{
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    if (wsq_proto_enc_err(&b, ref, code, msg ? msg : wsq_strerror(code)) == WSQ_OK)
+        send_buf(s, &b);
+    wsq_buf_fini(&b);
+}
+
+/* ok for ref (topic and seq when topic is not NULL and has_seq). */
+static void send_ok(wsq_session_t *s, const char *ref, const char *topic, size_t topic_len,
+                    uint64_t seq, bool has_seq)
+{
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    if (wsq_proto_enc_ok(&b, ref, topic, topic_len, seq, has_seq) == WSQ_OK)
+        send_buf(s, &b);
+    wsq_buf_fini(&b);
+}
+
+static void count_limit(wsq_session_t *s, wsq_limit_t lim)
+{
+    atomic_fetch_add_explicit(&s->srv->metrics.limit_refusals[lim], 1, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* one handler per op */
+
+static void op_pub(wsq_session_t *s, const wsq_frame_t *f)
+{
+    char buf[400];
+    if (!wsq__allowed(&s->ident, WSQ_RIGHT_PUBLISH, f->topic, f->topic_len)) {
+        snprintf(buf, sizeof(buf), "%s may not publish to %s", s->ident.name, f->topic);
+        send_err(s, f->ref, WSQ_ERR_FORBIDDEN, buf);
+        return;
+    }
+    if (s->srv->shutting_down) {
+        send_err(s, f->ref, WSQ_ERR_CLOSED, "server is shutting down");
+        return;
+    }
+    if (!wsq__rate_ok(s)) {
+        snprintf(buf, sizeof(buf), "more than limits.max_publish_rate (%u/s) publishes",
+                 s->srv->cfg->limits.max_publish_rate);
+        send_err(s, f->ref, WSQ_ERR_RATE_LIMITED, buf);
+        return;
+    }
+    wsq_err err = wsq__publish(s, f->topic, f->topic_len, f->data, f->data_len, f->binary, f->ref);
+    if (err != WSQ_OK)
+        send_err(s, f->ref, err, NULL);
+}
+
+static void op_sub(wsq_session_t *s, const wsq_frame_t *f)
+{
+    const wsq_config_t *cfg = s->srv->cfg;
+    char buf[400];
+    if (!wsq__allowed(&s->ident, WSQ_RIGHT_SUBSCRIBE, f->topic, f->topic_len)) {
+        snprintf(buf, sizeof(buf), "%s may not subscribe to %s", s->ident.name, f->topic);
+        send_err(s, f->ref, WSQ_ERR_FORBIDDEN, buf);
+        return;
+    }
+    if (wsq__sub_by_topic(s, f->topic, f->topic_len)) {
+        send_err(s, f->ref, WSQ_ERR_ALREADY_SUBSCRIBED, NULL);
+        return;
+    }
+    if (s->nsubs >= cfg->limits.max_subscriptions) {
+        count_limit(s, WSQ_LIM_SUBSCRIPTIONS);
+        snprintf(buf, sizeof(buf), "at most %u subscriptions per connection",
+                 cfg->limits.max_subscriptions);
+        send_err(s, f->ref, WSQ_ERR_LIMIT, buf);
+        return;
+    }
+    uint32_t window = f->window ? f->window : cfg->limits.default_window;
+    if (window > cfg->limits.max_window) {
+        count_limit(s, WSQ_LIM_WINDOW);
+        snprintf(buf, sizeof(buf), "window %u exceeds limits.max_window %u", window,
+                 cfg->limits.max_window);
+        send_err(s, f->ref, WSQ_ERR_LIMIT, buf);
+        return;
+    }
+    ct_sub_params_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        send_err(s, f->ref, WSQ_ERR_NOMEM, NULL);
+        return;
+    }
+    memcpy(p->topic, f->topic, f->topic_len + 1);
+    p->topic_len = f->topic_len;
+    memcpy(p->consumer, f->consumer, f->consumer_len + 1);
+    p->consumer_len = f->consumer_len;
+    snprintf(p->ref, sizeof(p->ref), "%s", f->ref);
+    p->from = f->from;
+    p->from_seq = f->from_seq;
+    p->from_time = f->from_time;
+    p->window = window;
+    p->has_epoch = f->has_epoch;
+    p->epoch = f->epoch;
+    if (wsq__sub_add(s, p) != WSQ_OK) {
+        free(p);
+        send_err(s, f->ref, WSQ_ERR_NOMEM, NULL);
+    }
+}
+
+static void op_unsub(wsq_session_t *s, const wsq_frame_t *f)
+{
+    wsq_sub_t *sub = wsq__sub_by_topic(s, f->topic, f->topic_len);
+    if (sub == NULL) {
+        send_err(s, f->ref, WSQ_ERR_NOT_SUBSCRIBED, NULL);
+        return;
+    }
+    wsq__sub_end(s, sub);
+    if (f->ref[0])
+        send_ok(s, f->ref, f->topic, f->topic_len, 0, false);
+}
+
+/* ack, cumulative ack and nack */
+static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
+{
+    wsq_sub_t *sub = wsq__sub_by_topic(s, f->topic, f->topic_len);
+    if (sub == NULL) {
+        send_err(s, f->ref, WSQ_ERR_NOT_SUBSCRIBED, NULL);
+        return;
+    }
+    if (f->op == WSQ_OP_NACK && !sub->durable) {
+        send_err(s, f->ref, WSQ_ERR_BAD_REQUEST,
+                 "nack needs a durable consumer; this subscription is ephemeral");
+        return;
+    }
+    ct_kind_t k = f->op == WSQ_OP_NACK ? CT_NACK : f->has_upto ? CT_ACK_UPTO : CT_ACK;
+    ct_cmd_t *cmd = wsq__ct_cmd(k, s->id, sub->id);
+    if (cmd) {
+        cmd->seq = f->has_upto ? f->upto : f->seq;
+        cmd->delay_ms = f->delay_ms;
+        wsq__ct_defer(s->srv, cmd);
+    }
+}
+
+static void op_ping(wsq_session_t *s, const wsq_frame_t *f)
+{
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    if (wsq_proto_enc_pong(&b, f->ref) == WSQ_OK)
+        send_buf(s, &b);
+    wsq_buf_fini(&b);
+}
+
+static void op_auth(wsq_session_t *s, const wsq_frame_t *f)
+{
+    wsq_identity_t id;
+    wsq_err err = wsq__auth_token(s->srv, f->token, strlen(f->token), &id);
+    if (err != WSQ_OK) {
+        send_err(s, f->ref, err, "invalid token");
+        wsq_info_log("auth_failed", "sid=%llu peer=%s reason=op_auth", (unsigned long long)s->id,
+                     s->peer);
+        return;
+    }
+    wsq__identity_move(&s->ident, &id);
+    send_ok(s, f->ref, NULL, 0, 0, false);
+}
+
+static void (*const handlers[])(wsq_session_t *s, const wsq_frame_t *f) = {
+    [WSQ_OP_PUB] = op_pub,   [WSQ_OP_SUB] = op_sub,  [WSQ_OP_UNSUB] = op_unsub,
+    [WSQ_OP_ACK] = op_ack,   [WSQ_OP_NACK] = op_ack, [WSQ_OP_PING] = op_ping,
+    [WSQ_OP_AUTH] = op_auth,
+};
+
+/* ------------------------------------------------------------------------------------------- */
+/* the front-end */
+
+/* The JSON around a payload (base64 is 4/3, escapes more) gets room; the decoded payload is
+ * capped exactly by the decoder. */
+static uint64_t wsq_max_message(const wsq_session_t *s)
+{
+    return 2 * s->srv->cfg->limits.max_message_size + 65536;
+}
+
+static int wsq_message(wsq_session_t *s, const unsigned char *msg, size_t len, bool binary)
+{
+    if (binary) {
+        send_err(s, "", WSQ_ERR_BAD_REQUEST,
+                 "wsq.v1 frames are JSON text; send binary payloads base64-encoded");
+        return 0;
+    }
+    wsq_frame_t f;
+    wsq_proto_error_t perr;
+    wsq_frame_init(&f);
+    if (wsq_proto_decode(msg, len, s->srv->cfg->limits.max_message_size, &f, &perr) != WSQ_OK) {
+        if (perr.code == WSQ_ERR_TOO_LARGE)
+            count_limit(s, WSQ_LIM_MESSAGE_SIZE);
+        send_err(s, perr.ref, perr.code, perr.message);
+        return 0;
+    }
+    if ((size_t)f.op < sizeof(handlers) / sizeof(handlers[0]) && handlers[f.op])
+        handlers[f.op](s, &f);
+    wsq_frame_clear(&f);
+    return 0;
+}
+
+static void wsq_confirm(wsq_session_t *s, wsq_wreq_t *req)
+{
+    const char *ref = (const char *)req->data + req->len; /* see wsq__publish */
+    if (req->err != WSQ_OK) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "publish to %s refused: %s", req->topic, wsq_strerror(req->err));
+        send_err(s, ref, req->err, msg);
+    } else if (ref[0]) {
+        send_ok(s, ref, req->topic, req->topic_len, req->seq, true);
+    }
+}
+
+const wsq_fe_t wsq__fe_wsq = {
+    .name = "wsq.v1",
+    .websocket = true,
+    .max_message = wsq_max_message,
+    .message = wsq_message,
+    .confirm = wsq_confirm,
+};

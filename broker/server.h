@@ -1,0 +1,91 @@
+/*
+ * The server (server.c): storage, the delivery thread, the lws context (libev loop, one vhost
+ * per listener), the ST's mailbox, connection accounting, reload and the shutdown sequence.
+ * See core.h for the map of the daemon.
+ */
+#ifndef WSQ_SERVER_H
+#define WSQ_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core.h"
+#include "mailbox.h"
+#include "metrics.h"
+#include "wsq/config.h"
+#include "wsq/store.h"
+
+struct lws;
+struct lws_context;
+
+typedef struct wsq_server_lws wsq_server_lws_t; /* server.c: lws objects that must outlive vhosts */
+
+struct wsq_server {
+    /* The config in force. A reload swaps it; every thread reads it through this atomic
+     * pointer, and replaced configs stay allocated until exit (old_cfgs), so a pointer taken
+     * from one never dangles. */
+    const wsq_config_t *_Atomic cfg;
+    const char *cfg_path; /* NULL: the embedded default (nothing to reload) */
+    wsq_config_t **old_cfgs;
+    size_t n_old_cfgs;
+    wsq_store_t *store;
+    wsq_consumers_t *ct;
+    struct lws_context *lws;
+    wsq_server_lws_t *lx;
+    wsq_metrics_t metrics;
+    int64_t started_ms;
+    _Atomic int storage_err; /* wsq_err of the last failed batch that says storage is not
+                              * writable (storage_full, io, panic); WSQ_OK after a commit */
+
+    /* The ST's mailbox (CT and WT -> ST). Closed before the context is destroyed: no more
+     * lws_cancel_service after that. */
+    wsq_mailbox_t inbox;
+
+    /* WT-local list of completed requests, handed over once per commit (writer thread only) */
+    wsq_wreq_t *wt_head, **wt_tail;
+
+    /* ST-only state */
+    wsq_session_t **buckets; /* sid -> session */
+    uint32_t nbuckets;
+    uint32_t nsessions;
+    uint64_t next_sid;
+    uint64_t next_sub_id;
+    bool publishers_paused;    /* the writer queue passed its high-water mark */
+    uint32_t nconns;           /* accepted TCP connections (WebSocket and HTTP) */
+    uint32_t fd_conns;         /* connections the descriptor limit leaves room for (0: any) */
+    struct wsq_ip_count **ips; /* per-peer connection counts (max_connections_per_ip) */
+    uint32_t nips_buckets;
+    uint32_t ping_cursor;                    /* next session bucket the liveness sweep visits */
+    ct_cmd_t *ct_pending, **ct_pending_tail; /* wsq__ct_defer's batch */
+    bool flush_scheduled;
+    wsq_session_t *paused;     /* sessions whose rx is off */
+    atomic_int signal_pending; /* set by the signal handler: 1 stop, 2 reload */
+    bool shutting_down;
+    int64_t shutdown_deadline_ns;
+    unsigned char *wbuf; /* LWS_PRE + WSQ_WRITE_MAX write buffer (ST) */
+    int exit_code;
+};
+
+/* Runs the broker until SIGTERM/SIGINT; returns the process exit code. Takes ownership of cfg.
+ * path names the file it came from (for SIGHUP reloads), NULL for the embedded default. */
+int wsq__server_run(wsq_config_t *cfg, const char *path);
+
+/* ST: drains the mailbox (LWS_CALLBACK_EVENT_WAIT_CANCELLED). */
+void wsq__server_wake(wsq_server_t *srv);
+/* Any thread: items (a list linked through mail.next) for the service thread. */
+void wsq__st_push(wsq_server_t *srv, st_item_t *items);
+/* ST: queues a command for the delivery thread, handed over with all others queued during the
+ * same loop pass (one lock and one wake-up per pass instead of one per socket write). */
+void wsq__ct_defer(wsq_server_t *srv, ct_cmd_t *cmd);
+
+/* Connection accounting (ST): FILTER_NETWORK_CONNECTION (0 accepts, nonzero drops), a new TCP
+ * client (false: no memory to serve it; close it) and its end. */
+int wsq__accept_connection(wsq_server_t *srv, struct lws *wsi);
+bool wsq__conn_opened(wsq_server_t *srv, struct lws *wsi);
+void wsq__conn_closed(wsq_server_t *srv, struct lws *wsi);
+/* True when the connection limits refuse this (already counted) connection. */
+bool wsq__conn_over_limit(wsq_server_t *srv, struct lws *wsi, wsq_limit_t *which);
+
+#endif
