@@ -154,7 +154,8 @@ wsq_err wsq__upgrade_identity(wsq_server_t *srv, struct lws *wsi, wsq_identity_t
         t = tok + 7;
     } else if (e == WSQ_ERR_TOO_LARGE) {
         fail(srv, WSQ_AUTHF_BAD_HEADER);
-        snprintf(err, errlen, "Authorization header too long (at most %d bytes)", WSQ_TOKEN_MAX);
+        snprintf(err, errlen, "Authorization header too long (a token has at most %d bytes)",
+                 WSQ_TOKEN_MAX);
         return WSQ_ERR_UNAUTHORIZED;
     } else if ((e = wsq__req_query(wsi, "token", tok, sizeof(tok))) == WSQ_ERR_TOO_LARGE) {
         fail(srv, WSQ_AUTHF_BAD_HEADER);

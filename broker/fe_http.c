@@ -474,6 +474,8 @@ static bool body_fits(wsq_session_t *s, struct lws *wsi, const wsq_route_t *rt)
     return false;
 }
 
+static bool expects_body(struct lws *wsi);
+
 static void route_request(wsq_session_t *s, struct lws *wsi, const char *path)
 {
     wsq_server_t *srv = s->srv;
@@ -485,7 +487,10 @@ static void route_request(wsq_session_t *s, struct lws *wsi, const char *path)
 
     wsq_limit_t lim;
     if (wsq__conn_over_limit(srv, wsi, &lim)) {
-        error_status(s, 503, WSQ_ERR_LIMIT, "too many connections");
+        /* the connection is one too many: closed after the answer, unless a body is still to
+         * come (closing with it unread would reset the connection and lose the answer) */
+        error_status(s, 503, WSQ_ERR_LIMIT, wsq__conn_limit_msg(lim));
+        h->close_after = !expects_body(wsi);
         return;
     }
     char err[400] = "";

@@ -405,6 +405,13 @@ bool wsq__conn_over_limit(wsq_server_t *srv, struct lws *wsi, wsq_limit_t *which
     return false;
 }
 
+const char *wsq__conn_limit_msg(wsq_limit_t which)
+{
+    return which == WSQ_LIM_CONNECTIONS
+               ? "too many connections (limits.max_connections)"
+               : "too many connections from this address (limits.max_connections_per_ip)";
+}
+
 int wsq__accept_connection(wsq_server_t *srv, struct lws *wsi)
 {
     (void)wsi;

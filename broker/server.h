@@ -87,5 +87,7 @@ bool wsq__conn_opened(wsq_server_t *srv, struct lws *wsi);
 void wsq__conn_closed(wsq_server_t *srv, struct lws *wsi);
 /* True when the connection limits refuse this (already counted) connection. */
 bool wsq__conn_over_limit(wsq_server_t *srv, struct lws *wsi, wsq_limit_t *which);
+/* The refusal's message for a connection limit: it names the setting. */
+const char *wsq__conn_limit_msg(wsq_limit_t which);
 
 #endif

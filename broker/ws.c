@@ -84,11 +84,7 @@ static int confirm_upgrade(wsq_server_t *srv, struct lws *wsi)
     }
     wsq_limit_t lim;
     if (wsq__conn_over_limit(srv, wsi, &lim)) {
-        wsq__http_refuse(wsi, 503, WSQ_ERR_LIMIT,
-                         lim == WSQ_LIM_CONNECTIONS
-                             ? "too many connections (limits.max_connections)"
-                             : "too many connections from this address "
-                               "(limits.max_connections_per_ip)");
+        wsq__http_refuse(wsi, 503, WSQ_ERR_LIMIT, wsq__conn_limit_msg(lim));
         return -1;
     }
     wsq_browser_t b;
