@@ -894,8 +894,11 @@ static void on_written(wsq_consumers_t *ct, ct_cmd_t *cmd)
     unw_written(s, cmd->count);
     s->queued_bytes = s->queued_bytes > cmd->bytes ? s->queued_bytes - cmd->bytes : 0;
     atomic_fetch_add_explicit(&ct->srv->metrics.delivered, cmd->count, memory_order_relaxed);
-    if (s->p->raw && s->cons && cmd->count && s->state == SUB_LIVE) {
-        /* raw mode: a message counts as acknowledged once written to the socket */
+    if (s->p->raw && s->cons && cmd->count && s->state != SUB_OPENING) {
+        /* raw mode: a message counts as acknowledged once written to the socket. Also when the
+         * subscription is already dead of a gap or a corrupt message (the only ends that keep
+         * its consumer): the messages before it were queued ahead of the close and are written
+         * now, so the consumer resumes after them, not with them again. */
         bool changed;
         wsq_cstate_ack_upto(&s->cons->cs, cmd->seq, &changed);
         s->cons->dirty |= changed;
@@ -975,6 +978,31 @@ typedef struct {
     wsq_err err;
     const wsq_read_info_t *info; /* the running read's snapshot of the topic (NULL: cache) */
 } rd_t;
+
+/* Tells s that from..to will not come: wsq.v1 gets a gap frame in out; raw mode gets what out
+ * holds, then the close 4010 "gap FROM-TO REASON", and the subscription ends (returns false). */
+static bool gap_out(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to,
+                    wsq_gap_reason_t why, wsq_outlist_t *out)
+{
+    if (s->p->raw) {
+        char reason[64];
+        snprintf(reason, sizeof(reason), "gap %llu-%llu %s", (unsigned long long)from,
+                 (unsigned long long)to, wsq_gap_reason_name(why));
+        /* what was read before the gap goes out first */
+        st_item_t *it = wsq__st_item(ST_DELIVER, s->sid, s->id);
+        if (it) {
+            it->chunks = wsq__outlist_take(out);
+            out_push(ct, it);
+        }
+        send_close(ct, s->sid, WSQ_CLOSE_GAP, reason);
+        sub_state(s, SUB_DEAD);
+        return false;
+    }
+    ct->scratch.len = 0;
+    wsq_proto_enc_gap(&ct->scratch, s->topic->name, s->topic->name_len, from, to, why);
+    wsq__outlist_frame(out, 1, ct->scratch.data, ct->scratch.len, s->id, 0, false);
+    return true;
+}
 
 /* Raises the cached heads of t to what a read saw. The read's snapshot can be newer than the last
  * commit notice: a purge committed meanwhile must name its gap as a purge. */
@@ -1127,24 +1155,32 @@ static bool gap(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to, ws
         seqvec_del_upto(&s->infl, to);
         seqvec_del_upto(&s->redo, to);
     }
-    if (s->p->raw) {
-        char reason[64];
-        snprintf(reason, sizeof(reason), "gap %llu-%llu %s", (unsigned long long)from,
-                 (unsigned long long)to, wsq_gap_reason_name(why));
-        /* what was read before the gap goes out first */
-        st_item_t *it = wsq__st_item(ST_DELIVER, s->sid, s->id);
-        if (it) {
-            it->chunks = wsq__outlist_take(out);
-            out_push(ct, it);
-        }
-        send_close(ct, s->sid, WSQ_CLOSE_GAP, reason);
-        sub_state(s, SUB_DEAD);
-        return false;
+    return gap_out(ct, s, from, to, why, out);
+}
+
+/* A stored message that fails its checksum (the read stopped before it): never delivered as
+ * data. wsq.v1 gets a gap naming that one seq with reason "corrupt", raw mode the gap close;
+ * a durable consumer counts it acknowledged, and only it (the messages around it keep their
+ * state). Returns false when the subscription ended. */
+static bool corrupt(wsq_consumers_t *ct, ct_sub_t *s, uint64_t seq, wsq_outlist_t *out)
+{
+    ct_topic_t *t = s->topic;
+    atomic_fetch_add_explicit(&ct->srv->metrics.corrupt, 1, memory_order_relaxed);
+    wsq_err_log("corrupt",
+                "topic=%s seq=%llu sid=%llu msg=\"the stored message does not match its "
+                "checksum; it is skipped (gap reason corrupt). Run wsqctl check\"",
+                t->name, (unsigned long long)seq, (unsigned long long)s->sid);
+    seqvec_del(&s->infl, seq);
+    seqvec_del(&s->redo, seq);
+    if (s->cons) {
+        wsq_cstate_t *cs = &s->cons->cs;
+        uint32_t count;
+        if (seq > cs->delivered_upto) /* a first delivery that never was: record, then ack */
+            (void)wsq_cstate_delivered(cs, seq, &count);
+        (void)wsq_cstate_ack(cs, seq, NULL);
+        s->cons->dirty = true;
     }
-    ct->scratch.len = 0;
-    wsq_proto_enc_gap(&ct->scratch, t->name, t->name_len, from, to, why);
-    wsq__outlist_frame(out, 1, ct->scratch.data, ct->scratch.len, s->id, 0, false);
-    return true;
+    return gap_out(ct, s, seq, seq, WSQ_GAP_CORRUPT, out);
 }
 
 /* One delivery pass for s: redeliveries first (nack/ack_wait due, then the resume scan), then new
@@ -1182,6 +1218,8 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         topic_seen(t, &info);
         if (info.first_seq > seq) /* removed since the cached heads were last raised */
             live = gap(ct, s, seq, info.first_seq - 1, &out);
+        else if (info.corrupt_seq == seq)
+            live = corrupt(ct, s, seq, &out);
     }
     /* 2. the resume scan: unacked messages delivered to an earlier session */
     while (live && rd.budget && s->scan_next <= s->scan_end && has_credit(s) && rd.err == WSQ_OK) {
@@ -1204,6 +1242,16 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         if (rd.ended) {
             live = false;
             break;
+        }
+        if (info.corrupt_seq && info.corrupt_seq <= s->scan_end &&
+            (rd.last ? rd.last + 1 : s->scan_next) >= info.corrupt_seq) {
+            /* the read stopped before it: what it passed is handled; an acked one needs no
+             * word, an unacked one its gap */
+            uint64_t c = info.corrupt_seq;
+            if (s->cons == NULL || !wsq_cstate_is_acked(&s->cons->cs, c))
+                live = corrupt(ct, s, c, &out);
+            s->scan_next = c + 1;
+            continue;
         }
         if (rd.last == 0) {
             if (info.gap && info.first_seq > s->scan_next) {
@@ -1259,16 +1307,20 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
             live = false;
             break;
         }
-        if (rd.last == 0) {
-            if (info.gap && info.first_seq > s->next_seq) { /* everything asked for is gone */
-                live = gap(ct, s, s->next_seq, info.first_seq - 1, &out);
-                s->next_seq = info.first_seq;
-                continue;
-            }
-            break;
+        if (rd.last == 0 && info.gap && info.first_seq > s->next_seq) {
+            /* everything asked for is gone */
+            live = gap(ct, s, s->next_seq, info.first_seq - 1, &out);
+            s->next_seq = info.first_seq;
+            continue;
         }
-        s->next_seq = rd.last + 1;
-        if (rd.bytes >= READ_BYTES)
+        if (rd.last)
+            s->next_seq = rd.last + 1;
+        if (info.corrupt_seq && info.corrupt_seq == s->next_seq) {
+            live = corrupt(ct, s, s->next_seq, &out); /* the read stopped before it */
+            s->next_seq++;
+            continue;
+        }
+        if (rd.last == 0 || rd.bytes >= READ_BYTES)
             break;
     }
     if (out.bytes || out.head || out.cur) {

@@ -102,6 +102,7 @@ static unsigned err_status(wsq_err e)
     case WSQ_ERR_TOO_LARGE:
         return 413;
     case WSQ_ERR_CLOSED:
+    case WSQ_ERR_STORAGE_FAILED:
         return 503;
     case WSQ_ERR_STORAGE_FULL:
         return 507;
@@ -272,13 +273,20 @@ static int answer_now(wsq_session_t *s, struct lws *wsi)
 static void health(wsq_session_t *s)
 {
     wsq_server_t *srv = s->srv;
+    wsq_buf_t *b = &wsq__http(s)->resp;
     char buf[256];
     wsq_err last = (wsq_err)atomic_load(&srv->storage_err);
     bool ok = last == WSQ_OK && !srv->shutting_down;
-    int n = snprintf(buf, sizeof(buf), "{\"status\":\"%s\",\"storage\":\"%s\",\"uptime_ms\":%lld}",
+    int n = snprintf(buf, sizeof(buf), "{\"status\":\"%s\",\"storage\":\"%s\",\"uptime_ms\":%lld",
                      ok ? "ok" : "unavailable", last == WSQ_OK ? "writable" : wsq_errname(last),
                      (long long)(wsq_now_ms() - srv->started_ms));
-    wsq_buf_append(&wsq__http(s)->resp, buf, (size_t)n);
+    wsq_buf_append(b, buf, (size_t)n);
+    if (last == WSQ_ERR_STORAGE_FAILED) { /* the detail is written before the error is set */
+        WSQ_BUF_LIT(b, ",\"detail\":\"");
+        wsq_json_escape(b, srv->storage_detail, strlen(srv->storage_detail));
+        WSQ_BUF_LIT(b, "\"");
+    }
+    WSQ_BUF_LIT(b, "}");
     wsq__http_reply(s, ok ? 200 : 503);
 }
 
@@ -396,6 +404,19 @@ static void history(wsq_session_t *s, struct lws *wsi)
         n = snprintf(head, sizeof(head), ",\"gap\":{\"from\":%llu,\"to\":%llu,\"reason\":\"%s\"}",
                      (unsigned long long)from, (unsigned long long)(info.first_seq - 1),
                      info.purged_upto >= from ? "purge" : "retention");
+        wsq_buf_append(b, head, (size_t)n);
+    } else if (info.corrupt_seq && hc.n == 0) {
+        /* the page starts at a message that fails its checksum: named, never returned (the
+         * messages before it, when there are some, end the page; the next page starts here) */
+        uint64_t c = info.corrupt_seq;
+        atomic_fetch_add_explicit(&s->srv->metrics.corrupt, 1, memory_order_relaxed);
+        wsq_err_log("corrupt",
+                    "topic=%s seq=%llu msg=\"the stored message does not match its checksum; "
+                    "history skips it (gap reason corrupt). Run wsqctl check\"",
+                    ti.name, (unsigned long long)c);
+        n = snprintf(head, sizeof(head),
+                     ",\"gap\":{\"from\":%llu,\"to\":%llu,\"reason\":\"corrupt\"}",
+                     (unsigned long long)c, (unsigned long long)c);
         wsq_buf_append(b, head, (size_t)n);
     }
     WSQ_BUF_LIT(b, "}");

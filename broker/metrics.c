@@ -87,6 +87,9 @@ void wsq__metrics_render(wsq_server_t *srv, wsq_buf_t *b)
     metric(b, "wsq_nacked_total", "counter", "Negative acknowledgements.", m->nacked);
     metric(b, "wsq_gaps_total", "counter", "Gap events (messages removed before delivery).",
            m->gaps);
+    metric(b, "wsq_corrupt_messages_total", "counter",
+           "Stored messages that failed their checksum when read (never delivered as data).",
+           m->corrupt);
     metric(b, "wsq_commits_total", "counter", "Storage commits.", m->commits);
     metric(b, "wsq_publisher_pauses_total", "counter", "Publishers paused by backpressure.",
            m->paused);

@@ -59,6 +59,7 @@ typedef struct {
     _Atomic uint64_t acked;
     _Atomic uint64_t nacked;
     _Atomic uint64_t gaps;
+    _Atomic uint64_t corrupt; /* stored messages that failed their checksum when read */
     _Atomic uint64_t commits;
     _Atomic uint64_t commit_ns_total;
     _Atomic uint64_t paused;        /* publisher pauses (backpressure) */

@@ -119,8 +119,14 @@ static void on_commit(void *arg, const wsq_commit_info_t *info)
             atomic_store(&srv->storage_err, WSQ_ERR_STORAGE_FULL);
         else if (info->n_appends > 0 || freed)
             atomic_store(&srv->storage_err, WSQ_OK);
-    } else if (info->err == WSQ_ERR_STORAGE_FULL || info->err == WSQ_ERR_IO ||
-               info->err == WSQ_ERR_PANIC) {
+    } else if (info->err == WSQ_ERR_STORAGE_FAILED) {
+        if (atomic_load(&srv->storage_err) != WSQ_ERR_STORAGE_FAILED) {
+            snprintf(srv->storage_detail, sizeof(srv->storage_detail), "%s",
+                     info->detail ? info->detail : "");
+            atomic_store(&srv->storage_err, WSQ_ERR_STORAGE_FAILED); /* after the detail */
+        }
+    } else if (info->err == WSQ_ERR_STORAGE_FULL &&
+               atomic_load(&srv->storage_err) != WSQ_ERR_STORAGE_FAILED) {
         atomic_store(&srv->storage_err, info->err);
     }
     wsq__wt_commit(srv); /* the batch's confirms go to the service thread at once */
@@ -148,11 +154,14 @@ static void retention(void *arg, const char *topic, size_t len, wsq_retention_t 
 /* ------------------------------------------------------------------------------------------- */
 /* shutdown */
 
-static void begin_shutdown(wsq_server_t *srv)
+/* Shutdown: code and reason go in every WebSocket client's close frame. */
+static void begin_shutdown(wsq_server_t *srv, uint16_t code, const char *reason)
 {
     if (srv->shutting_down)
         return;
     srv->shutting_down = true;
+    srv->shutdown_code = code;
+    srv->shutdown_reason = reason;
     wsq__notify("STOPPING=1");
     srv->shutdown_deadline_ns =
         wsq_mono_ns() + srv->cfg->limits.shutdown_timeout_ms * (int64_t)1000000;
@@ -169,11 +178,29 @@ static void begin_shutdown(wsq_server_t *srv)
         r->user[0] = 0;
         if (wsq_store_submit(srv->store, r) != WSQ_OK) {
             wsq_wreq_free(&r);
-            wsq__sessions_close_all(srv, WSQ_CLOSE_GOING_AWAY, "server shutdown");
+            wsq__sessions_close_all(srv, code, reason);
         }
     } else {
-        wsq__sessions_close_all(srv, WSQ_CLOSE_GOING_AWAY, "server shutdown");
+        wsq__sessions_close_all(srv, code, reason);
     }
+}
+
+/* The writer refused a batch for an I/O error (a failed write or fsync): nothing after the
+ * last good commit was confirmed, and nothing more will be. wsqd stops with exit status 3 so
+ * that its supervisor restarts it on what is really on disk (LMDB reopens at its last durable
+ * commit). Clients get 1011 "storage failed" after what is queued for them. */
+static void check_storage(wsq_server_t *srv)
+{
+    if (srv->storage_failed || atomic_load(&srv->storage_err) != WSQ_ERR_STORAGE_FAILED)
+        return;
+    srv->storage_failed = true;
+    wsq_err_log("storage",
+                "error=storage_failed path=%s detail=\"%s\" msg=\"a write or fsync failed: "
+                "publishes after the last good commit were refused, none of them confirmed. "
+                "wsqd stops (exit status 3) to restart on what is on disk\"",
+                srv->cfg->storage.path, srv->storage_detail);
+    srv->exit_code = 3;
+    begin_shutdown(srv, WSQ_CLOSE_INTERNAL, "storage failed");
 }
 
 /* Does this commit's confirm list hold the shutdown barrier? */
@@ -199,7 +226,7 @@ static void drain_mailbox(wsq_server_t *srv)
         if (barrier) {
             /* everything received before the shutdown is confirmed: now say goodbye */
             wsq_info_log("shutdown", "phase=confirmed");
-            wsq__sessions_close_all(srv, WSQ_CLOSE_GOING_AWAY, "server shutdown");
+            wsq__sessions_close_all(srv, srv->shutdown_code, srv->shutdown_reason);
         }
     }
     if (confirmed && srv->paused)
@@ -274,7 +301,8 @@ void wsq__server_wake(wsq_server_t *srv)
     if (sig == SIGHUP)
         reload(srv);
     else if (sig)
-        begin_shutdown(srv);
+        begin_shutdown(srv, WSQ_CLOSE_GOING_AWAY, "server shutdown");
+    check_storage(srv);
     drain_mailbox(srv);
 }
 
@@ -450,6 +478,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     wsq_server_t *srv = lws_container_of(sul, wsq_server_lws_t, tick)->srv;
     if (atomic_load(&srv->signal_pending))
         wsq__server_wake(srv);
+    check_storage(srv);
     if (srv->shutting_down) {
         uint32_t ws = 0;
         wsq__sessions_each(srv, count_ws, &ws);

@@ -36,8 +36,11 @@ struct wsq_server {
     wsq_server_lws_t *lx;
     wsq_metrics_t metrics;
     int64_t started_ms;
-    _Atomic int storage_err; /* wsq_err of the last failed batch that says storage is not
-                              * writable (storage_full, io, panic); WSQ_OK after a commit */
+    _Atomic int storage_err;  /* wsq_err of the last failed batch that says storage is not
+                               * writable (storage_full, storage_failed); WSQ_OK after a commit */
+    char storage_detail[160]; /* storage_failed: what failed (the writer writes it before it
+                               * stores storage_err; read after loading storage_err) */
+    bool storage_failed;      /* ST: the failure was acted on (log, shutdown, exit status 3) */
 
     /* The ST's mailbox (CT and WT -> ST). Closed before the context is destroyed: no more
      * lws_cancel_service after that. */
@@ -64,6 +67,8 @@ struct wsq_server {
     atomic_int signal_pending; /* set by the signal handler: 1 stop, 2 reload */
     bool shutting_down;
     int64_t shutdown_deadline_ns;
+    uint16_t shutdown_code; /* the close frame every WebSocket client gets at shutdown */
+    const char *shutdown_reason;
     unsigned char *wbuf; /* LWS_PRE + WSQ_WRITE_MAX write buffer (ST) */
     int exit_code;
 };

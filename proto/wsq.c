@@ -60,6 +60,8 @@ const char *wsq_gap_reason_name(wsq_gap_reason_t r)
         return "retention";
     case WSQ_GAP_PURGE:
         return "purge";
+    case WSQ_GAP_CORRUPT:
+        return "corrupt";
     }
     return "unknown";
 }
@@ -1024,7 +1026,8 @@ wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, u
 wsq_err wsq_proto_enc_gap(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t from,
                           uint64_t to, wsq_gap_reason_t reason)
 {
-    if (!topic_arg_ok(topic, topic_len) || (reason != WSQ_GAP_RETENTION && reason != WSQ_GAP_PURGE))
+    if (!topic_arg_ok(topic, topic_len) ||
+        (reason != WSQ_GAP_RETENTION && reason != WSQ_GAP_PURGE && reason != WSQ_GAP_CORRUPT))
         return WSQ_ERR_INVAL;
     enc_t w = enc_begin(out);
     PUT_LIT(&w, "{\"op\":\"gap\",\"topic\":");

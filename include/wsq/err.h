@@ -17,7 +17,7 @@
     X(WSQ_ERR_NOTFOUND, -4, "not_found", "not found")                                              \
     X(WSQ_ERR_EXISTS, -5, "exists", "already exists")                                              \
     X(WSQ_ERR_STORAGE_FULL, -6, "storage_full",                                                    \
-      "storage is full: the map reached storage.map_size_max")                                     \
+      "storage is full: the map reached storage.map_size_max or the disk is full")                 \
     X(WSQ_ERR_TOPIC_FULL, -7, "topic_full",                                                        \
       "topic reached its retention limit and its policy is discard: new")                          \
     X(WSQ_ERR_FORMAT_NEWER, -8, "format_newer",                                                    \
@@ -48,7 +48,10 @@
     X(WSQ_ERR_BAD_CONFIG, -30, "bad_config", "invalid configuration")                              \
     X(WSQ_ERR_STALE_EPOCH, -31, "stale_epoch", "topic was recreated; the epoch changed")           \
     X(WSQ_ERR_BAD_SEQ, -32, "bad_seq", "seq is outside the topic")                                 \
-    X(WSQ_ERR_INTERNAL, -33, "internal", "internal error")
+    X(WSQ_ERR_INTERNAL, -33, "internal", "internal error")                                         \
+    X(WSQ_ERR_STORAGE_FAILED, -34, "storage_failed",                                               \
+      "storage failed: a write or fsync reported an I/O error; nothing after it was confirmed, "   \
+      "and wsqd restarts to re-read what is on disk")
 
 typedef enum {
 #define WSQ__ERR_ENUM(e, v, name, msg) e = v,

@@ -196,8 +196,8 @@ wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, u
                           uint32_t deliveries);
 
 /* Gap reasons */
-typedef enum { WSQ_GAP_RETENTION = 1, WSQ_GAP_PURGE } wsq_gap_reason_t;
-/* "retention" or "purge" (static storage); "unknown" for any other value. */
+typedef enum { WSQ_GAP_RETENTION = 1, WSQ_GAP_PURGE, WSQ_GAP_CORRUPT } wsq_gap_reason_t;
+/* "retention", "purge" or "corrupt" (static storage); "unknown" for any other value. */
 const char *wsq_gap_reason_name(wsq_gap_reason_t r);
 
 /* {"op":"gap","topic":T,"from":A,"to":B,"reason":R}: seqs A..B (inclusive) no longer exist.

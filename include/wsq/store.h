@@ -56,9 +56,11 @@
 #include "wsq/topic.h"
 
 /* On-disk format written by this build. A store with a higher version is refused; a writer
- * upgrades an older one in place (2: payloads longer than a page are stored in page-sized parts).
+ * upgrades an older one in place (2: payloads longer than a page are stored in page-sized parts;
+ * 3: new messages carry a CRC-32C of payload, timestamp and flags, where format 2 had zlib's
+ * CRC-32 of the payload; messages already stored keep theirs and are checked with it).
  */
-#define WSQ_FORMAT_VERSION 2
+#define WSQ_FORMAT_VERSION 3
 
 typedef struct wsq_store wsq_store_t;
 
@@ -101,6 +103,8 @@ typedef struct {
 /* Summary of one batch, for on_commit. Valid only during the callback. */
 typedef struct {
     wsq_err err;                      /* WSQ_OK: committed; else why the whole batch failed */
+    const char *detail;               /* err WSQ_ERR_STORAGE_FAILED: what failed, as the system
+                                       * said it ("commit: Input/output error"); else NULL */
     uint64_t txn_id;                  /* increasing commit counter */
     uint32_t n_requests;              /* requests completed by this commit */
     uint32_t n_appends;               /* messages appended */
@@ -256,7 +260,7 @@ struct wsq_wreq {
                              * Owned by the request. */
     size_t len;             /* in (APPEND): payload length */
     unsigned char *data;    /* in (APPEND): payload (points into the request) */
-    uint32_t crc;           /* set by submit (APPEND): CRC-32 of the payload, computed on the
+    uint32_t crc;           /* set by submit (APPEND): CRC-32C of the payload, computed on the
                              * submitting thread so the single writer does not have to */
 };
 
@@ -325,9 +329,8 @@ typedef struct {
     uint64_t seq;
     int64_t ts_ms;
     uint32_t flags; /* WSQ_MSG_* */
-    uint32_t crc;   /* CRC-32 of the payload, as stored */
     size_t len;
-    const void *data;
+    const void *data; /* checked against the message's checksum before the callback sees it */
 } wsq_msg_view_t;
 
 /* Read callback: return 0 to continue, nonzero to stop after this message. */
@@ -342,12 +345,16 @@ typedef struct {
     uint64_t bytes;       /* their payload bytes */
     bool gap;             /* from < first_seq: [from, first_seq) no longer exists */
     uint64_t purged_upto; /* see wsq_topic_info_t: tells a purge gap from a retention gap */
+    uint64_t corrupt_seq; /* the read stopped before this message: its payload does not match
+                           * its checksum (0: none). It is never passed to the callback. */
 } wsq_read_info_t;
 
 /* Reads messages of topic_id with seq >= from, in seq order, at most max_count messages and about
  * max_bytes payload bytes (at least one message is read when one exists, whatever its size),
  * passing each to fn inside one short read transaction. info (may be NULL) is always filled on
- * success, also when nothing was read.
+ * success, also when nothing was read. Each message's checksum is verified before fn sees it;
+ * the first that fails stops the read and is named in info->corrupt_seq (still WSQ_OK: the
+ * caller skips it and reads on from corrupt_seq + 1). With fn NULL nothing is verified.
  * Errors: WSQ_ERR_NOTFOUND (no such topic), WSQ_ERR_CORRUPT, WSQ_ERR_IO. */
 wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uint32_t max_count,
                        uint64_t max_bytes, wsq_read_fn fn, void *arg, wsq_read_info_t *info);

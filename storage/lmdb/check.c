@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <zlib.h>
 
 #include "internal.h"
 
@@ -33,14 +32,15 @@ static void report(reporter_t *r, const char *topic, const char *fmt, ...)
 }
 
 typedef struct {
-    uLong crc;
+    const unsigned char *hdr; /* the message's header: which checksum it carries */
+    uint32_t crc;
     uint64_t n;
 } part_crc_t;
 
 static void part_crc(void *arg, const void *data, size_t len)
 {
     part_crc_t *pc = arg;
-    pc->crc = crc32(pc->crc, data, (uInt)len);
+    pc->crc = wsq__msg_crc_update(pc->hdr, pc->crc, data, len);
     pc->n++;
 }
 
@@ -135,19 +135,22 @@ static wsq_err check_topic(wsq_store_t *store, uint32_t id, reporter_t *rep)
                 if (ts < prev_ts)
                     NOTE("seq %llu: timestamp goes backwards", (unsigned long long)seq);
                 prev_ts = ts;
-                part_crc_t pc = {0, 0};
+                part_crc_t pc = {p, 0, 0};
+                bool whole = true;
                 if (!(flags & MSG_F_PARTS)) {
-                    pc.crc = crc32(0, p + MSG_HDR_LEN, (uInt)len);
+                    pc.crc = wsq__msg_crc_update(p, 0, p + MSG_HDR_LEN, len);
                 } else if (wsq__parts_walk(txn, store, id, seq, len, part_crc, &pc) != WSQ_OK) {
                     NOTE("seq %llu: its parts are missing or do not add up to %llu bytes",
                          (unsigned long long)seq, (unsigned long long)len);
-                    pc.crc = wsq__get_le32(p + 12); /* one note per message is enough */
+                    whole = false; /* one note per message is enough */
                 }
                 parts += pc.n;
-                if ((uint32_t)pc.crc != wsq__get_le32(p + 12))
-                    NOTE("seq %llu: payload CRC mismatch (corrupted payload)",
-                         (unsigned long long)seq);
-                if (flags & ~(WSQ_MSG_BINARY | MSG_F_PARTS))
+                if (whole && !wsq__msg_crc_ok(p, pc.crc))
+                    NOTE("seq %llu: checksum mismatch (%s): the message is corrupt",
+                         (unsigned long long)seq,
+                         flags & MSG_F_CRC32C ? "CRC-32C of payload, timestamp and flags"
+                                              : "CRC-32 of the payload, format 2");
+                if (MSG_F_USER(flags) & ~WSQ_MSG_BINARY)
                     NOTE("seq %llu: unknown flags", (unsigned long long)seq);
                 bytes += len;
             }

@@ -7,7 +7,9 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include "crc.h"
 #include "internal.h"
 #include "wsq/clock.h"
 
@@ -110,6 +112,27 @@ bool wsq__msg_len(const MDB_val *v, uint64_t *len)
         return false;
     *len = wsq__get_le32((const unsigned char *)v->mv_data + MSG_HDR_LEN);
     return true;
+}
+
+uint32_t wsq__msg_crc_update(const unsigned char *hdr, uint32_t crc, const void *data, size_t len)
+{
+    if (wsq__get_le32(hdr + 8) & MSG_F_CRC32C)
+        return wsq__crc32c(crc, data, len);
+    while (len > 0) { /* format 2: zlib's CRC-32, uInt lengths */
+        uInt n = len > 0x40000000u ? 0x40000000u : (uInt)len;
+        crc = (uint32_t)crc32(crc, data, n);
+        data = (const unsigned char *)data + n;
+        len -= n;
+    }
+    return crc;
+}
+
+bool wsq__msg_crc_ok(const unsigned char *hdr, uint32_t crc)
+{
+    uint32_t flags = wsq__get_le32(hdr + 8);
+    if (flags & MSG_F_CRC32C)
+        crc = wsq__msg_crc_seal(crc, (int64_t)wsq__get_le64(hdr), MSG_F_USER(flags));
+    return crc == wsq__get_le32(hdr + 12);
 }
 
 wsq_err wsq__parts_walk(MDB_txn *txn, wsq_store_t *store, uint32_t topic_id, uint64_t seq,

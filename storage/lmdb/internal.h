@@ -12,14 +12,20 @@
 
 /* Key of a message: topic_id (u32 BE) | seq (u64 BE), so byte order is numeric order. */
 #define MSG_KEY_LEN 12
-/* Value of a message: ts_ms (i64 LE) | flags (u32 LE) | crc32 (u32 LE) | payload. */
+/* Value of a message: ts_ms (i64 LE) | flags (u32 LE) | checksum (u32 LE) | payload. */
 #define MSG_HDR_LEN 16
+/* The checksum is CRC-32C over the payload, the timestamp and the user flags (wsq__msg_crc_seal)
+ * when MSG_F_CRC32C is set (format 3 on); without it (a message written by format 2) it is zlib's
+ * CRC-32 of the payload alone. Either is checked on every read that hands the payload out. */
+#define MSG_F_CRC32C 0x40000000u
 /* A message whose value would not fit one page is stored in parts (format 2): its value is the
  * header with MSG_F_PARTS set and the payload length (u32 LE); the payload is in the parts
  * table, in order, each part at most page size - LMDB's page header, so that every part lives in
  * one page. A value spread over several pages needs a run of contiguous free pages, which a
  * fragmented free list cannot supply: the file would grow though it has room. */
 #define MSG_F_PARTS 0x80000000u
+/* The flags a client set (WSQ_MSG_*); the rest are the record's own. */
+#define MSG_F_USER(flags) ((flags) & ~(MSG_F_PARTS | MSG_F_CRC32C))
 #define MSG_PARTS_VAL_LEN (MSG_HDR_LEN + 4)
 /* Key of a part: message key | part index (u32 BE). */
 #define PART_KEY_LEN (MSG_KEY_LEN + 4)
@@ -81,6 +87,11 @@ void wsq__msg_key(unsigned char *key, uint32_t topic_id, uint64_t seq);
 void wsq__part_key(unsigned char *key, uint32_t topic_id, uint64_t seq, uint32_t part);
 /* Payload length of a message value (of a parted one too); false when the value is malformed. */
 bool wsq__msg_len(const MDB_val *v, uint64_t *len);
+/* The running checksum of a payload in the algorithm the message header hdr names (start with
+ * 0, feed the payload in order, in pieces if need be), and whether the finished value matches
+ * the header's checksum. */
+uint32_t wsq__msg_crc_update(const unsigned char *hdr, uint32_t crc, const void *data, size_t len);
+bool wsq__msg_crc_ok(const unsigned char *hdr, uint32_t crc);
 
 /* Calls fn on each part of the parted message (topic_id, seq) in order, within txn. Returns
  * WSQ_ERR_CORRUPT when the parts do not add up to len bytes. */

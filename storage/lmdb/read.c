@@ -171,8 +171,7 @@ wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uin
         wsq_msg_view_t m = {
             .seq = seq,
             .ts_ms = (int64_t)wsq__get_le64(vp),
-            .flags = flags & ~MSG_F_PARTS,
-            .crc = wsq__get_le32(vp + 12),
+            .flags = MSG_F_USER(flags),
             .len = len,
             .data = vp + MSG_HDR_LEN,
         };
@@ -182,6 +181,10 @@ wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uin
             if (fn && (err = assemble(txn, store, topic_id, seq, len, &buf, &cap)) != WSQ_OK)
                 break;
             m.data = buf;
+        }
+        if (fn && !wsq__msg_crc_ok(vp, wsq__msg_crc_update(vp, 0, m.data, m.len))) {
+            info->corrupt_seq = seq; /* never handed out as data */
+            break;
         }
         info->count++;
         info->bytes += m.len;

@@ -18,10 +18,11 @@
  * the reserve, the ballast and shedding on a full store).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "crc.h"
 #include "wsq/clock.h"
 #include "writer.h"
 
@@ -45,7 +46,7 @@ wsq_err wsq_store_submit_list(wsq_store_t *store, wsq_wreq_t *head)
         n++;
         if (r->op == WSQ_WOP_APPEND) {
             bytes += r->len;
-            r->crc = (uint32_t)crc32(0, r->data, (uInt)r->len);
+            r->crc = wsq__crc32c(0, r->data, r->len);
         }
         tail = r;
     }
@@ -144,8 +145,9 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
         return rc == MDB_KEYEXIST ? WSQ_ERR_CORRUPT : wsq__mdb_err(rc);
     unsigned char *p = v.mv_data;
     wsq__put_le64(p, (uint64_t)ts);
-    wsq__put_le32(p + 8, (r->flags & WSQ_MSG_BINARY) | (parted ? MSG_F_PARTS : 0));
-    wsq__put_le32(p + 12, r->crc);
+    uint32_t user = r->flags & WSQ_MSG_BINARY;
+    wsq__put_le32(p + 8, user | MSG_F_CRC32C | (parted ? MSG_F_PARTS : 0));
+    wsq__put_le32(p + 12, wsq__msg_crc_seal(r->crc, ts, user));
     if (parted) {
         wsq__put_le32(p + MSG_HDR_LEN, (uint32_t)r->len);
         unsigned char pk[PART_KEY_LEN];
@@ -195,8 +197,10 @@ static wsq_err run_txn(wsq__writer_t *w, wsq_wreq_t *batch, int64_t *commit_ns)
         mdb_env_set_mapsize(s->env, 0);
         rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
     }
-    if (rc != 0)
+    if (rc != 0) {
+        snprintf(w->fatal_detail, sizeof(w->fatal_detail), "begin: %s", mdb_strerror(rc));
         return wsq__mdb_err(rc);
+    }
     w->saved_next_topic_id = w->next_topic_id;
     w->budget = w->budget_max;
     w->map_full = false;
@@ -250,11 +254,13 @@ static wsq_err run_txn(wsq__writer_t *w, wsq_wreq_t *batch, int64_t *commit_ns)
         rc = ENOSPC; /* LMDB reports a short write ("filesystem full?") as EIO */
     if (rc != 0) {
         w->map_full = rc == MDB_MAP_FULL;
+        snprintf(w->fatal_detail, sizeof(w->fatal_detail), "commit: %s", mdb_strerror(rc));
         rollback(w);
         return wsq__mdb_err(rc);
     }
     return WSQ_OK;
 abort:
+    snprintf(w->fatal_detail, sizeof(w->fatal_detail), "transaction: %s", wsq_strerror(err));
     if (err == WSQ_ERR_STORAGE_FULL) {
         /* ENOSPC surfaces at commit; inside the txn a full store is always the map */
         w->map_full = true;
@@ -293,8 +299,14 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
             if (err != WSQ_ERR_STORAGE_FULL || !wsq__space_recover(w, batch, &full))
                 break;
         }
-        if (err == WSQ_ERR_PANIC)
-            w->fatal = err;
+        if (err == WSQ_ERR_IO || err == WSQ_ERR_PANIC) {
+            /* After a failed write or fsync the kernel may have dropped the pages it could not
+             * write, and a later fsync may well succeed ("fsyncgate"): retrying, then
+             * confirming, could confirm what is gone. The batch is refused, and so is every
+             * request after it: the process must restart and re-read what is on disk. */
+            w->fatal = WSQ_ERR_STORAGE_FAILED;
+            err = WSQ_ERR_STORAGE_FAILED;
+        }
         wsq__space_settle(w, &full, err);
     }
 
@@ -312,6 +324,8 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
         wsq__retention_forget(w);
         if (w->store->opts.on_commit) {
             wsq_commit_info_t info = {.err = err, .txn_id = w->txn_id};
+            if (err == WSQ_ERR_STORAGE_FAILED)
+                info.detail = w->fatal_detail;
             w->store->opts.on_commit(w->store->opts.commit_arg, &info);
         }
         return;

@@ -67,7 +67,9 @@ struct wsq__writer {
     wsq_commit_topic_t *ctopics;
     uint32_t cap_ctopics;
     uint64_t txn_id;
-    wsq_err fatal; /* set after MDB_PANIC: every later request fails with it */
+    wsq_err fatal; /* WSQ_ERR_STORAGE_FAILED after an I/O error or MDB_PANIC: every later request
+                    * fails with it (see process()) */
+    char fatal_detail[160]; /* what the last failed transaction hit, for the log */
     int64_t next_reader_check;
     MDB_txn *txn;
     MDB_cursor *mcur;    /* messages cursor of the running txn */

@@ -99,6 +99,30 @@ class SmallFs:
 
 # -- a fast pipelined publisher ----------------------------------------------------------------
 
+def whole_frames(ws):
+    """Yields (opcode, payload) of each whole frame in ws.buf (a SocketWS fed by the caller's
+    own recv: frames from wsqd are unmasked), and leaves the rest in ws.buf."""
+    while len(ws.buf) >= 2:
+        n = ws.buf[1] & 0x7F
+        off = 2
+        if n == 126:
+            if len(ws.buf) < 4:
+                return
+            n = struct.unpack("!H", ws.buf[2:4])[0]
+            off = 4
+        elif n == 127:
+            if len(ws.buf) < 10:
+                return
+            n = struct.unpack("!Q", ws.buf[2:10])[0]
+            off = 10
+        if len(ws.buf) < off + n:
+            return
+        op = ws.buf[0] & 0x0F
+        f = ws.buf[off:off + n]
+        ws.buf = ws.buf[off + n:]
+        yield op, f
+
+
 def preload(d, topic, count, size=128, conns=4, window=2000):
     """Publishes count messages of `size` bytes (confirmed, pipelined over conns wsq.v1
     connections with up to `window` unconfirmed each; zero-masked frames, so that a million
@@ -134,19 +158,7 @@ def preload(d, topic, count, size=128, conns=4, window=2000):
                 if not chunk:
                     raise AssertionError("preload connection closed by wsqd")
                 c.buf += chunk
-                # frames from wsqd are unmasked text frames of < 64 KiB: count whole ones
-                while len(c.buf) >= 2:
-                    n = c.buf[1] & 0x7F
-                    off = 2
-                    if n == 126:
-                        if len(c.buf) < 4:
-                            break
-                        n = struct.unpack("!H", c.buf[2:4])[0]
-                        off = 4
-                    if len(c.buf) < off + n:
-                        break
-                    f = c.buf[off:off + n]
-                    c.buf = c.buf[off + n:]
+                for _, f in whole_frames(c):
                     if errpat.search(f):
                         raise AssertionError("preload publish refused: %r" % f[:300])
                     if okpat.search(f):

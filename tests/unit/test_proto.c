@@ -910,6 +910,10 @@ static void test_proto_server_exact_text(void **state)
                        "\"reason\":\"retention\"}");
     assert_int_equal(wsq_proto_enc_gap(&b, "t", 1, 1, 1, WSQ_GAP_PURGE), WSQ_OK);
     assert_buf_str(&b, "{\"op\":\"gap\",\"topic\":\"t\",\"from\":1,\"to\":1,\"reason\":\"purge\"}");
+    assert_int_equal(wsq_proto_enc_gap(&b, "t", 1, 9, 9, WSQ_GAP_CORRUPT), WSQ_OK);
+    assert_buf_str(&b,
+                   "{\"op\":\"gap\",\"topic\":\"t\",\"from\":9,\"to\":9,\"reason\":\"corrupt\"}");
+    assert_int_equal(wsq_proto_enc_gap(&b, "t", 1, 9, 9, (wsq_gap_reason_t)99), WSQ_ERR_INVAL);
 
     assert_int_equal(wsq_proto_enc_reset(&b, "t", 1, 0xffffffffffffffffULL, 5, 6), WSQ_OK);
     assert_buf_str(&b, "{\"op\":\"reset\",\"topic\":\"t\",\"epoch\":\"ffffffffffffffff\","
@@ -917,6 +921,7 @@ static void test_proto_server_exact_text(void **state)
 
     assert_string_equal(wsq_gap_reason_name(WSQ_GAP_RETENTION), "retention");
     assert_string_equal(wsq_gap_reason_name(WSQ_GAP_PURGE), "purge");
+    assert_string_equal(wsq_gap_reason_name(WSQ_GAP_CORRUPT), "corrupt");
     wsq_buf_fini(&b);
 }
 

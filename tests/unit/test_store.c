@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
+#include "raw_lmdb.h"
 #include "rm_rf.h"
 #include "wsq/store.h"
 
@@ -182,25 +184,23 @@ static void test_store_create_stamps_format(void **state)
     assert_int_equal(st.topics, 0);
 }
 
+/* Rewrites meta.format behind the store's back. */
+static void stamp_format(fixture_t *f, uint32_t format)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi = raw_begin(&f->store, f->dir, "meta", &env, &txn);
+    unsigned char le[4] = {(unsigned char)format, (unsigned char)(format >> 8),
+                           (unsigned char)(format >> 16), (unsigned char)(format >> 24)};
+    MDB_val k = {6, "format"}, v = {4, le};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    raw_commit(env, txn);
+}
+
 static void test_store_refuses_newer_format(void **state)
 {
     fixture_t *f = *state;
-    wsq_store_close(f->store);
-    f->store = NULL;
-    /* rewrite meta.format behind the store's back */
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    assert_int_equal(mdb_env_open(env, f->dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-    unsigned char v99[4] = {99, 0, 0, 0};
-    MDB_val k = {6, "format"}, v = {4, v99};
-    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    stamp_format(f, 99);
 
     assert_int_equal(open_at(f->dir, WSQ_STORE_EXCLUSIVE, 0, 0, &f->store), WSQ_ERR_FORMAT_NEWER);
     assert_int_equal(open_at(f->dir, WSQ_STORE_READONLY, 0, 0, &f->store), WSQ_ERR_FORMAT_NEWER);
@@ -874,6 +874,152 @@ static void test_store_check_finds_damage(void **state)
     reopen(f);
 }
 
+/* Behind the store's back: rewrites the value of message (id, seq) with edit(). */
+static void raw_edit(fixture_t *f, uint32_t id, uint64_t seq, void (*edit)(unsigned char *, size_t))
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi = raw_begin(&f->store, f->dir, "messages", &env, &txn);
+    unsigned char kb[12];
+    for (int i = 0; i < 4; i++)
+        kb[i] = (unsigned char)(id >> (24 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        kb[4 + i] = (unsigned char)(seq >> (56 - 8 * i));
+    MDB_val k = {12, kb}, val;
+    assert_int_equal(mdb_get(txn, dbi, &k, &val), 0);
+    unsigned char copy[256];
+    assert_true(val.mv_size <= sizeof(copy));
+    memcpy(copy, val.mv_data, val.mv_size);
+    edit(copy, val.mv_size);
+    MDB_val nv = {val.mv_size, copy};
+    assert_int_equal(mdb_put(txn, dbi, &k, &nv, 0), 0);
+    raw_commit(env, txn);
+}
+
+static void count_mismatch(void *arg, const char *topic, const char *what)
+{
+    (void)topic;
+    if (strstr(what, "checksum mismatch"))
+        ++*(int *)arg;
+}
+
+static void flip_payload(unsigned char *v, size_t len)
+{
+    v[len - 1] ^= 0x20;
+}
+
+static void flip_ts(unsigned char *v, size_t len)
+{
+    (void)len;
+    v[0] ^= 1; /* the timestamp is covered too: a wrong ts is as wrong as a wrong byte */
+}
+
+static void flip_binary_flag(unsigned char *v, size_t len)
+{
+    (void)len;
+    v[8] ^= WSQ_MSG_BINARY;
+}
+
+/* What format 2 wrote: no CRC-32C flag, zlib's CRC-32 of the payload alone. */
+static void make_format2(unsigned char *v, size_t len)
+{
+    uint32_t flags =
+        (uint32_t)v[8] | (uint32_t)v[9] << 8 | (uint32_t)v[10] << 16 | (uint32_t)v[11] << 24;
+    flags &= ~0x40000000u;
+    uint32_t crc = (uint32_t)crc32(0, v + 16, (uInt)(len - 16));
+    for (int i = 0; i < 4; i++) {
+        v[8 + i] = (unsigned char)(flags >> (8 * i));
+        v[12 + i] = (unsigned char)(crc >> (8 * i));
+    }
+}
+
+/* Every read checks each message's checksum (CRC-32C over payload, timestamp and flags) before
+ * the caller sees it: the read stops before a message that fails, names it in corrupt_seq, and
+ * reads on from the next one. Messages of format 2 keep zlib's CRC-32 and are checked with it. */
+static void test_store_checksum_on_every_read(void **state)
+{
+    fixture_t *f = *state;
+    for (int i = 1; i <= 8; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "m%d", i);
+        append_str(f->store, "crc", text);
+    }
+    uint32_t id = topic_id(f->store, "crc");
+    raw_edit(f, id, 3, flip_payload);
+    assert_int_equal(open_at(f->dir, WSQ_STORE_READONLY, 0, 0, &f->store), WSQ_OK);
+
+    collect_t c = {0};
+    wsq_read_info_t info;
+    assert_int_equal(wsq_store_read(f->store, id, 1, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(c.n, 2); /* 1, 2: the read stops before 3 */
+    assert_int_equal(info.corrupt_seq, 3);
+    assert_int_equal(info.last_seq, 2);
+    c = (collect_t){0};
+    assert_int_equal(wsq_store_read(f->store, id, 3, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(c.n, 0); /* starting at it: nothing, and it is named */
+    assert_int_equal(info.corrupt_seq, 3);
+    c = (collect_t){0};
+    assert_int_equal(wsq_store_read(f->store, id, 4, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(c.n, 5);
+    assert_int_equal(info.corrupt_seq, 0);
+    assert_string_equal(c.payloads[0], "m4");
+    /* without a callback nothing is handed out, so nothing is checked */
+    assert_int_equal(wsq_store_read(f->store, id, 1, 100, 1 << 20, NULL, NULL, &info), WSQ_OK);
+    assert_int_equal(info.corrupt_seq, 0);
+    reports_t rep = {0};
+    uint64_t v = 0;
+    assert_int_equal(wsq_store_check(f->store, on_violation, &rep, &v), WSQ_OK);
+    assert_int_equal(v, 1);
+    assert_non_null(strstr(rep.last, "seq 3: checksum mismatch"));
+
+    /* the timestamp and the flags are covered too */
+    raw_edit(f, id, 5, flip_ts);
+    raw_edit(f, id, 6, flip_binary_flag);
+    assert_int_equal(open_at(f->dir, WSQ_STORE_READONLY, 0, 0, &f->store), WSQ_OK);
+    c = (collect_t){0};
+    assert_int_equal(wsq_store_read(f->store, id, 4, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(info.corrupt_seq, 5);
+    c = (collect_t){0};
+    assert_int_equal(wsq_store_read(f->store, id, 6, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(info.corrupt_seq, 6);
+    int mismatches = 0;
+    assert_int_equal(wsq_store_check(f->store, count_mismatch, &mismatches, &v), WSQ_OK);
+    assert_int_equal(mismatches, 3);
+
+    /* a message as format 2 wrote it is read and checked with its own CRC */
+    raw_edit(f, id, 7, make_format2);
+    assert_int_equal(open_at(f->dir, WSQ_STORE_READONLY, 0, 0, &f->store), WSQ_OK);
+    c = (collect_t){0};
+    assert_int_equal(wsq_store_read(f->store, id, 7, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(info.corrupt_seq, 0);
+    assert_string_equal(c.payloads[0], "m7");
+    mismatches = 0;
+    assert_int_equal(wsq_store_check(f->store, count_mismatch, &mismatches, &v), WSQ_OK);
+    assert_int_equal(mismatches, 3);
+    raw_edit(f, id, 7, flip_payload);
+    assert_int_equal(open_at(f->dir, WSQ_STORE_READONLY, 0, 0, &f->store), WSQ_OK);
+    c = (collect_t){0};
+    assert_int_equal(wsq_store_read(f->store, id, 7, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(c.n, 0);
+    assert_int_equal(info.corrupt_seq, 7);
+
+    /* a format 2 store is upgraded in place; what it stored keeps its CRC and its check */
+    stamp_format(f, 2);
+    reopen(f);
+    assert_int_equal(wsq_store_format_before(f->store), 2);
+    assert_int_equal(wsq_store_format(f->store), WSQ_FORMAT_VERSION);
+    append_str(f->store, "crc", "m9");
+    c = (collect_t){0};
+    assert_int_equal(wsq_store_read(f->store, id, 8, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.payloads[1], "m9");
+    c = (collect_t){0};
+    assert_int_equal(wsq_store_read(f->store, id, 7, 100, 1 << 20, collect, &c, &info), WSQ_OK);
+    assert_int_equal(info.corrupt_seq, 7);
+}
+
 static void test_store_compact_copy(void **state)
 {
     fixture_t *f = *state;
@@ -962,6 +1108,7 @@ int main(void)
         T(test_store_topic_delete_and_recreate),
         T(test_store_seq_at_time),
         T(test_store_check_finds_damage),
+        T(test_store_checksum_on_every_read),
         T(test_store_compact_copy),
         T(test_store_stop_completes_queued_then_refuses),
         T(test_store_readonly_has_no_writer),

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "raw_lmdb.h"
 #include "rm_rf.h"
 #include "wsq/store.h"
 
@@ -303,27 +304,6 @@ static void test_large_churn_keeps_the_file_bounded(void **state)
     check_clean(f->store);
 }
 
-/* Behind the store's back: closes it and opens a write transaction on its files and its table
- * named table. */
-static MDB_dbi raw_begin(fixture_t *f, const char *table, MDB_env **env, MDB_txn **txn)
-{
-    wsq_store_close(f->store);
-    f->store = NULL;
-    MDB_dbi dbi;
-    assert_int_equal(mdb_env_create(env), 0);
-    mdb_env_set_maxdbs(*env, 8);
-    assert_int_equal(mdb_env_open(*env, f->dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(*env, NULL, 0, txn), 0);
-    assert_int_equal(mdb_dbi_open(*txn, table, 0, &dbi), 0);
-    return dbi;
-}
-
-static void raw_commit(MDB_env *env, MDB_txn *txn)
-{
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-}
-
 static void part_key(unsigned char *kb, uint32_t id, uint64_t seq, uint32_t part)
 {
     for (int i = 0; i < 4; i++)
@@ -359,7 +339,7 @@ static void test_large_check_finds_missing_and_stray_parts(void **state)
     /* seq 14 (65536 bytes) loses its part 3; seq 99, which does not exist, gets one */
     MDB_env *env;
     MDB_txn *txn;
-    MDB_dbi dbi = raw_begin(f, "parts", &env, &txn);
+    MDB_dbi dbi = raw_begin(&f->store, f->dir, "parts", &env, &txn);
     unsigned char kb[16];
     part_key(kb, id, 14, 3);
     MDB_val k = {16, kb}, v = {5, "stray"};
@@ -394,7 +374,7 @@ static void test_large_format1_store_is_upgraded(void **state)
 
     MDB_env *env;
     MDB_txn *txn;
-    MDB_dbi dbi = raw_begin(f, "parts", &env, &txn);
+    MDB_dbi dbi = raw_begin(&f->store, f->dir, "parts", &env, &txn);
     assert_int_equal(mdb_drop(txn, dbi, 1), 0);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
     MDB_val k = {6, "format"}, v = {4, "\1\0\0\0"};
@@ -410,7 +390,7 @@ static void test_large_format1_store_is_upgraded(void **state)
     check_clean(f->store);
 
     reopen(f, WSQ_STORE_EXCLUSIVE);
-    assert_int_equal(wsq_store_format(f->store), 2);
+    assert_int_equal(wsq_store_format(f->store), WSQ_FORMAT_VERSION);
     assert_int_equal(wsq_store_format_before(f->store), 1);
     append_pat(f->store, "old", 3, 70000, WSQ_MSG_BINARY);
     vv = (verify_t){.sizes = old_sizes, .next = 1};

@@ -392,7 +392,7 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
     wsq_read_info_t first_info, info;
     memset(&first_info, 0, sizeof(first_info));
     bool first = true;
-    uint64_t at = from;
+    uint64_t at = from, corrupt = 0;
     while (p.n < limit) {
         uint64_t want = limit - p.n;
         wsq_err err = wsq_store_read(s, ti.id, at, want > 1000 ? 1000 : (uint32_t)want, READ_BYTES,
@@ -404,6 +404,15 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
         }
         if (first)
             first_info = info, first = false;
+        if (info.corrupt_seq) { /* never shown as data: named, skipped */
+            fprintf(stderr,
+                    "wsqctl: %s seq %llu does not match its checksum (corrupt); skipped. Run "
+                    "wsqctl check\n",
+                    ti.name, (unsigned long long)info.corrupt_seq);
+            corrupt++;
+            at = info.corrupt_seq + 1;
+            continue;
+        }
         if (info.count == 0)
             break;
         at = info.last_seq + 1;
@@ -449,6 +458,7 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
                                 json_pack("{s:o,s:o,s:s}", "from", ju64(from), "to", ju64(gap_to),
                                           "reason", reason));
         wsq__ctl_doc(c, doc);
+        rc = corrupt ? CTL_VIOLATIONS : rc;
         goto done;
     }
     if (gap)
@@ -473,6 +483,8 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
     }
     wsq__ctl_table_print(&t, stdout);
     wsq__ctl_table_fini(&t);
+    if (corrupt)
+        rc = CTL_VIOLATIONS;
 done:
     for (size_t i = 0; i < p.n; i++)
         free(p.msgs[i].data);
@@ -655,6 +667,7 @@ typedef struct {
     uint64_t end;      /* export seqs below this (the topic's next seq when its export began) */
     uint64_t n;        /* messages written */
     uint64_t not_utf8; /* text messages that were not valid UTF-8 (exported as base64) */
+    uint64_t corrupt;  /* messages that failed their checksum (left out) */
     bool nomem;
 } export_t;
 
@@ -727,6 +740,16 @@ static int export_topic(wsqctl_t *c, wsq_store_t *s, const wsq_topic_info_t *ti,
         /* the read transaction has ended: now the output may block */
         if (x->out.len && fwrite(x->out.data, 1, x->out.len, stdout) != x->out.len)
             return wsq__ctl_fail(c, CTL_ERR, "io_error", "writing the export failed");
+        if (info.corrupt_seq && info.corrupt_seq < x->end) {
+            /* never exported as data: a backup must not carry bytes wsq cannot vouch for */
+            fprintf(stderr,
+                    "wsqctl: export: %s seq %llu does not match its checksum (corrupt); left "
+                    "out. Run wsqctl check\n",
+                    ti->name, (unsigned long long)info.corrupt_seq);
+            x->corrupt++;
+            at = info.corrupt_seq + 1;
+            continue;
+        }
         if (info.count == 0)
             break;
         at = info.last_seq + 1;
@@ -790,6 +813,13 @@ int wsq__ctl_cmd_export(wsqctl_t *c, int argc, char **argv)
                     (unsigned long long)x.not_utf8);
         wsq__ctl_note(c, "exported %llu messages from %llu topics", (unsigned long long)x.n,
                       (unsigned long long)topics);
+        if (x.corrupt) {
+            fprintf(stderr,
+                    "wsqctl: export: %llu corrupt messages were left out; the rest is "
+                    "complete\n",
+                    (unsigned long long)x.corrupt);
+            rc = CTL_VIOLATIONS;
+        }
     }
 done:
     free(page);

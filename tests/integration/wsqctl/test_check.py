@@ -65,7 +65,7 @@ class Check(c.CtlTestCase):
         head, msgs = dump(d.data, "messages")
         key = {(int.from_bytes(k[:4], "big"), int.from_bytes(k[4:], "big")): (k, v)
                for k, v in msgs}
-        # 1. a flipped payload byte in chk.a seq 3: CRC mismatch
+        # 1. a flipped payload byte in chk.a seq 3: checksum mismatch
         k, v = key[(ids["chk.a"], 3)]
         v = v[:16] + bytes([v[16] ^ 0x20]) + v[17:]
         # 2. a stray message above chk.b's next seq (21): seq 30
@@ -79,7 +79,8 @@ class Check(c.CtlTestCase):
         load(d.data, "consumers", chead, [(ck, cv)])
 
         out, err = self.ctl_fails(4, "--data", d.data, "check")
-        self.assertIn("chk.a: seq 3: payload CRC mismatch (corrupted payload)\n", out)
+        self.assertIn("chk.a: seq 3: checksum mismatch (CRC-32C of payload, timestamp and flags): "
+                      "the message is corrupt\n", out)
         self.assertIn("chk.b: seq 30 is at or above next_seq 21\n", out)
         self.assertIn("chk.b: topic says 20 messages, store holds 21\n", out)
         self.assertIn("chk.a: consumer 'cons' ack floor 1000 is beyond the topic's last seq 20\n",
@@ -90,8 +91,9 @@ class Check(c.CtlTestCase):
         doc = json.loads(out)
         self.assertFalse(doc["ok"])
         self.assertEqual(doc["count"], len(doc["violations"]))
-        self.assertIn({"topic": "chk.a", "problem": "seq 3: payload CRC mismatch (corrupted "
-                                                     "payload)"}, doc["violations"])
+        self.assertIn({"topic": "chk.a", "problem": "seq 3: checksum mismatch (CRC-32C of payload, "
+                                                     "timestamp and flags): the message is "
+                                                     "corrupt"}, doc["violations"])
         self.assertIn({"topic": "chk.b", "problem": "seq 30 is at or above next_seq 21"},
                       doc["violations"])
 
