@@ -227,14 +227,16 @@ static wsq_err import_one(void *arg, const wsq_frame_t *f)
         snprintf(im->msg, im->msglen, "not allowed to publish to %s", f->topic);
         return WSQ_ERR_FORBIDDEN;
     }
-    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, f->topic, f->topic_len, NULL, 0, f->data_len + 1);
+    if (!wsq__headers_within(im->s->srv->cfg, f->n_headers, f->header_bytes, im->msg, im->msglen)) {
+        atomic_fetch_add_explicit(&im->s->srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_HEADERS], 1,
+                                  memory_order_relaxed);
+        return WSQ_ERR_TOO_LARGE;
+    }
+    wsq_wreq_t *r = wsq_wreq_append(f->topic, f->topic_len, f->data, f->data_len,
+                                    f->binary ? WSQ_MSG_BINARY : 0, f->headers, f->headers_len, 1);
     if (r == NULL)
         return WSQ_ERR_NOMEM;
-    if (f->data_len)
-        memcpy(r->data, f->data, f->data_len);
-    r->data[f->data_len] = '\0'; /* an empty ref: see wsq__publish */
-    r->len = f->data_len;
-    r->flags = f->binary ? WSQ_MSG_BINARY : 0;
+    r->data[r->len] = '\0'; /* an empty ref: see wsq__publish */
     wsq__session_route(im->s, r);
     *im->tail = r;
     im->tail = &r->next;

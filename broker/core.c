@@ -305,19 +305,34 @@ wsq_err wsq__session_submit(wsq_session_t *s, wsq_wreq_t *r)
     return wsq_store_submit(s->srv->store, r);
 }
 
+bool wsq__headers_within(const wsq_config_t *cfg, uint32_t n, size_t bytes, char *why, size_t cap)
+{
+    if (n > cfg->limits.max_message_headers) {
+        snprintf(why, cap, "%u headers: a message may carry %u (limits.max_message_headers)", n,
+                 cfg->limits.max_message_headers);
+        return false;
+    }
+    if (bytes > cfg->limits.max_message_headers_size) {
+        snprintf(why, cap,
+                 "headers of %zu bytes: keys and values may hold %u "
+                 "(limits.max_message_headers_size)",
+                 bytes, cfg->limits.max_message_headers_size);
+        return false;
+    }
+    return true;
+}
+
 wsq_err wsq__publish(wsq_session_t *s, const char *topic, size_t topic_len, const void *data,
-                     size_t len, bool binary, const char *ref)
+                     size_t len, bool binary, const void *headers, size_t headers_len,
+                     const char *ref)
 {
     size_t reflen = ref ? strlen(ref) : 0;
-    /* the ref rides after the payload, so the confirm needs no per-session bookkeeping */
-    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, topic, topic_len, NULL, 0, len + reflen + 1);
+    /* the ref rides after the body, so the confirm needs no per-session bookkeeping */
+    wsq_wreq_t *r = wsq_wreq_append(topic, topic_len, data, len, binary ? WSQ_MSG_BINARY : 0,
+                                    headers, headers_len, reflen + 1);
     if (r == NULL)
         return WSQ_ERR_NOMEM;
-    if (len)
-        memcpy(r->data, data, len);
-    memcpy(r->data + len, ref ? ref : "", reflen + 1);
-    r->len = len;
-    r->flags = binary ? WSQ_MSG_BINARY : 0;
+    memcpy(r->data + r->len, ref ? ref : "", reflen + 1);
     r->user[1] = reflen;
     wsq_err err = wsq__session_submit(s, r);
     if (err != WSQ_OK) {

@@ -208,11 +208,16 @@ int wsq__session_close_now(wsq_session_t *s, uint16_t code, const char *reason);
 void wsq__sessions_close_all(wsq_server_t *srv, uint16_t code, const char *reason);
 
 /* Publishes payload on behalf of s: the writer's completion comes back to s->fe->confirm. The
- * ref (may be NULL) rides with the request. Rights and the rate limit are the caller's to
- * check. Counts the publish in flight and applies backpressure (WebSocket sessions). Returns the
- * store's refusal (nothing submitted), or WSQ_OK. */
+ * ref (may be NULL) rides with the request; headers[0..headers_len) is a headers block (0: none,
+ * see wsq/proto.h) within the limits (wsq__headers_within). Rights and the rate limit are the
+ * caller's to check. Counts the publish in flight and applies backpressure (WebSocket sessions).
+ * Returns the store's refusal (nothing submitted), or WSQ_OK. */
 wsq_err wsq__publish(wsq_session_t *s, const char *topic, size_t topic_len, const void *data,
-                     size_t len, bool binary, const char *ref);
+                     size_t len, bool binary, const void *headers, size_t headers_len,
+                     const char *ref);
+/* Are n headers of bytes (keys and values summed) within limits.max_message_headers and
+ * max_message_headers_size? If not, why[0..cap) names the limit. */
+bool wsq__headers_within(const wsq_config_t *cfg, uint32_t n, size_t bytes, char *why, size_t cap);
 /* Submits any writer request for s (admin operations): its completion comes back to
  * s->fe->confirm. Takes r on success. */
 wsq_err wsq__session_submit(wsq_session_t *s, wsq_wreq_t *r);

@@ -48,7 +48,8 @@ typedef struct {
     uint64_t seq;
     int64_t ts;
     uint32_t flags;
-    uint32_t len;
+    uint32_t len;           /* of the payload */
+    uint32_t hlen;          /* of the headers block, which comes first in payload's allocation */
     unsigned char *payload; /* a copy: committed messages never change */
     char *json;             /* its wsq.v1 msg frame for a first delivery, encoded once */
     uint32_t json_len;
@@ -268,7 +269,7 @@ static uint32_t seqvec_del_upto(seqvec_t *v, uint64_t upto)
 static void tc_evict_first(wsq_consumers_t *ct, ct_topic_t *t)
 {
     tc_ent_t *e = &t->tc[t->tc_first & (TC_SLOTS - 1)];
-    size_t b = e->len + e->json_len;
+    size_t b = e->hlen + e->len + e->json_len;
     t->tc_bytes -= b;
     ct->tc_bytes -= b;
     free(e->payload);
@@ -305,7 +306,8 @@ static void tc_put(wsq_consumers_t *ct, ct_topic_t *t, const wsq_msg_view_t *m)
 {
     if (t->subs == NULL || t->subs->tnext == NULL)
         return; /* one subscriber: nobody would share it */
-    if (m->len > TC_TOPIC_BYTES / 8 || m->seq < t->first_seq)
+    size_t size = m->headers_len + m->len;
+    if (size > TC_TOPIC_BYTES / 8 || m->seq < t->first_seq)
         return;
     if (t->tc_first < t->tc_next && m->seq != t->tc_next)
         return;
@@ -314,23 +316,29 @@ static void tc_put(wsq_consumers_t *ct, ct_topic_t *t, const wsq_msg_view_t *m)
     if (t->tc_first >= t->tc_next)
         t->tc_first = t->tc_next = m->seq;
     while (t->tc_first < t->tc_next &&
-           (t->tc_next - t->tc_first >= TC_SLOTS || t->tc_bytes + m->len > TC_TOPIC_BYTES))
+           (t->tc_next - t->tc_first >= TC_SLOTS || t->tc_bytes + size > TC_TOPIC_BYTES))
         tc_evict_first(ct, t);
-    if (ct->tc_bytes + m->len > TC_TOTAL_BYTES)
+    if (ct->tc_bytes + size > TC_TOTAL_BYTES)
         return;
-    unsigned char *copy = malloc(m->len ? m->len : 1);
+    unsigned char *copy = malloc(size ? size : 1);
     if (copy == NULL)
         return;
+    if (m->headers_len)
+        memcpy(copy, m->headers, m->headers_len);
     if (m->len)
-        memcpy(copy, m->data, m->len);
+        memcpy(copy + m->headers_len, m->data, m->len);
     if (t->tc_first >= t->tc_next)
         t->tc_first = t->tc_next = m->seq;
     tc_ent_t *e = &t->tc[m->seq & (TC_SLOTS - 1)];
-    *e = (tc_ent_t){
-        .seq = m->seq, .ts = m->ts_ms, .flags = m->flags, .len = (uint32_t)m->len, .payload = copy};
+    *e = (tc_ent_t){.seq = m->seq,
+                    .ts = m->ts_ms,
+                    .flags = m->flags,
+                    .len = (uint32_t)m->len,
+                    .hlen = (uint32_t)m->headers_len,
+                    .payload = copy};
     t->tc_next = m->seq + 1;
-    t->tc_bytes += m->len;
-    ct->tc_bytes += m->len;
+    t->tc_bytes += size;
+    ct->tc_bytes += size;
 }
 
 static ct_topic_t *topic_find(wsq_consumers_t *ct, uint32_t id)
@@ -1103,7 +1111,8 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
         if (e && e->json == NULL) { /* the first subscriber to need it encodes it for all */
             ct->scratch.len = 0;
             if (wsq_proto_enc_msg(&ct->scratch, s->topic->name, s->topic->name_len, m->seq,
-                                  m->ts_ms, m->data, m->len, binary, 1) == WSQ_OK &&
+                                  m->ts_ms, m->data, m->len, binary, 1, m->headers,
+                                  m->headers_len) == WSQ_OK &&
                 (e->json = malloc(ct->scratch.len)) != NULL) {
                 memcpy(e->json, ct->scratch.data, ct->scratch.len);
                 e->json_len = (uint32_t)ct->scratch.len;
@@ -1116,7 +1125,8 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
         } else {
             ct->scratch.len = 0;
             err = wsq_proto_enc_msg(&ct->scratch, s->topic->name, s->topic->name_len, m->seq,
-                                    m->ts_ms, m->data, m->len, binary, count);
+                                    m->ts_ms, m->data, m->len, binary, count, m->headers,
+                                    m->headers_len);
             if (err == WSQ_OK)
                 err = wsq__outlist_frame(rd->out, 1, ct->scratch.data, ct->scratch.len, s->id,
                                          m->seq, true);
@@ -1282,7 +1292,9 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
                                 .ts_ms = e->ts,
                                 .flags = e->flags,
                                 .len = e->len,
-                                .data = e->payload};
+                                .data = e->payload + e->hlen,
+                                .headers = e->hlen ? e->payload : NULL,
+                                .headers_len = e->hlen};
             int stop = deliver_one(&rd, &v);
             if (rd.ended) {
                 live = false;

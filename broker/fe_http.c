@@ -319,7 +319,7 @@ static int hist_one(void *arg, const wsq_msg_view_t *m)
     if (h->n++)
         WSQ_BUF_LIT(h->b, ",");
     wsq_proto_enc_msg(h->b, h->topic, h->topic_len, m->seq, m->ts_ms, m->data, m->len,
-                      (m->flags & WSQ_MSG_BINARY) != 0, 1);
+                      (m->flags & WSQ_MSG_BINARY) != 0, 1, m->headers, m->headers_len);
     return 0;
 }
 
@@ -497,6 +497,61 @@ static bool body_fits(wsq_session_t *s, struct lws *wsi, const wsq_route_t *rt)
 
 static bool expects_body(struct lws *wsi);
 
+/* A POST's Wsq-Header-<key>: <value> lines -> h->hdrs (keys in lower case: HTTP header names
+ * are case-insensitive). False when refused (answered). */
+static bool message_headers(wsq_session_t *s, struct lws *wsi)
+{
+    wsq_http_t *h = wsq__http(s);
+    const char *names;
+    unsigned count;
+    if (!wsq__gate_header_names(wsi, &names, &count)) {
+        wsq__http_error(s, WSQ_ERR_BAD_REQUEST, "a Wsq-Header- name has 1 to 255 bytes");
+        return false;
+    }
+    size_t bytes = 0;
+    char why[200], name[sizeof(WSQ_HEADER_PREFIX) + WSQ_HEADER_KEY_MAX + 1];
+    for (unsigned i = 0; i < count; i++, names += strlen(names) + 1) {
+        size_t kl = strlen(names);
+        int nl = snprintf(name, sizeof(name), WSQ_HEADER_PREFIX "%s:", names);
+        int vl = lws_hdr_custom_length(wsi, name, nl);
+        char *v = vl >= 0 ? malloc((size_t)vl + 1) : NULL;
+        if (v == NULL || lws_hdr_custom_copy(wsi, v, vl + 1, name, nl) != vl) {
+            free(v);
+            wsq__http_error(s, vl < 0 ? WSQ_ERR_BAD_REQUEST : WSQ_ERR_NOMEM,
+                            vl < 0 ? "a Wsq-Header- line could not be read" : NULL);
+            return false;
+        }
+        /* one line per key: a repeated one would be two values for one key */
+        size_t off = 0;
+        wsq_header_t e;
+        bool twice = false;
+        while (wsq_headers_next(h->hdrs.data, h->hdrs.len, &off, &e))
+            twice |= e.key_len == kl && memcmp(e.key, names, kl) == 0;
+        wsq_err err = twice || kl == 0 ? WSQ_ERR_BAD_REQUEST
+                                       : wsq_headers_add(&h->hdrs, names, kl, v, (size_t)vl);
+        free(v);
+        if (err != WSQ_OK) {
+            if (kl == 0)
+                snprintf(why, sizeof(why), "a Wsq-Header- name has 1 to 255 bytes");
+            else if (twice)
+                snprintf(why, sizeof(why), "Wsq-Header-%s is given twice", names);
+            else
+                snprintf(why, sizeof(why),
+                         "Wsq-Header-%s: the value must be UTF-8 of at most 65535 bytes", names);
+            wsq__http_error(s, err == WSQ_ERR_NOMEM ? err : WSQ_ERR_BAD_REQUEST, why);
+            return false;
+        }
+        bytes += kl + (size_t)vl;
+    }
+    if (!wsq__headers_within(s->srv->cfg, count, bytes, why, sizeof(why))) {
+        atomic_fetch_add_explicit(&s->srv->metrics.limit_refusals[WSQ_LIM_MESSAGE_HEADERS], 1,
+                                  memory_order_relaxed);
+        wsq__http_error(s, WSQ_ERR_TOO_LARGE, why);
+        return false;
+    }
+    return true;
+}
+
 static void route_request(wsq_session_t *s, struct lws *wsi, const char *path)
 {
     wsq_server_t *srv = s->srv;
@@ -572,6 +627,8 @@ static void route_request(wsq_session_t *s, struct lws *wsi, const char *path)
         error_close(s, 400, WSQ_ERR_BAD_REQUEST, "Content-Type too long");
         return;
     }
+    if (!message_headers(s, wsi))
+        return;
     h->publish_body = true; /* the body follows */
 }
 
@@ -582,8 +639,8 @@ static void publish_body(wsq_session_t *s)
         wsq__http_error(s, WSQ_ERR_BAD_UTF8, "a text/* body must be valid UTF-8");
         return;
     }
-    wsq_err err =
-        wsq__publish(s, h->topic, h->topic_len, h->body.data, h->body.len, !h->text, NULL);
+    wsq_err err = wsq__publish(s, h->topic, h->topic_len, h->body.data, h->body.len, !h->text,
+                               h->hdrs.data, h->hdrs.len, NULL);
     if (err != WSQ_OK) {
         wsq__http_error(s, err, NULL);
         return;
@@ -628,6 +685,7 @@ static int on_http(wsq_server_t *srv, struct lws *wsi, wsq_session_t **pss, cons
     if (h == NULL)
         return -1;
     wsq_buf_init(&h->body);
+    wsq_buf_init(&h->hdrs);
     wsq_buf_init(&h->resp);
     s->fe_data = h;
     route_request(s, wsi, path);
@@ -684,6 +742,7 @@ static void http_free(wsq_session_t *s)
     if (h == NULL)
         return;
     wsq_buf_fini(&h->body);
+    wsq_buf_fini(&h->hdrs);
     wsq_buf_fini(&h->resp);
     free(h);
     s->fe_data = NULL;

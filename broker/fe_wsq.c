@@ -62,7 +62,13 @@ static void op_pub(wsq_session_t *s, const wsq_frame_t *f)
         send_err(s, f->ref, WSQ_ERR_RATE_LIMITED, buf);
         return;
     }
-    wsq_err err = wsq__publish(s, f->topic, f->topic_len, f->data, f->data_len, f->binary, f->ref);
+    if (!wsq__headers_within(s->srv->cfg, f->n_headers, f->header_bytes, buf, sizeof(buf))) {
+        count_limit(s, WSQ_LIM_MESSAGE_HEADERS);
+        send_err(s, f->ref, WSQ_ERR_TOO_LARGE, buf);
+        return;
+    }
+    wsq_err err = wsq__publish(s, f->topic, f->topic_len, f->data, f->data_len, f->binary,
+                               f->headers, f->headers_len, f->ref);
     if (err != WSQ_OK)
         send_err(s, f->ref, err, NULL);
 }

@@ -23,6 +23,13 @@ void wsq__gate_close(struct lws *wsi);
 void wsq__gate_next(struct lws *wsi);
 /* The client sent more before this request was answered: the answer closes the connection. */
 bool wsq__gate_pipelined(struct lws *wsi);
+/* HTTP request headers named so carry a message's headers (POST /topics/<t>). */
+#define WSQ_HEADER_PREFIX "wsq-header-"
+
+/* The names of the current request's Wsq-Header-<name> lines, lower case, without the prefix:
+ * *count NUL-terminated strings one after the other at *names (valid until the next request).
+ * false when one of them was longer than WSQ_HEADER_KEY_MAX (255) bytes. */
+bool wsq__gate_header_names(struct lws *wsi, const char **names, unsigned *count);
 /* A WebSocket client sent an unmasked frame: the session must close with 1002. */
 bool wsq__gate_ws_violation(struct lws *wsi);
 

@@ -51,6 +51,7 @@ typedef struct wsq_http {
     bool resp_text;    /* the response is Prometheus text, not JSON */
     bool publish_body; /* POST /topics/<t>: the body is the message */
     wsq_buf_t body;    /* request body (POST) */
+    wsq_buf_t hdrs;    /* POST /topics/<t>: the message's headers (Wsq-Header-*), as a block */
     wsq_buf_t resp;    /* response body */
     unsigned status;   /* response status, set with HP_ANSWER */
     bool too_large;

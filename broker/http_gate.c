@@ -38,6 +38,7 @@
 #include "gate.h"
 #include "log.h"
 #include "wsq/http1.h"
+#include "wsq/proto.h"
 #include "wsq/wsrx.h"
 
 typedef enum {
@@ -48,8 +49,23 @@ typedef enum {
     G_CLOSED,  /* refused: lws reads end of file and closes */
 } gate_mode_t;
 
+/* The names of a request head's Wsq-Header-<name> lines, lower case and without the prefix
+ * (lws 4.1 can look a custom header up by name, but cannot list them): "name\0name\0...". */
+typedef struct {
+    uint8_t st;      /* 0: at a line's start, matching the prefix; 1: in a name; 2: rest of the
+                      * line; 3: the head has ended */
+    uint8_t matched; /* prefix bytes matched on this line */
+    bool cr;         /* the previous byte was CR */
+    bool too_long;   /* a name longer than WSQ_HEADER_KEY_MAX */
+    uint16_t count;
+    uint16_t cur; /* bytes of the name being read */
+    char *names;  /* count NUL-terminated names (malloc'd when the first one comes) */
+    size_t len, cap;
+} hnames_t;
+
 typedef struct {
     wsq_h1_t h1;
+    hnames_t hn;
     wsq_wsrx_t ws;
     struct lws *wsi;
     gate_mode_t mode;
@@ -125,8 +141,11 @@ void wsq__gate_fini(void)
 {
     if (gates == NULL)
         return;
-    for (size_t i = 0; i < gates->nfd; i++)
+    for (size_t i = 0; i < gates->nfd; i++) {
+        if (gates->by_fd[i])
+            free(gates->by_fd[i]->hn.names);
         free(gates->by_fd[i]);
+    }
     free(gates->by_fd);
     free(gates);
     gates = NULL;
@@ -140,6 +159,8 @@ bool wsq__gate_open(struct lws *wsi, uint32_t max_head)
     gate_t *g = gates->by_fd[fd];
     if (g == NULL && (g = malloc(sizeof(*g))) == NULL)
         return false;
+    if (gates->by_fd[fd])
+        free(g->hn.names); /* (a descriptor lws did not close through us) */
     memset(g, 0, sizeof(*g));
     wsq_h1_init(&g->h1, max_head);
     wsq_wsrx_init(&g->ws);
@@ -155,6 +176,8 @@ void wsq__gate_close(struct lws *wsi)
     int fd = lws_get_socket_fd(wsi);
     if (gates == NULL || fd < 0 || (size_t)fd >= gates->nfd)
         return;
+    if (gates->by_fd[fd])
+        free(gates->by_fd[fd]->hn.names);
     free(gates->by_fd[fd]);
     gates->by_fd[fd] = NULL;
 }
@@ -178,6 +201,18 @@ bool wsq__gate_pipelined(struct lws *wsi)
     return g && g->pipelined;
 }
 
+bool wsq__gate_header_names(struct lws *wsi, const char **names, unsigned *count)
+{
+    gate_t *g = gate_of(lws_get_socket_fd(wsi));
+    *names = NULL;
+    *count = 0;
+    if (g == NULL)
+        return true;
+    *names = g->hn.names;
+    *count = g->hn.count;
+    return !g->hn.too_long;
+}
+
 bool wsq__gate_ws_violation(struct lws *wsi)
 {
     gate_t *g = gate_of(lws_get_socket_fd(wsi));
@@ -185,6 +220,72 @@ bool wsq__gate_ws_violation(struct lws *wsi)
 }
 
 /* ------------------------------------------------------------------------------------------- */
+
+/* Feeds the head bytes p[0..n) of the current request to the Wsq-Header- name scanner. The head
+ * was framed by wsq_h1 (which refuses what is malformed); the scanner only has to find lines. */
+static void hn_feed(hnames_t *hn, const uint8_t *p, size_t n)
+{
+    static const char prefix[] = WSQ_HEADER_PREFIX;
+    for (size_t i = 0; i < n && hn->st != 3; i++) {
+        uint8_t c = p[i];
+        if (c == '\r') {
+            hn->cr = true;
+            continue;
+        }
+        if (c == '\n') {
+            if (hn->st == 0 && hn->matched == 0 && hn->cr)
+                hn->st = 3; /* the empty line */
+            else if (hn->st == 1)
+                hn->too_long = true; /* a line without ':' (wsq_h1 refuses it anyway) */
+            hn->st = hn->st == 3 ? 3 : 0;
+            hn->matched = 0;
+            hn->cr = false;
+            continue;
+        }
+        hn->cr = false;
+        uint8_t lc = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+        if (hn->st == 0) {
+            if (lc != (uint8_t)prefix[hn->matched]) {
+                hn->st = 2;
+            } else if (++hn->matched == sizeof(prefix) - 1) {
+                hn->st = 1;
+                hn->cur = 0;
+                if (hn->cap - hn->len < WSQ_HEADER_KEY_MAX + 1) {
+                    size_t cap = hn->cap ? hn->cap * 2 : 4 * (WSQ_HEADER_KEY_MAX + 1);
+                    char *nn = realloc(hn->names, cap);
+                    if (nn == NULL) {
+                        hn->too_long = true; /* refused below, as if too long */
+                        hn->st = 2;
+                        continue;
+                    }
+                    hn->names = nn;
+                    hn->cap = cap;
+                }
+            }
+        } else if (hn->st == 1) {
+            if (c == ':') {
+                hn->names[hn->len + hn->cur] = '\0';
+                hn->len += hn->cur + 1u;
+                hn->count++;
+                hn->st = 2;
+            } else if (hn->cur == WSQ_HEADER_KEY_MAX) {
+                hn->too_long = true;
+                hn->st = 2;
+            } else {
+                hn->names[hn->len + hn->cur++] = (char)lc;
+            }
+        }
+    }
+}
+
+static void hn_reset(hnames_t *hn)
+{
+    char *names = hn->names;
+    size_t cap = hn->cap;
+    memset(hn, 0, sizeof(*hn));
+    hn->names = names; /* kept for the next request */
+    hn->cap = cap;
+}
 
 /* After lws took n bytes that the framer accepted: where the connection goes next. */
 static void advance(gate_t *g)
@@ -272,7 +373,12 @@ static size_t frame(gate_t *g, const uint8_t *peeked, size_t avail, uint8_t *buf
             continue;
         }
         size_t room = len - out, left = avail - in;
+        bool head = g->h1.state == WSQ_H1_HEAD;
+        if (head && g->h1.head_len == 0)
+            hn_reset(&g->hn); /* a new request */
         size_t take = wsq_h1_feed(&g->h1, peeked + in, left < room ? left : room);
+        if (head)
+            hn_feed(&g->hn, peeked + in, take);
         memcpy(buf + out, peeked + in, take);
         in += take;
         out += take;

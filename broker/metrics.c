@@ -60,8 +60,8 @@ static void line(wsq_buf_t *b, const char *fmt, ...)
 void wsq__metrics_render(wsq_server_t *srv, wsq_buf_t *b)
 {
     static const char *const lim_names[WSQ_LIM_COUNT] = {
-        "connections", "connections_per_ip", "subscriptions",
-        "window",      "message_size",       "publish_rate",
+        "connections",  "connections_per_ip", "subscriptions",   "window",
+        "message_size", "publish_rate",       "message_headers",
     };
     static const char *const batch_le[WSQ_BATCH_BUCKETS] = {
         "1", "2", "5", "10", "20", "50", "100", "200", "500", "1000", "2000", "5000"};

@@ -25,6 +25,7 @@ typedef enum {
     WSQ_LIM_WINDOW,
     WSQ_LIM_MESSAGE_SIZE,
     WSQ_LIM_PUBLISH_RATE,
+    WSQ_LIM_MESSAGE_HEADERS,
     WSQ_LIM_COUNT
 } wsq_limit_t;
 

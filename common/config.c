@@ -1042,14 +1042,29 @@ static wsq_err parse_limits(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
         M_SHUTDOWN,
         M_HTTP_BODY,
         M_HEADER,
+        M_MSG_HEADERS,
+        M_MSG_HEADERS_SIZE,
         M_N
     };
-    static const char *const keys[] = {
-        "max_message_size",  "max_connections", "max_connections_per_ip", "max_subscriptions",
-        "default_window",    "max_window",      "max_inflight_publishes", "max_publish_rate",
-        "writer_queue_high", "ping_interval",   "idle_timeout",           "ack_wait",
-        "max_deliver",       "consumer_ttl",    "shutdown_timeout",       "max_http_body",
-        "max_header_size"};
+    static const char *const keys[] = {"max_message_size",
+                                       "max_connections",
+                                       "max_connections_per_ip",
+                                       "max_subscriptions",
+                                       "default_window",
+                                       "max_window",
+                                       "max_inflight_publishes",
+                                       "max_publish_rate",
+                                       "writer_queue_high",
+                                       "ping_interval",
+                                       "idle_timeout",
+                                       "ack_wait",
+                                       "max_deliver",
+                                       "consumer_ttl",
+                                       "shutdown_timeout",
+                                       "max_http_body",
+                                       "max_header_size",
+                                       "max_message_headers",
+                                       "max_message_headers_size"};
     const char *p = "limits";
     yaml_node_t *v[M_N];
     char a[32], b[32];
@@ -1089,6 +1104,8 @@ static wsq_err parse_limits(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     L_DUR(M_SHUTDOWN, 0, HOUR, shutdown_timeout_ms)
     L_SIZE32(M_HTTP_BODY, 1, (uint32_t)GiB, max_http_body)
     L_SIZE32(M_HEADER, (uint32_t)(4 * KiB), (uint32_t)(63 * KiB), max_header_size)
+    L_U32(M_MSG_HEADERS, 0, 1024, max_message_headers)
+    L_SIZE32(M_MSG_HEADERS_SIZE, 0, (uint32_t)MiB, max_message_headers_size)
 #undef L_SIZE
 #undef L_SIZE32
 #undef L_U32
@@ -1505,6 +1522,8 @@ static wsq_err set_defaults(wsq_config_t *cfg)
     cfg->limits.max_connections = 10000;
     cfg->limits.max_connections_per_ip = 0;
     cfg->limits.max_subscriptions = 100;
+    cfg->limits.max_message_headers = 64;
+    cfg->limits.max_message_headers_size = 8 * KiB;
     cfg->limits.default_window = 256;
     cfg->limits.max_window = 10000;
     cfg->limits.max_inflight_publishes = 1024;

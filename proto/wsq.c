@@ -43,6 +43,7 @@ void wsq_frame_init(wsq_frame_t *f)
 void wsq_frame_clear(wsq_frame_t *f)
 {
     free(f->data);
+    free(f->headers);
     free(f->token);
     wsq_frame_init(f);
 }
@@ -50,6 +51,7 @@ void wsq_frame_clear(wsq_frame_t *f)
 void wsq_server_frame_clear(wsq_server_frame_t *f)
 {
     free(f->data);
+    free(f->headers);
     memset(f, 0, sizeof *f);
 }
 
@@ -185,6 +187,62 @@ static wsq_err get_topic(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *
 /* ------------------------------------------------------------------------------------------- */
 /* Client frame decoding, one function per op                                                   */
 
+/* A "headers" object of strings -> a block in b (empty for an empty object), with its count and
+ * bytes. On error *why says what is wrong and b is freed. */
+static wsq_err headers_from_json(const json_t *obj, wsq_buf_t *b, uint32_t *count, size_t *bytes,
+                                 const char **why)
+{
+    wsq_buf_init(b);
+    *count = 0;
+    *bytes = 0;
+    if (!json_is_object(obj)) {
+        *why = "\"headers\" must be an object of strings";
+        return WSQ_ERR_BAD_TYPE;
+    }
+    /* (in the object's order; the key's length, not strlen: a key may hold an escaped NUL) */
+    for (void *it = json_object_iter((json_t *)obj); it;
+         it = json_object_iter_next((json_t *)obj, it)) {
+        const json_t *v = json_object_iter_value(it);
+        size_t kl = json_object_iter_key_len(it);
+        wsq_err e = WSQ_ERR_BAD_TYPE;
+        *why = "header values must be strings";
+        if (json_is_string(v) &&
+            (e = wsq_headers_add(b, json_object_iter_key(it), kl, json_string_value(v),
+                                 json_string_length(v))) != WSQ_OK) {
+            *why = e == WSQ_ERR_NOMEM                   ? "out of memory"
+                   : kl == 0 || kl > WSQ_HEADER_KEY_MAX ? "a header key has 1 to 255 bytes"
+                   : json_string_length(v) > WSQ_HEADER_VALUE_MAX
+                       ? "a header value has at most 65535 bytes"
+                       : "a header key must not hold control characters";
+            e = e == WSQ_ERR_NOMEM ? e : WSQ_ERR_BAD_REQUEST;
+        }
+        if (e != WSQ_OK) {
+            wsq_buf_fini(b);
+            return e;
+        }
+        (*count)++;
+        *bytes += kl + json_string_length(v);
+    }
+    return WSQ_OK;
+}
+
+/* "headers" of a pub, kept as a block. Its limits (count, bytes) are the broker's configuration:
+ * f->n_headers and f->header_bytes tell. */
+static wsq_err dec_headers(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+{
+    const json_t *obj = json_object_get(root, "headers");
+    if (obj == NULL)
+        return WSQ_OK;
+    wsq_buf_t b;
+    const char *why;
+    wsq_err e = headers_from_json(obj, &b, &f->n_headers, &f->header_bytes, &why);
+    if (e != WSQ_OK)
+        return set_err(perr, e, "%s", why);
+    f->headers = b.data; /* the frame owns it now (NULL for {}) */
+    f->headers_len = b.len;
+    return WSQ_OK;
+}
+
 static wsq_err dec_pub(const json_t *root, size_t max_payload, wsq_frame_t *f,
                        wsq_proto_error_t *perr)
 {
@@ -226,7 +284,7 @@ static wsq_err dec_pub(const json_t *root, size_t max_payload, wsq_frame_t *f,
         f->data_len = n;
     }
     f->data[f->data_len] = '\0'; /* convenience only; the payload may hold NULs */
-    return WSQ_OK;
+    return dec_headers(root, f, perr);
 }
 
 static wsq_err dec_from(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
@@ -991,17 +1049,44 @@ wsq_err wsq_proto_enc_subscribed(wsq_buf_t *out, const char *ref, const wsq_subs
 
 /* The hot path: one reservation up front covers the whole frame unless the text payload needs
  * escapes, so each append below is a capacity compare and a memcpy. */
+wsq_err wsq_headers_json(wsq_buf_t *out, const void *block, size_t len)
+{
+    enc_t w = enc_begin(out);
+    size_t off = 0;
+    wsq_header_t h;
+    PUT_LIT(&w, "{");
+    for (bool first = true; wsq_headers_next(block, len, &off, &h); first = false) {
+        if (!first)
+            PUT_LIT(&w, ",");
+        put_str(&w, h.key, h.key_len);
+        PUT_LIT(&w, ":");
+        put_str(&w, h.value, h.value_len);
+    }
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
+/* ,"headers":{...} of a block. */
+static void put_headers(enc_t *w, const void *headers, size_t headers_len)
+{
+    PUT_LIT(w, ",\"headers\":");
+    if (w->e == WSQ_OK)
+        w->e = wsq_headers_json(w->b, headers, headers_len);
+}
+
 wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
                           int64_t ts_ms, const void *data, size_t len, bool binary,
-                          uint32_t deliveries)
+                          uint32_t deliveries, const void *headers, size_t headers_len)
 {
     if (!topic_arg_ok(topic, topic_len) || (data == NULL && len > 0) ||
-        (binary && len > SIZE_MAX / 2))
+        (binary && len > SIZE_MAX / 2) || (headers == NULL && headers_len > 0))
         return WSQ_ERR_INVAL;
     size_t body = binary ? wsq_base64_enc_len(len) : len;
     enc_t w = enc_begin(out);
-    /* fixed text 80 bytes, three numbers of at most 20 digits each, the topic unescaped */
-    if (room(&w, sat_add(160 + topic_len, body)) == NULL)
+    /* fixed text 80 bytes, three numbers of at most 20 digits each, the topic unescaped; the
+     * headers' text, unescaped, is at most 2 bytes a byte of the block, plus 14 */
+    if (room(&w, sat_add(sat_add(160 + topic_len, body), headers_len ? 2 * headers_len + 14 : 0)) ==
+        NULL)
         return enc_end(&w);
     PUT_LIT(&w, "{\"op\":\"msg\",\"topic\":");
     put_str(&w, topic, topic_len);
@@ -1015,6 +1100,8 @@ wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, u
     } else {
         put_str(&w, data, len);
     }
+    if (headers_len)
+        put_headers(&w, headers, headers_len);
     if (deliveries > 1) {
         PUT_LIT(&w, ",\"deliveries\":");
         put_u64(&w, deliveries);
@@ -1089,7 +1176,8 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
     enc_t w = enc_begin(out);
     switch (f->op) {
     case WSQ_OP_PUB:
-        if ((f->data == NULL && f->data_len > 0) || (f->binary && f->data_len > SIZE_MAX / 2))
+        if ((f->data == NULL && f->data_len > 0) || (f->binary && f->data_len > SIZE_MAX / 2) ||
+            (f->headers_len && wsq_headers_check(f->headers, f->headers_len, NULL, NULL) != WSQ_OK))
             return WSQ_ERR_INVAL;
         PUT_LIT(&w, "{\"op\":\"pub\"");
         put_ref(&w, f->ref);
@@ -1101,6 +1189,8 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
         } else {
             put_str(&w, (const char *)f->data, f->data_len);
         }
+        if (f->headers_len)
+            put_headers(&w, f->headers, f->headers_len);
         break;
     case WSQ_OP_SUB:
         if (f->consumer_len > 0 && !wsq_consumer_valid(f->consumer, f->consumer_len))
@@ -1302,6 +1392,17 @@ static wsq_err srv_msg(const json_t *root, wsq_server_frame_t *f)
         f->data_len = n;
     }
     f->data[f->data_len] = '\0';
+    const json_t *hdrs = json_object_get(root, "headers");
+    if (hdrs != NULL) {
+        wsq_buf_t b;
+        const char *why;
+        uint32_t count;
+        size_t bytes;
+        if ((e = headers_from_json(hdrs, &b, &count, &bytes, &why)) != WSQ_OK)
+            return e;
+        f->headers = b.data;
+        f->headers_len = b.len;
+    }
     return WSQ_OK;
 }
 

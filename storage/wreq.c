@@ -36,6 +36,29 @@ wsq_wreq_t *wsq_wreq_new(wsq_wop_t op, const char *topic, size_t topic_len, cons
     return r;
 }
 
+wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *data, size_t len,
+                            uint32_t flags, const void *headers, size_t headers_len, size_t extra)
+{
+    size_t body = headers_len ? 4 + headers_len + len : len;
+    if (len > WSQ_MSG_MAX_LEN || headers_len > WSQ_MSG_MAX_LEN - 4 - len || extra > SIZE_MAX / 2)
+        return NULL;
+    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, topic, topic_len, NULL, 0, body + extra);
+    if (r == NULL)
+        return NULL;
+    unsigned char *p = r->data;
+    if (headers_len) {
+        for (int i = 0; i < 4; i++)
+            *p++ = (unsigned char)(headers_len >> (8 * i));
+        memcpy(p, headers, headers_len);
+        p += headers_len;
+    }
+    if (len)
+        memcpy(p, data, len);
+    r->len = body;
+    r->flags = (flags & ~WSQ_MSG_HEADERS) | (headers_len ? WSQ_MSG_HEADERS : 0);
+    return r;
+}
+
 void wsq_wreq_free(wsq_wreq_t **reqp)
 {
     if (reqp == NULL || *reqp == NULL)

@@ -115,6 +115,8 @@ typedef struct {
         int64_t shutdown_timeout_ms;     /* default 5s */
         uint32_t max_http_body;          /* HTTP request bodies, default = max_message_size */
         uint32_t max_header_size;        /* HTTP headers (JWTs), default 16KiB */
+        uint32_t max_message_headers;    /* headers of one message, default 64; 0 = none */
+        uint32_t max_message_headers_size; /* their keys and values summed, default 8KiB */
     } limits;
 
     struct {

@@ -84,7 +84,12 @@ typedef struct {
     /* pub */
     unsigned char *data; /* decoded payload, data_len bytes and a NUL (owned by the frame) */
     size_t data_len;
-    bool binary; /* "enc":"base64" */
+    bool binary;            /* "enc":"base64" */
+    unsigned char *headers; /* "headers" as a block (see "Message headers"), headers_len bytes,
+                             * owned by the frame; NULL when absent */
+    size_t headers_len;
+    uint32_t n_headers;  /* how many */
+    size_t header_bytes; /* their keys and values, summed (limits.max_header_bytes) */
     /* sub */
     char consumer[129]; /* "" = ephemeral */
     size_t consumer_len;
@@ -185,15 +190,17 @@ typedef struct {
  * its length is 0 or above WSQ_TOPIC_MAX (255). */
 wsq_err wsq_proto_enc_subscribed(wsq_buf_t *out, const char *ref, const wsq_subscribed_t *s);
 
-/* {"op":"msg","topic":T,"seq":N,"ts":MS,"data":...[,"enc":"base64"][,"deliveries":D]}
+/* {"op":"msg","topic":T,"seq":N,"ts":MS,"data":...[,"enc":"base64"][,"headers":{...}]
+ * [,"deliveries":D]}
  * data[0..len) is the payload: base64-encoded when binary, else a JSON string, which must be
- * valid UTF-8 (stored text is). deliveries is written only when > 1. The broker's delivery hot
- * path: one reservation covers the frame unless the text needs escapes. WSQ_ERR_INVAL for a
- * topic as in wsq_proto_enc_subscribed, data NULL with len > 0, or binary with len above
- * SIZE_MAX / 2. */
+ * valid UTF-8 (stored text is). headers[0..headers_len) is a block (see "Message headers"),
+ * written as an object in its order when not empty. deliveries is written only when > 1. The
+ * broker's delivery hot path: one reservation covers the frame unless the text needs escapes.
+ * WSQ_ERR_INVAL for a topic as in wsq_proto_enc_subscribed, data or headers NULL with a length
+ * > 0, or binary with len above SIZE_MAX / 2. */
 wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
                           int64_t ts_ms, const void *data, size_t len, bool binary,
-                          uint32_t deliveries);
+                          uint32_t deliveries, const void *headers, size_t headers_len);
 
 /* Gap reasons */
 typedef enum { WSQ_GAP_RETENTION = 1, WSQ_GAP_PURGE, WSQ_GAP_CORRUPT } wsq_gap_reason_t;
@@ -222,11 +229,13 @@ typedef struct {
     bool binary;         /* msg: "enc":"base64" (data is decoded) */
     unsigned char *data; /* msg payload, data_len bytes and a NUL (owned by the frame) */
     size_t data_len;
+    unsigned char *headers; /* msg "headers" as a block (owned; NULL when absent or empty) */
+    size_t headers_len;
     char code[32];     /* err: the code */
     char message[256]; /* err: the message, cut at a character boundary, up to a NUL */
     char reason[32];   /* gap: the reason */
 } wsq_server_frame_t;
-/* Frees what f owns (data) and zeroes it. Idempotent. */
+/* Frees what f owns (data, headers) and zeroes it. Idempotent. */
 void wsq_server_frame_clear(wsq_server_frame_t *f);
 /* Decodes one server frame from json[0..len) (NULL reads as empty) into f, which is overwritten.
  * On success f->data is the caller's through f (wsq_server_frame_clear). Errors, with f left
@@ -267,6 +276,43 @@ void wsq_raw_target_clear(wsq_raw_target_t *t);
  */
 wsq_err wsq_raw_parse_target(const char *path, const char *query, wsq_raw_target_t *t, char *errbuf,
                              size_t errlen);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Message headers                                                                              */
+
+/*
+ * A message's headers travel between layers, and are stored, as one block: for each header in
+ * order, its key length (1 byte), the key, its value length (2 bytes, little-endian), the value.
+ * Keys are 1 to WSQ_HEADER_KEY_MAX bytes of UTF-8 without control characters, unique within a
+ * message; values are UTF-8 (JSON strings), up to 65,535 bytes. The size of the headers is
+ * counted as the sum of key and value lengths (limits.max_header_bytes).
+ */
+#define WSQ_HEADER_KEY_MAX 255
+#define WSQ_HEADER_VALUE_MAX 65535
+
+typedef struct {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+} wsq_header_t;
+
+/* Appends one header to the block in b. WSQ_ERR_INVAL for a key or value out of bounds (length,
+ * UTF-8, control characters in the key); WSQ_ERR_NOMEM. b is unchanged on error. Uniqueness is
+ * the caller's (a JSON object has unique members; wsq_headers_check tells). */
+wsq_err wsq_headers_add(wsq_buf_t *b, const char *key, size_t key_len, const char *value,
+                        size_t value_len);
+
+/* Iterates a block that wsq_headers_check accepted: *off starts at 0; false at the end. */
+bool wsq_headers_next(const void *block, size_t len, size_t *off, wsq_header_t *h);
+
+/* Appends the block as a JSON object, {"key":"value",...} in its order. WSQ_ERR_NOMEM,
+ * WSQ_ERR_BAD_UTF8 (a block wsq_headers_check refuses); out keeps its length on error. */
+wsq_err wsq_headers_json(wsq_buf_t *out, const void *block, size_t len);
+
+/* Checks a whole block: well formed, keys and values as above, no key twice. Fills count and
+ * bytes (key and value lengths summed) when not NULL. WSQ_ERR_CORRUPT when malformed. */
+wsq_err wsq_headers_check(const void *block, size_t len, uint32_t *count, size_t *bytes);
 
 /* ------------------------------------------------------------------------------------------- */
 /* UTF-8 (RFC 3629)                                                                             */

@@ -58,9 +58,10 @@
 /* On-disk format written by this build. A store with a higher version is refused; a writer
  * upgrades an older one in place (2: payloads longer than a page are stored in page-sized parts;
  * 3: new messages carry a CRC-32C of payload, timestamp and flags, where format 2 had zlib's
- * CRC-32 of the payload; messages already stored keep theirs and are checked with it).
+ * CRC-32 of the payload; messages already stored keep theirs and are checked with it; 4: messages
+ * may carry headers, WSQ_MSG_HEADERS).
  */
-#define WSQ_FORMAT_VERSION 3
+#define WSQ_FORMAT_VERSION 4
 
 typedef struct wsq_store wsq_store_t;
 
@@ -220,6 +221,11 @@ typedef enum {
 
 /* Message flags */
 #define WSQ_MSG_BINARY 0x1u /* binary payload; otherwise UTF-8 text */
+/* The message has headers (format 4). An APPEND's data is then its body: the headers' length n
+ * (u32 LE), n bytes of headers (a block as wsq/proto.h "Message headers" describes; the store
+ * does not look inside), then the payload; len is the body's length. A read splits the body
+ * again (wsq_msg_view_t). */
+#define WSQ_MSG_HEADERS 0x2u
 
 /* Longest payload the store takes (an APPEND above it is refused with WSQ_ERR_TOO_LARGE). */
 #define WSQ_MSG_MAX_LEN ((size_t)UINT32_MAX)
@@ -258,8 +264,8 @@ struct wsq_wreq {
     bool created;           /* out (TOPIC_ENSURE, CONSUMER_OPEN): newly created */
     wsq_cstate_t state;     /* out (CONSUMER_OPEN): the consumer's state; in (CONSUMER_PUT).
                              * Owned by the request. */
-    size_t len;             /* in (APPEND): payload length */
-    unsigned char *data;    /* in (APPEND): payload (points into the request) */
+    size_t len;             /* in (APPEND): payload length (with WSQ_MSG_HEADERS: the body's) */
+    unsigned char *data;    /* in (APPEND): payload or body (points into the request) */
     uint32_t crc;           /* set by submit (APPEND): CRC-32C of the payload, computed on the
                              * submitting thread so the single writer does not have to */
 };
@@ -269,6 +275,13 @@ struct wsq_wreq {
  * Every other field is zero. Returns NULL on allocation failure. Any thread. */
 wsq_wreq_t *wsq_wreq_new(wsq_wop_t op, const char *topic, size_t topic_len, const char *consumer,
                          size_t consumer_len, size_t payload_len);
+
+/* An APPEND of payload data[0..len) with flags (WSQ_MSG_BINARY) and the headers block
+ * headers[0..headers_len) (0: none; else WSQ_MSG_HEADERS is set and data holds the body, see
+ * WSQ_MSG_HEADERS), with `extra` more bytes after the body for the caller (at data + len).
+ * NULL on allocation failure, or when the body would pass WSQ_MSG_MAX_LEN. Any thread. */
+wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *data, size_t len,
+                            uint32_t flags, const void *headers, size_t headers_len, size_t extra);
 
 /* Frees a request (and its state). *reqp is set to NULL. NULL or *reqp NULL is a no-op. */
 void wsq_wreq_free(wsq_wreq_t **reqp);
@@ -330,7 +343,9 @@ typedef struct {
     int64_t ts_ms;
     uint32_t flags; /* WSQ_MSG_* */
     size_t len;
-    const void *data; /* checked against the message's checksum before the callback sees it */
+    const void *data;    /* checked against the message's checksum before the callback sees it */
+    const void *headers; /* WSQ_MSG_HEADERS: the headers block, headers_len bytes; else NULL */
+    size_t headers_len;
 } wsq_msg_view_t;
 
 /* Read callback: return 0 to continue, nonzero to stop after this message. */

@@ -150,8 +150,11 @@ static wsq_err check_topic(wsq_store_t *store, uint32_t id, reporter_t *rep)
                          (unsigned long long)seq,
                          flags & MSG_F_CRC32C ? "CRC-32C of payload, timestamp and flags"
                                               : "CRC-32 of the payload, format 2");
-                if (MSG_F_USER(flags) & ~WSQ_MSG_BINARY)
+                if (MSG_F_USER(flags) & ~(WSQ_MSG_BINARY | WSQ_MSG_HEADERS))
                     NOTE("seq %llu: unknown flags", (unsigned long long)seq);
+                if ((flags & WSQ_MSG_HEADERS) && !(flags & MSG_F_PARTS) &&
+                    (len < 4 || wsq__get_le32(p + MSG_HDR_LEN) > len - 4))
+                    NOTE("seq %llu: its headers do not fit its body", (unsigned long long)seq);
                 bytes += len;
             }
         }

@@ -190,6 +190,18 @@ wsq_err wsq_store_read(wsq_store_t *store, uint32_t topic_id, uint64_t from, uin
         info->bytes += m.len;
         info->last_seq = seq;
         expect++;
+        if (fn && (m.flags & WSQ_MSG_HEADERS)) { /* the body: n (u32 LE) | headers | payload */
+            const unsigned char *b = m.data;
+            if (m.len < 4 || wsq__get_le32(b) > m.len - 4) {
+                err = WSQ_ERR_CORRUPT; /* passed its checksum: written so */
+                break;
+            }
+            size_t n = wsq__get_le32(b);
+            m.headers = b + 4;
+            m.headers_len = n;
+            m.data = b + 4 + n;
+            m.len -= 4 + n;
+        }
         if (fn && fn(arg, &m) != 0)
             break;
         if (info->count >= max_count || seq + 1 >= rec.next_seq)

@@ -145,7 +145,7 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
         return rc == MDB_KEYEXIST ? WSQ_ERR_CORRUPT : wsq__mdb_err(rc);
     unsigned char *p = v.mv_data;
     wsq__put_le64(p, (uint64_t)ts);
-    uint32_t user = r->flags & WSQ_MSG_BINARY;
+    uint32_t user = r->flags & (WSQ_MSG_BINARY | WSQ_MSG_HEADERS);
     wsq__put_le32(p + 8, user | MSG_F_CRC32C | (parted ? MSG_F_PARTS : 0));
     wsq__put_le32(p + 12, wsq__msg_crc_seal(r->crc, ts, user));
     if (parted) {

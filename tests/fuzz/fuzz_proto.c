@@ -20,15 +20,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ra == WSQ_OK) {
         if (a.op != b.op || strcmp(a.ref, b.ref) != 0 || strcmp(a.topic, b.topic) != 0 ||
             a.data_len != b.data_len || a.binary != b.binary ||
-            (a.data_len && memcmp(a.data, b.data, a.data_len) != 0))
+            (a.data_len && memcmp(a.data, b.data, a.data_len) != 0) ||
+            a.headers_len != b.headers_len ||
+            (a.headers_len && memcmp(a.headers, b.headers, a.headers_len) != 0))
             abort();
+        uint32_t nh;
+        size_t hbytes;
+        if (wsq_headers_check(a.headers, a.headers_len, &nh, &hbytes) != WSQ_OK ||
+            nh != a.n_headers || hbytes != a.header_bytes)
+            abort(); /* a decoded block is always well formed, and counted right */
         /* what decodes must encode, and decode again to the same frame */
         wsq_buf_t out;
         wsq_buf_init(&out);
         if (wsq_proto_encode_client(&a, &out) == WSQ_OK) {
             wsq_frame_t c;
             wsq_proto_error_t ec;
-            if (wsq_proto_decode(out.data, out.len, maxp, &c, &ec) != WSQ_OK || c.op != a.op)
+            if (wsq_proto_decode(out.data, out.len, maxp, &c, &ec) != WSQ_OK || c.op != a.op ||
+                c.headers_len != a.headers_len ||
+                (a.headers_len && memcmp(c.headers, a.headers, a.headers_len) != 0))
                 abort();
             wsq_frame_clear(&c);
         }

@@ -795,7 +795,7 @@ static void test_proto_text_special_roundtrip(void **state)
 
     wsq_buf_t b;
     wsq_buf_init(&b);
-    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 1, 2, text, n, false, 1), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 1, 2, text, n, false, 1, NULL, 0), WSQ_OK);
     assert_true(wsq_utf8_valid(b.data, b.len));
     wsq_server_frame_t s = decode_server_ok(&b);
     assert_false(s.binary);
@@ -832,7 +832,7 @@ static void test_proto_binary_all_bytes(void **state)
 
     wsq_buf_t b;
     wsq_buf_init(&b);
-    assert_int_equal(wsq_proto_enc_msg(&b, "bin", 3, 9, 10, all, 256, true, 3), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_msg(&b, "bin", 3, 9, 10, all, 256, true, 3, NULL, 0), WSQ_OK);
     wsq_server_frame_t s = decode_server_ok(&b);
     assert_true(s.binary);
     assert_int_equal(s.data_len, 256);
@@ -894,15 +894,15 @@ static void test_proto_server_exact_text(void **state)
                        "\"first_seq\":1,\"next_seq\":10,\"start_seq\":4,\"window\":256,"
                        "\"resumed\":false}");
 
-    assert_int_equal(
-        wsq_proto_enc_msg(&b, "t", 1, 18446744073709551615ULL, INT64_MIN, "a/b", 3, false, 1),
-        WSQ_OK);
+    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 18446744073709551615ULL, INT64_MIN, "a/b", 3,
+                                       false, 1, NULL, 0),
+                     WSQ_OK);
     assert_buf_str(&b, "{\"op\":\"msg\",\"topic\":\"t\",\"seq\":18446744073709551615,"
                        "\"ts\":-9223372036854775808,\"data\":\"a/b\"}");
-    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 0, 9, "\x00\xff", 2, true, 2), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 0, 9, "\x00\xff", 2, true, 2, NULL, 0), WSQ_OK);
     assert_buf_str(&b, "{\"op\":\"msg\",\"topic\":\"t\",\"seq\":0,\"ts\":9,\"data\":\"AP8=\","
                        "\"enc\":\"base64\",\"deliveries\":2}");
-    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 10, 99, NULL, 0, false, 0), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 10, 99, NULL, 0, false, 0, NULL, 0), WSQ_OK);
     assert_buf_str(&b, "{\"op\":\"msg\",\"topic\":\"t\",\"seq\":10,\"ts\":99,\"data\":\"\"}");
 
     assert_int_equal(wsq_proto_enc_gap(&b, "t", 1, 3, 7, WSQ_GAP_RETENTION), WSQ_OK);
@@ -954,7 +954,7 @@ static void test_proto_enc_numbers(void **state)
         snprintf(want, sizeof want,
                  "{\"op\":\"msg\",\"topic\":\"t\",\"seq\":1,\"ts\":%lld,\"data\":\"\"}",
                  (long long)ts[i]);
-        assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 1, ts[i], "", 0, false, 1), WSQ_OK);
+        assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 1, ts[i], "", 0, false, 1, NULL, 0), WSQ_OK);
         assert_buf_str(&b, want);
     }
     wsq_buf_fini(&b);
@@ -970,10 +970,13 @@ static void test_proto_server_encoders_append_and_roll_back(void **state)
     assert_buf_str(&b, "HDR{\"op\":\"pong\"}");
 
     assert_int_equal(wsq_buf_append(&b, "HDR", 3), WSQ_OK);
-    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 1, 1, "ok\xFF", 3, false, 1), WSQ_ERR_BAD_UTF8);
+    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 1, 1, "ok\xFF", 3, false, 1, NULL, 0),
+                     WSQ_ERR_BAD_UTF8);
     assert_int_equal(b.len, 3);
-    assert_int_equal(wsq_proto_enc_msg(&b, NULL, 0, 1, 1, "x", 1, false, 1), WSQ_ERR_INVAL);
-    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 1, 1, NULL, 1, false, 1), WSQ_ERR_INVAL);
+    assert_int_equal(wsq_proto_enc_msg(&b, NULL, 0, 1, 1, "x", 1, false, 1, NULL, 0),
+                     WSQ_ERR_INVAL);
+    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 1, 1, NULL, 1, false, 1, NULL, 0),
+                     WSQ_ERR_INVAL);
     assert_int_equal(wsq_proto_enc_gap(&b, "t", 1, 1, 2, (wsq_gap_reason_t)9), WSQ_ERR_INVAL);
     assert_int_equal(wsq_proto_enc_reset(&b, "t", 0, 1, 1, 1), WSQ_ERR_INVAL);
     assert_int_equal(wsq_proto_enc_ok(&b, NULL, "t", 256, 1, true), WSQ_ERR_INVAL);
@@ -1039,7 +1042,8 @@ static void test_proto_server_roundtrip_all_frames(void **state)
     wsq_server_frame_clear(&s);
     b.len = 0;
 
-    assert_int_equal(wsq_proto_enc_msg(&b, "a.b", 3, 7, 1700000000000, "hi", 2, false, 0), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_msg(&b, "a.b", 3, 7, 1700000000000, "hi", 2, false, 0, NULL, 0),
+                     WSQ_OK);
     s = decode_server_ok(&b);
     assert_string_equal(s.op, "msg");
     assert_string_equal(s.topic, "a.b");
@@ -1053,7 +1057,8 @@ static void test_proto_server_roundtrip_all_frames(void **state)
     assert_null(s.data);
     b.len = 0;
 
-    assert_int_equal(wsq_proto_enc_msg(&b, "a.b", 3, 8, 1, "\x00", 1, true, 4000000000u), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_msg(&b, "a.b", 3, 8, 1, "\x00", 1, true, 4000000000u, NULL, 0),
+                     WSQ_OK);
     s = decode_server_ok(&b);
     assert_true(s.binary);
     assert_int_equal(s.data_len, 1);
@@ -1780,6 +1785,110 @@ static void test_proto_fast_pub_matches_full_decoder(void **state)
     assert_true(fast_ok > 500); /* the generator reaches the success path often */
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* Message headers                                                                              */
+
+static void test_proto_headers_block(void **state)
+{
+    (void)state;
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    assert_int_equal(wsq_headers_add(&b, "k", 1, "v", 1), WSQ_OK);
+    assert_int_equal(wsq_headers_add(&b, "\xc3\xa9", 2, "", 0), WSQ_OK);
+    /* the layout: key length, key, value length (LE), value */
+    static const unsigned char want[] = {1, 'k', 1, 0, 'v', 2, 0xc3, 0xa9, 0, 0};
+    assert_int_equal(b.len, sizeof(want));
+    assert_memory_equal(b.data, want, sizeof(want));
+    uint32_t n = 0;
+    size_t bytes = 0;
+    assert_int_equal(wsq_headers_check(b.data, b.len, &n, &bytes), WSQ_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(bytes, 4);
+    size_t off = 0;
+    wsq_header_t h;
+    assert_true(wsq_headers_next(b.data, b.len, &off, &h));
+    assert_int_equal(h.key_len, 1);
+    assert_memory_equal(h.value, "v", 1);
+    assert_true(wsq_headers_next(b.data, b.len, &off, &h));
+    assert_int_equal(h.value_len, 0);
+    assert_false(wsq_headers_next(b.data, b.len, &off, &h));
+    /* refused, b unchanged */
+    size_t len = b.len;
+    char big[300];
+    memset(big, 'a', sizeof(big));
+    assert_int_equal(wsq_headers_add(&b, "", 0, "v", 1), WSQ_ERR_INVAL);
+    assert_int_equal(wsq_headers_add(&b, big, 256, "v", 1), WSQ_ERR_INVAL);
+    assert_int_equal(wsq_headers_add(&b, "a\nb", 3, "v", 1), WSQ_ERR_INVAL);
+    assert_int_equal(wsq_headers_add(&b, "a\x7f", 2, "v", 1), WSQ_ERR_INVAL);
+    assert_int_equal(wsq_headers_add(&b, "\xff", 1, "v", 1), WSQ_ERR_INVAL);
+    assert_int_equal(wsq_headers_add(&b, "k2", 2, "\xc3", 1), WSQ_ERR_INVAL);
+    assert_int_equal(b.len, len);
+    assert_int_equal(wsq_headers_add(&b, big, 255, "v", 1), WSQ_OK);
+    /* a block check refuses: a key twice, a cut entry, a bad key */
+    assert_int_equal(wsq_headers_add(&b, "k", 1, "again", 5), WSQ_OK);
+    assert_int_equal(wsq_headers_check(b.data, b.len, NULL, NULL), WSQ_ERR_CORRUPT);
+    assert_int_equal(wsq_headers_check(want, sizeof(want) - 1, NULL, NULL), WSQ_ERR_CORRUPT);
+    static const unsigned char nokey[] = {0, 1, 0, 'v'};
+    assert_int_equal(wsq_headers_check(nokey, sizeof(nokey), NULL, NULL), WSQ_ERR_CORRUPT);
+    assert_int_equal(wsq_headers_check(NULL, 0, &n, &bytes), WSQ_OK);
+    assert_int_equal(n, 0);
+    /* as JSON, in order, escaped */
+    b.len = 0;
+    assert_int_equal(wsq_headers_add(&b, "z", 1, "a\"b\n", 4), WSQ_OK);
+    assert_int_equal(wsq_headers_add(&b, "a", 1, "x\0y", 3), WSQ_OK);
+    wsq_buf_t j;
+    wsq_buf_init(&j);
+    assert_int_equal(wsq_headers_json(&j, b.data, b.len), WSQ_OK);
+    assert_buf_str(&j, "{\"z\":\"a\\\"b\\n\",\"a\":\"x\\u0000y\"}");
+    wsq_buf_fini(&j);
+    wsq_buf_fini(&b);
+}
+
+static void test_proto_pub_headers(void **state)
+{
+    (void)state;
+    wsq_frame_t f;
+    decode_ok("{\"op\":\"pub\",\"topic\":\"t\",\"data\":\"x\",\"headers\":{\"b\":\"2\",\"a\":"
+              "\"\\u00e9\"}}",
+              &f);
+    assert_int_equal(f.n_headers, 2);
+    assert_int_equal(f.header_bytes, 5); /* "b" "2" "a" and é, 2 bytes */
+    static const unsigned char want[] = {1, 'b', 1, 0, '2', 1, 'a', 2, 0, 0xc3, 0xa9};
+    assert_int_equal(f.headers_len, sizeof(want));
+    assert_memory_equal(f.headers, want, sizeof(want));
+    assert_int_equal(wsq_headers_check(f.headers, f.headers_len, NULL, NULL), WSQ_OK);
+    wsq_frame_clear(&f);
+    assert_null(f.headers);
+    decode_ok("{\"op\":\"pub\",\"topic\":\"t\",\"data\":\"x\",\"headers\":{}}", &f);
+    assert_null(f.headers);
+    assert_int_equal(f.n_headers, 0);
+    wsq_frame_clear(&f);
+    decode_err("{\"op\":\"pub\",\"topic\":\"t\",\"data\":\"x\",\"headers\":[]}", WSQ_ERR_BAD_TYPE);
+    decode_err("{\"op\":\"pub\",\"topic\":\"t\",\"data\":\"x\",\"headers\":{\"a\":1}}",
+               WSQ_ERR_BAD_TYPE);
+    decode_err("{\"op\":\"pub\",\"topic\":\"t\",\"data\":\"x\",\"headers\":{\"\":\"v\"}}",
+               WSQ_ERR_BAD_REQUEST);
+    decode_err("{\"op\":\"pub\",\"topic\":\"t\",\"data\":\"x\",\"headers\":{\"a\\tb\":\"v\"}}",
+               WSQ_ERR_BAD_REQUEST);
+    decode_err(
+        "{\"op\":\"pub\",\"topic\":\"t\",\"data\":\"x\",\"headers\":{\"a\":\"1\",\"a\":\"2\"}}",
+        WSQ_ERR_BAD_JSON);
+
+    /* msg with headers, and a client decoding it */
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 7, 8, "x", 1, false, 2, want, sizeof(want)),
+                     WSQ_OK);
+    wsq_server_frame_t s = decode_server_ok(&b);
+    assert_int_equal(s.headers_len, sizeof(want));
+    assert_memory_equal(s.headers, want, sizeof(want));
+    wsq_server_frame_clear(&s);
+    assert_buf_str(&b, "{\"op\":\"msg\",\"topic\":\"t\",\"seq\":7,\"ts\":8,\"data\":\"x\","
+                       "\"headers\":{\"b\":\"2\",\"a\":\"\xc3\xa9\"},\"deliveries\":2}");
+    assert_int_equal(wsq_proto_enc_msg(&b, "t", 1, 7, 8, "x", 1, false, 1, NULL, 3), WSQ_ERR_INVAL);
+    wsq_buf_fini(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1827,6 +1936,8 @@ int main(void)
         cmocka_unit_test(test_proto_raw_target_from),
         cmocka_unit_test(test_proto_json_escape),
         cmocka_unit_test(test_proto_buf),
+        cmocka_unit_test(test_proto_headers_block),
+        cmocka_unit_test(test_proto_pub_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

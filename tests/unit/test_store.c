@@ -1020,6 +1020,79 @@ static void test_store_checksum_on_every_read(void **state)
     assert_int_equal(info.corrupt_seq, 7);
 }
 
+typedef struct {
+    int n;
+    size_t hlen[4], len[4];
+    unsigned char h[4][16];
+    uint32_t flags[4];
+    unsigned char first[4], last[4];
+} hview_t;
+
+static int hcollect(void *arg, const wsq_msg_view_t *m)
+{
+    hview_t *v = arg;
+    if (v->n < 4) {
+        v->hlen[v->n] = m->headers_len;
+        v->len[v->n] = m->len;
+        v->flags[v->n] = m->flags;
+        if (m->headers_len && m->headers_len <= 16)
+            memcpy(v->h[v->n], m->headers, m->headers_len);
+        if (m->len) {
+            v->first[v->n] = ((const unsigned char *)m->data)[0];
+            v->last[v->n] = ((const unsigned char *)m->data)[m->len - 1];
+        }
+        v->n++;
+    }
+    return 0;
+}
+
+/* A message with headers (format 4): the store keeps the body (headers' length, the block, the
+ * payload) and a read splits it again, for a small and for a parted message; the body counts in
+ * the topic's bytes; check knows the flag. */
+static void test_store_headers(void **state)
+{
+    fixture_t *f = *state;
+    static const unsigned char hb[] = {1, 'k', 1, 0, 'v'};
+    static unsigned char big[20000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (unsigned char)(i * 7);
+    const char *t = "hdr";
+    for (int i = 0; i < 3; i++) {
+        wsq_wreq_t *r =
+            i == 0   ? wsq_wreq_append(t, 3, "payload", 7, 0, hb, sizeof(hb), 0)
+            : i == 1 ? wsq_wreq_append(t, 3, big, sizeof(big), WSQ_MSG_BINARY, hb, sizeof(hb), 0)
+                     : wsq_wreq_append(t, 3, "plain", 5, 0, NULL, 0, 0);
+        assert_non_null(r);
+        assert_int_equal(r->flags & WSQ_MSG_HEADERS, i < 2 ? WSQ_MSG_HEADERS : 0);
+        assert_int_equal(wsq_store_call(f->store, r), WSQ_OK);
+        wsq_wreq_free(&r);
+    }
+    uint32_t id = topic_id(f->store, t);
+    hview_t v = {0};
+    wsq_read_info_t info;
+    assert_int_equal(wsq_store_read(f->store, id, 1, 10, UINT64_MAX, hcollect, &v, &info), WSQ_OK);
+    assert_int_equal(v.n, 3);
+    assert_int_equal(v.hlen[0], sizeof(hb));
+    assert_memory_equal(v.h[0], hb, sizeof(hb));
+    assert_int_equal(v.len[0], 7);
+    assert_int_equal(v.first[0], 'p');
+    assert_int_equal(v.flags[1], WSQ_MSG_BINARY | WSQ_MSG_HEADERS);
+    assert_int_equal(v.hlen[1], sizeof(hb));
+    assert_int_equal(v.len[1], sizeof(big));
+    assert_int_equal(v.first[1], big[0]);
+    assert_int_equal(v.last[1], big[sizeof(big) - 1]);
+    assert_int_equal(v.hlen[2], 0);
+    assert_int_equal(v.len[2], 5);
+    /* bytes: the bodies as stored */
+    assert_int_equal(info.bytes, (4 + sizeof(hb) + 7) + (4 + sizeof(hb) + sizeof(big)) + 5);
+    reports_t rep = {0};
+    uint64_t n = 99;
+    assert_int_equal(wsq_store_check(f->store, on_violation, &rep, &n), WSQ_OK);
+    assert_int_equal(n, 0);
+    /* too long for the store */
+    assert_null(wsq_wreq_append(t, 3, "x", 1, 0, hb, (size_t)UINT32_MAX, 0));
+}
+
 static void test_store_compact_copy(void **state)
 {
     fixture_t *f = *state;
@@ -1109,6 +1182,7 @@ int main(void)
         T(test_store_seq_at_time),
         T(test_store_check_finds_damage),
         T(test_store_checksum_on_every_read),
+        T(test_store_headers),
         T(test_store_compact_copy),
         T(test_store_stop_completes_queued_then_refuses),
         T(test_store_readonly_has_no_writer),

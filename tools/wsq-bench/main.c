@@ -884,7 +884,7 @@ static int selftest(void)
     scan_t s;
     uint64_t ts, ctr;
     if (wsq_proto_enc_msg(&b, "self.test", 9, 5000000000ull, 1795648380240, pay, sizeof(pay), false,
-                          3) != WSQ_OK ||
+                          3, NULL, 0) != WSQ_OK ||
         !scan_frame(b.data, b.len, &s) || s.op != OP_MSG || !s.has_seq || s.seq != 5000000000ull ||
         s.ts != 1795648380240ull || s.data_len != sizeof(pay) ||
         !payload_read(s.data, s.data_len, &ts, &ctr) || ts != 77 || ctr != 88)

@@ -273,6 +273,7 @@ typedef struct {
     size_t len;          /* payload length */
     unsigned char *data; /* the first kept bytes of the payload */
     size_t kept;         /* bytes in data */
+    json_t *headers;     /* an object, or NULL when the message has none */
 } peek_msg_t;
 
 typedef struct {
@@ -308,6 +309,19 @@ static int peek_one(void *arg, const wsq_msg_view_t *m)
     }
     if (o->kept)
         memcpy(o->data, m->data, o->kept);
+    o->headers = NULL;
+    if (m->headers_len) {
+        wsq_buf_t b;
+        wsq_buf_init(&b);
+        if (wsq_headers_json(&b, m->headers, m->headers_len) != WSQ_OK ||
+            (o->headers = json_loadb((const char *)b.data, b.len, JSON_ALLOW_NUL, NULL)) == NULL) {
+            wsq_buf_fini(&b);
+            free(o->data);
+            p->nomem = true;
+            return 1;
+        }
+        wsq_buf_fini(&b);
+    }
     p->n++;
     return 0;
 }
@@ -445,6 +459,8 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
             } else {
                 json_object_set_new(o, "data", d);
             }
+            if (m->headers)
+                json_object_set(o, "headers", m->headers);
             json_array_append_new(arr, o);
         }
         json_t *doc = json_object();
@@ -486,8 +502,10 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
     if (corrupt)
         rc = CTL_VIOLATIONS;
 done:
-    for (size_t i = 0; i < p.n; i++)
+    for (size_t i = 0; i < p.n; i++) {
         free(p.msgs[i].data);
+        json_decref(p.msgs[i].headers);
+    }
     free(p.msgs);
     wsq_store_close(s);
     return rc;
@@ -706,7 +724,14 @@ static int export_one(void *arg, const wsq_msg_view_t *m)
         }
     }
     if (e == WSQ_OK)
-        e = b64 ? wsq_buf_append(b, "\",\"enc\":\"base64\"}\n", 18) : wsq_buf_append(b, "\"}\n", 3);
+        e = b64 ? wsq_buf_append(b, "\",\"enc\":\"base64\"", 16) : wsq_buf_append(b, "\"", 1);
+    if (e == WSQ_OK && m->headers_len) {
+        e = wsq_buf_append(b, ",\"headers\":", 11);
+        if (e == WSQ_OK)
+            e = wsq_headers_json(b, m->headers, m->headers_len);
+    }
+    if (e == WSQ_OK)
+        e = wsq_buf_append(b, "}\n", 2);
     if (e != WSQ_OK) {
         x->nomem = true;
         return 1;

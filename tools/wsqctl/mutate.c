@@ -436,19 +436,16 @@ static int add_line(importer_t *im, const char *line, size_t n, uint64_t lineno,
         if (rc != CTL_OK)
             return rc;
     }
-    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, f->topic, f->topic_len, NULL, 0, f->data_len);
+    wsq_wreq_t *r = wsq_wreq_append(f->topic, f->topic_len, f->data, f->data_len,
+                                    f->binary ? WSQ_MSG_BINARY : 0, f->headers, f->headers_len, 0);
     if (r == NULL)
         return wsq__ctl_fail(im->c, CTL_ERR, "nomem", "out of memory");
-    if (f->data_len)
-        memcpy(r->data, f->data, f->data_len);
-    r->len = f->data_len;
-    r->flags = f->binary ? WSQ_MSG_BINARY : 0;
     r->done = imp_done;
     r->arg = &im->wait;
     *im->tail = r;
     im->tail = &r->next;
     im->nreq++;
-    im->reqbytes += f->data_len;
+    im->reqbytes += r->len;
     return CTL_OK;
 }
 

@@ -97,13 +97,13 @@ class StoreErrors(c.CtlTestCase):
         """A format 1 store (no parted messages) is read as it is, and upgraded in place by the
         first writer: an offline wsqctl mutation or wsqd, each of which says so."""
         fmt = self.format_version()
-        self.assertEqual(fmt, 3)
+        self.assertEqual(fmt, 4)
         data = self.make_store()
         self.stamp_format(data, 1)
         self.assertEqual(self.ctl_json("--data", data, "stats")["format"], 1)  # read-only
         _, err = self.ctl_ok("--data", data, "purge", "e.t", "--before", "1")
-        self.assertIn("wsqctl: upgraded the store at %s from on-disk format 1 to 3" % data, err)
-        self.assertEqual(self.ctl_json("--data", data, "stats")["format"], 3)
+        self.assertIn("wsqctl: upgraded the store at %s from on-disk format 1 to 4" % data, err)
+        self.assertEqual(self.ctl_json("--data", data, "stats")["format"], 4)
         _, err = self.ctl_ok("--data", data, "purge", "e.t", "--before", "1")
         self.assertNotIn("upgraded", err)
         # wsqd
@@ -111,9 +111,9 @@ class StoreErrors(c.CtlTestCase):
         d.stop()
         self.stamp_format(d.data, 1)
         d.start()
-        self.assertRegex(d.log(), r"info  storage path=\S+ format=3 upgraded_from=1 ")
+        self.assertRegex(d.log(), r"info  storage path=\S+ format=4 upgraded_from=1 ")
         out, _ = self.ctl_ok("-c", d.conf, "stats")
-        self.assertRegex(out, r"(?m)^format\s+3 ")
+        self.assertRegex(out, r"(?m)^format\s+4 ")
 
     def test_newer_format_and_foreign_file(self):
         data = self.make_store()
