@@ -324,8 +324,10 @@ bool wsq__headers_within(const wsq_config_t *cfg, uint32_t n, size_t bytes, char
 
 wsq_err wsq__publish(wsq_session_t *s, const char *topic, size_t topic_len, const void *data,
                      size_t len, bool binary, const void *headers, size_t headers_len,
-                     const char *ref)
+                     const char *id, size_t id_len, const char *ref)
 {
+    if (id_len > WSQ_MSG_ID_MAX)
+        return WSQ_ERR_INVAL;
     size_t reflen = ref ? strlen(ref) : 0;
     /* the ref rides after the body, so the confirm needs no per-session bookkeeping */
     wsq_wreq_t *r = wsq_wreq_append(topic, topic_len, data, len, binary ? WSQ_MSG_BINARY : 0,
@@ -333,6 +335,9 @@ wsq_err wsq__publish(wsq_session_t *s, const char *topic, size_t topic_len, cons
     if (r == NULL)
         return WSQ_ERR_NOMEM;
     memcpy(r->data + r->len, ref ? ref : "", reflen + 1);
+    if (id_len)
+        memcpy(r->id, id, id_len);
+    r->id_len = (uint8_t)id_len;
     r->user[1] = reflen;
     wsq_err err = wsq__session_submit(s, r);
     if (err != WSQ_OK) {

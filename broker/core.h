@@ -209,12 +209,13 @@ void wsq__sessions_close_all(wsq_server_t *srv, uint16_t code, const char *reaso
 
 /* Publishes payload on behalf of s: the writer's completion comes back to s->fe->confirm. The
  * ref (may be NULL) rides with the request; headers[0..headers_len) is a headers block (0: none,
- * see wsq/proto.h) within the limits (wsq__headers_within). Rights and the rate limit are the
- * caller's to check. Counts the publish in flight and applies backpressure (WebSocket sessions).
- * Returns the store's refusal (nothing submitted), or WSQ_OK. */
+ * see wsq/proto.h) within the limits (wsq__headers_within); id[0..id_len) the publish id (0:
+ * none; at most WSQ_MSG_ID_MAX). Rights and the rate limit are the caller's to check. Counts the
+ * publish in flight and applies backpressure (WebSocket sessions). Returns the store's refusal
+ * (nothing submitted), or WSQ_OK. */
 wsq_err wsq__publish(wsq_session_t *s, const char *topic, size_t topic_len, const void *data,
                      size_t len, bool binary, const void *headers, size_t headers_len,
-                     const char *ref);
+                     const char *id, size_t id_len, const char *ref);
 /* Are n headers of bytes (keys and values summed) within limits.max_message_headers and
  * max_message_headers_size? If not, why[0..cap) names the limit. */
 bool wsq__headers_within(const wsq_config_t *cfg, uint32_t n, size_t bytes, char *why, size_t cap);

@@ -497,6 +497,23 @@ static bool body_fits(wsq_session_t *s, struct lws *wsi, const wsq_route_t *rt)
 
 static bool expects_body(struct lws *wsi);
 
+/* A POST's Idempotency-Key -> h->id (the publish id). False when refused (answered). */
+static bool idempotency_key(wsq_session_t *s, struct lws *wsi)
+{
+    static const char name[] = "idempotency-key:";
+    wsq_http_t *h = wsq__http(s);
+    int n = lws_hdr_custom_length(wsi, name, (int)sizeof(name) - 1);
+    if (n < 0)
+        return true;
+    if (n == 0 || n > WSQ_MSG_ID_MAX ||
+        lws_hdr_custom_copy(wsi, h->id, (int)sizeof(h->id), name, (int)sizeof(name) - 1) != n) {
+        wsq__http_error(s, WSQ_ERR_BAD_REQUEST, "Idempotency-Key has 1 to 128 bytes");
+        return false;
+    }
+    h->id_len = (size_t)n;
+    return true;
+}
+
 /* A POST's Wsq-Header-<key>: <value> lines -> h->hdrs (keys in lower case: HTTP header names
  * are case-insensitive). False when refused (answered). */
 static bool message_headers(wsq_session_t *s, struct lws *wsi)
@@ -627,7 +644,7 @@ static void route_request(wsq_session_t *s, struct lws *wsi, const char *path)
         error_close(s, 400, WSQ_ERR_BAD_REQUEST, "Content-Type too long");
         return;
     }
-    if (!message_headers(s, wsi))
+    if (!message_headers(s, wsi) || !idempotency_key(s, wsi))
         return;
     h->publish_body = true; /* the body follows */
 }
@@ -640,7 +657,7 @@ static void publish_body(wsq_session_t *s)
         return;
     }
     wsq_err err = wsq__publish(s, h->topic, h->topic_len, h->body.data, h->body.len, !h->text,
-                               h->hdrs.data, h->hdrs.len, NULL);
+                               h->hdrs.data, h->hdrs.len, h->id, h->id_len, NULL);
     if (err != WSQ_OK) {
         wsq__http_error(s, err, NULL);
         return;
@@ -726,8 +743,8 @@ static void http_confirm(wsq_session_t *s, wsq_wreq_t *req)
         wsq__http_error(s, req->err, req->err == WSQ_ERR_NOTFOUND ? "no such topic" : NULL);
     } else {
         char buf[400];
-        int n = snprintf(buf, sizeof(buf), "{\"seq\":%llu,\"topic\":\"%s\"}",
-                         (unsigned long long)req->seq, req->topic);
+        int n = snprintf(buf, sizeof(buf), "{\"seq\":%llu,\"topic\":\"%s\"%s}",
+                         (unsigned long long)req->seq, req->topic, req->dup ? ",\"dup\":true" : "");
         h->resp.len = 0;
         wsq_buf_append(&h->resp, buf, (size_t)n);
         wsq__http_reply(s, 200);

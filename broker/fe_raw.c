@@ -83,7 +83,7 @@ static int raw_message(wsq_session_t *s, const unsigned char *msg, size_t len, b
         return 0; /* paused anyway; the client sees 1001 shortly */
     if (!wsq__rate_ok(s))
         return wsq__session_close_now(s, WSQ_CLOSE_LIMIT, "publish rate limit exceeded");
-    wsq_err err = wsq__publish(s, t->topic, t->topic_len, msg, len, binary, NULL, 0, NULL);
+    wsq_err err = wsq__publish(s, t->topic, t->topic_len, msg, len, binary, NULL, 0, NULL, 0, NULL);
     if (err != WSQ_OK)
         return wsq__session_close_now(s, WSQ_CLOSE_STORAGE, wsq_errname(err));
     return 0;

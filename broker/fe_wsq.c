@@ -25,15 +25,21 @@ static void send_err(wsq_session_t *s, const char *ref, wsq_err code, const char
     wsq_buf_fini(&b);
 }
 
-/* ok for ref (topic and seq when topic is not NULL and has_seq). */
-static void send_ok(wsq_session_t *s, const char *ref, const char *topic, size_t topic_len,
-                    uint64_t seq, bool has_seq)
+/* ok for ref (topic and seq when topic is not NULL and has_seq; dup: a repeated publish id). */
+static void send_ok_dup(wsq_session_t *s, const char *ref, const char *topic, size_t topic_len,
+                        uint64_t seq, bool has_seq, bool dup)
 {
     wsq_buf_t b;
     wsq_buf_init(&b);
-    if (wsq_proto_enc_ok(&b, ref, topic, topic_len, seq, has_seq) == WSQ_OK)
+    if (wsq_proto_enc_ok(&b, ref, topic, topic_len, seq, has_seq, dup) == WSQ_OK)
         send_buf(s, &b);
     wsq_buf_fini(&b);
+}
+
+static void send_ok(wsq_session_t *s, const char *ref, const char *topic, size_t topic_len,
+                    uint64_t seq, bool has_seq)
+{
+    send_ok_dup(s, ref, topic, topic_len, seq, has_seq, false);
 }
 
 static void count_limit(wsq_session_t *s, wsq_limit_t lim)
@@ -68,7 +74,7 @@ static void op_pub(wsq_session_t *s, const wsq_frame_t *f)
         return;
     }
     wsq_err err = wsq__publish(s, f->topic, f->topic_len, f->data, f->data_len, f->binary,
-                               f->headers, f->headers_len, f->ref);
+                               f->headers, f->headers_len, f->id, f->id_len, f->ref);
     if (err != WSQ_OK)
         send_err(s, f->ref, err, NULL);
 }
@@ -226,7 +232,7 @@ static void wsq_confirm(wsq_session_t *s, wsq_wreq_t *req)
         snprintf(msg, sizeof(msg), "publish to %s refused: %s", req->topic, wsq_strerror(req->err));
         send_err(s, ref, req->err, msg);
     } else if (ref[0]) {
-        send_ok(s, ref, req->topic, req->topic_len, req->seq, true);
+        send_ok_dup(s, ref, req->topic, req->topic_len, req->seq, true, req->dup);
     }
 }
 

@@ -52,8 +52,10 @@ typedef struct wsq_http {
     bool publish_body; /* POST /topics/<t>: the body is the message */
     wsq_buf_t body;    /* request body (POST) */
     wsq_buf_t hdrs;    /* POST /topics/<t>: the message's headers (Wsq-Header-*), as a block */
-    wsq_buf_t resp;    /* response body */
-    unsigned status;   /* response status, set with HP_ANSWER */
+    char id[WSQ_MSG_ID_MAX + 1]; /* POST /topics/<t>: Idempotency-Key, id_len bytes */
+    size_t id_len;
+    wsq_buf_t resp;  /* response body */
+    unsigned status; /* response status, set with HP_ANSWER */
     bool too_large;
     uint64_t body_cap; /* largest body this request may have */
 } wsq_http_t;

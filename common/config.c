@@ -933,9 +933,9 @@ static wsq_err parse_storage(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
 static wsq_err parse_retention_policy(cfg_ctx_t *c, yaml_node_t *n, const char *path, bool rule,
                                       wsq_retention_t *r, char **pattern)
 {
-    enum { R_MSGS, R_BYTES, R_AGE, R_DISCARD, R_PATTERN, R_N };
-    static const char *const keys[] = {"max_messages", "max_bytes", "max_age", "discard",
-                                       "pattern"};
+    enum { R_MSGS, R_BYTES, R_AGE, R_DISCARD, R_DEDUP, R_PATTERN, R_N };
+    static const char *const keys[] = {"max_messages", "max_bytes",    "max_age",
+                                       "discard",      "dedup_window", "pattern"};
     static const char *const discards[] = {"old", "new"};
     char shown[SHOW_MAX * 4 + 8];
     yaml_node_t *v[R_N];
@@ -945,7 +945,7 @@ static wsq_err parse_retention_policy(cfg_ctx_t *c, yaml_node_t *n, const char *
     if (rule && n->type != YAML_MAPPING_NODE)
         return cfg_fail(c, n, path, NULL, "expected a mapping with pattern and limits; got %s",
                         show(n, shown, sizeof(shown)));
-    /* "pattern" is only a key of rules: the defaults see the first four keys */
+    /* "pattern" is only a key of rules: the defaults see the keys before it */
     if ((rc = map_keys(c, n, path, keys, rule ? R_N : R_PATTERN, v)) != WSQ_OK)
         return rc;
     if (rule) {
@@ -967,6 +967,9 @@ static wsq_err parse_retention_policy(cfg_ctx_t *c, yaml_node_t *n, const char *
         return rc;
     if (v[R_AGE] &&
         (rc = get_duration(c, v[R_AGE], path, "max_age", 0, INT64_MAX, &r->max_age_ms)) != WSQ_OK)
+        return rc;
+    if (v[R_DEDUP] && (rc = get_duration(c, v[R_DEDUP], path, "dedup_window", 0, 7 * DAY,
+                                         &r->dedup_window_ms)) != WSQ_OK)
         return rc;
     if (v[R_DISCARD]) {
         if ((rc = get_enum(c, v[R_DISCARD], path, "discard", discards, 2, &e)) != WSQ_OK)
@@ -1517,6 +1520,7 @@ static wsq_err set_defaults(wsq_config_t *cfg)
     cfg->storage.trim_chunk = 10000;
 
     cfg->retention.defaults.discard = WSQ_DISCARD_OLD;
+    cfg->retention.defaults.dedup_window_ms = 2 * 60 * 1000;
 
     cfg->limits.max_message_size = MiB;
     cfg->limits.max_connections = 10000;

@@ -284,6 +284,16 @@ static wsq_err dec_pub(const json_t *root, size_t max_payload, wsq_frame_t *f,
         f->data_len = n;
     }
     f->data[f->data_len] = '\0'; /* convenience only; the payload may hold NULs */
+    const json_t *id;
+    if ((e = get_str(root, "id", false, &id, perr)) != WSQ_OK)
+        return e;
+    if (id != NULL) {
+        size_t il = json_string_length(id);
+        if (il == 0 || il > 128 || memchr(json_string_value(id), '\0', il) != NULL)
+            return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"id\" has 1 to 128 bytes, no NUL");
+        memcpy(f->id, json_string_value(id), il + 1);
+        f->id_len = il;
+    }
     return dec_headers(root, f, perr);
 }
 
@@ -966,7 +976,7 @@ static bool topic_arg_ok(const char *topic, size_t topic_len)
 }
 
 wsq_err wsq_proto_enc_ok(wsq_buf_t *out, const char *ref, const char *topic, size_t topic_len,
-                         uint64_t seq, bool has_seq)
+                         uint64_t seq, bool has_seq, bool dup)
 {
     if (topic_len > WSQ_TOPIC_MAX)
         return WSQ_ERR_INVAL;
@@ -981,6 +991,8 @@ wsq_err wsq_proto_enc_ok(wsq_buf_t *out, const char *ref, const char *topic, siz
         PUT_LIT(&w, ",\"seq\":");
         put_u64(&w, seq);
     }
+    if (dup)
+        PUT_LIT(&w, ",\"dup\":true");
     PUT_LIT(&w, "}");
     return enc_end(&w);
 }
@@ -1191,6 +1203,10 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
         }
         if (f->headers_len)
             put_headers(&w, f->headers, f->headers_len);
+        if (f->id_len) {
+            PUT_LIT(&w, ",\"id\":");
+            put_str(&w, f->id, f->id_len);
+        }
         break;
     case WSQ_OP_SUB:
         if (f->consumer_len > 0 && !wsq_consumer_valid(f->consumer, f->consumer_len))

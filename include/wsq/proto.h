@@ -90,6 +90,8 @@ typedef struct {
     size_t headers_len;
     uint32_t n_headers;  /* how many */
     size_t header_bytes; /* their keys and values, summed (limits.max_header_bytes) */
+    char id[129];        /* "id": the publish id (1 to 128 bytes, NUL-terminated), "" for none */
+    size_t id_len;
     /* sub */
     char consumer[129]; /* "" = ephemeral */
     size_t consumer_len;
@@ -162,10 +164,11 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out);
  * or "" for none. topic[0..topic_len) is escaped, not validated as a name.
  */
 
-/* {"op":"ok"[,"ref":R][,"topic":T][,"seq":N]}: the topic when topic is not NULL and topic_len
- * > 0, the seq when has_seq. WSQ_ERR_INVAL when topic_len > WSQ_TOPIC_MAX. */
+/* {"op":"ok"[,"ref":R][,"topic":T][,"seq":N][,"dup":true]}: the topic when topic is not NULL
+ * and topic_len > 0, the seq when has_seq, dup when dup (a publish id seen before). WSQ_ERR_INVAL
+ * when topic_len > WSQ_TOPIC_MAX. */
 wsq_err wsq_proto_enc_ok(wsq_buf_t *out, const char *ref, const char *topic, size_t topic_len,
-                         uint64_t seq, bool has_seq);
+                         uint64_t seq, bool has_seq, bool dup);
 /* {"op":"err"[,"ref":R],"code":C,"message":M}: C is wsq_errname(code); M is message (NUL-
  * terminated), or wsq_strerror(code) when message is NULL or not valid UTF-8. Only
  * WSQ_ERR_NOMEM. */

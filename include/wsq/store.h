@@ -84,6 +84,7 @@ typedef struct {
     uint64_t max_bytes; /* payload bytes */
     int64_t max_age_ms; /* always trims, whatever the discard policy */
     wsq_discard_t discard;
+    int64_t dedup_window_ms; /* how long an APPEND's id is remembered (0: ids are ignored) */
 } wsq_retention_t;
 
 /* Resolves the retention policy of a topic. Called on the writer thread, with the topic name,
@@ -227,6 +228,10 @@ typedef enum {
  * again (wsq_msg_view_t). */
 #define WSQ_MSG_HEADERS 0x2u
 
+/* Longest publish id (wsq_wreq_t.id): an APPEND with an id is stored once per topic within the
+ * topic's dedup_window; a repeat stores nothing and gets the first one's seq with dup set. */
+#define WSQ_MSG_ID_MAX 128
+
 /* Longest payload the store takes (an APPEND above it is refused with WSQ_ERR_TOO_LARGE). */
 #define WSQ_MSG_MAX_LEN ((size_t)UINT32_MAX)
 
@@ -248,26 +253,30 @@ struct wsq_wreq {
     const char *topic; /* in: topic name (points into the request; see wsq_wreq_new) */
     uint16_t topic_len;
     uint16_t consumer_len;
-    uint32_t flags;         /* in (APPEND): WSQ_MSG_* */
-    const char *consumer;   /* in (CONSUMER_*): consumer name */
-    uint32_t topic_id;      /* out: id of topic */
-    uint64_t topic_epoch;   /* out: epoch of topic */
-    uint64_t seq;           /* out (APPEND): assigned seq; in (ACK, ACK_UPTO, DELIVERED, NACK);
-                             * in (CONSUMER_OPEN): ack floor of a NEW consumer (0: from the first
-                             * message; WSQ_SEQ_END: after the last); clamped to the last seq */
-    int64_t ts_ms;          /* out (APPEND): broker timestamp; in (NACK): redeliver from */
-    wsq_purge_t purge_mode; /* in (PURGE) */
-    uint64_t purge_seq;     /* in (PURGE_BEFORE) */
-    int64_t purge_ts_ms;    /* in (PURGE_OLDER) */
-    uint64_t removed;       /* out (PURGE, TOPIC_DELETE): messages removed */
-    uint32_t count;         /* out (DELIVERED): delivery count including this one */
-    bool created;           /* out (TOPIC_ENSURE, CONSUMER_OPEN): newly created */
-    wsq_cstate_t state;     /* out (CONSUMER_OPEN): the consumer's state; in (CONSUMER_PUT).
-                             * Owned by the request. */
-    size_t len;             /* in (APPEND): payload length (with WSQ_MSG_HEADERS: the body's) */
-    unsigned char *data;    /* in (APPEND): payload or body (points into the request) */
-    uint32_t crc;           /* set by submit (APPEND): CRC-32C of the payload, computed on the
-                             * submitting thread so the single writer does not have to */
+    uint32_t flags;          /* in (APPEND): WSQ_MSG_* */
+    const char *consumer;    /* in (CONSUMER_*): consumer name */
+    uint32_t topic_id;       /* out: id of topic */
+    uint64_t topic_epoch;    /* out: epoch of topic */
+    uint64_t seq;            /* out (APPEND): assigned seq; in (ACK, ACK_UPTO, DELIVERED, NACK);
+                              * in (CONSUMER_OPEN): ack floor of a NEW consumer (0: from the first
+                              * message; WSQ_SEQ_END: after the last); clamped to the last seq */
+    int64_t ts_ms;           /* out (APPEND): broker timestamp; in (NACK): redeliver from */
+    wsq_purge_t purge_mode;  /* in (PURGE) */
+    uint64_t purge_seq;      /* in (PURGE_BEFORE) */
+    int64_t purge_ts_ms;     /* in (PURGE_OLDER) */
+    uint64_t removed;        /* out (PURGE, TOPIC_DELETE): messages removed */
+    uint32_t count;          /* out (DELIVERED): delivery count including this one */
+    bool created;            /* out (TOPIC_ENSURE, CONSUMER_OPEN): newly created */
+    wsq_cstate_t state;      /* out (CONSUMER_OPEN): the consumer's state; in (CONSUMER_PUT).
+                              * Owned by the request. */
+    size_t len;              /* in (APPEND): payload length (with WSQ_MSG_HEADERS: the body's) */
+    unsigned char *data;     /* in (APPEND): payload or body (points into the request) */
+    uint32_t crc;            /* set by submit (APPEND): CRC-32C of the payload, computed on the
+                              * submitting thread so the single writer does not have to */
+    uint8_t id_len;          /* in (APPEND): the publish id's length, 0 for none */
+    bool dup;                /* out (APPEND): the id was seen within the dedup window: nothing was
+                              * stored, seq is the first publish's */
+    char id[WSQ_MSG_ID_MAX]; /* in (APPEND): the publish id (any bytes) */
 };
 
 /* Allocates a request of op for topic[0..topic_len) with room for payload_len payload bytes

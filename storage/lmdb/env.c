@@ -464,6 +464,14 @@ static wsq_err open_tables(wsq_store_t *store)
     } else {
         store->has_parts = true;
     }
+    if (!store->readonly) {
+        if ((rc = mdb_dbi_open(txn, "dedup", MDB_CREATE, &store->dbi_dedup)) != 0 ||
+            (rc = mdb_dbi_open(txn, "dedup_exp", MDB_CREATE, &store->dbi_dedup_exp)) != 0) {
+            err = wsq__mdb_err(rc);
+            goto fail;
+        }
+        store->has_dedup = true;
+    }
     store->format_before = store->format;
     if (store->format < WSQ_FORMAT_VERSION && !store->readonly) { /* fresh, or older */
         unsigned char fb[4];

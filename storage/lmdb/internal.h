@@ -67,6 +67,11 @@ struct wsq_store {
     MDB_dbi dbi_msgs;      /* "messages": MSG key -> MSG value */
     MDB_dbi dbi_consumers; /* "consumers": consumer key -> cstate */
     MDB_dbi dbi_parts;     /* "parts": part key -> a piece of a large payload (format 2) */
+    /* "dedup": topic id (u32 BE) | publish id -> seq (u64 LE) | expiry (i64 LE, ms), and
+     * "dedup_exp": expiry (u64 BE) | topic id (u32 BE) | publish id -> "" (trimming by age).
+     * Opened by a writer (created when missing); a reader never needs them. */
+    MDB_dbi dbi_dedup, dbi_dedup_exp;
+    bool has_dedup;
     bool has_parts;        /* false: a read-only look at a format 1 store without that table */
     uint32_t part_max;     /* payload bytes per part; values longer than this are split */
     wsq_store_opts_t opts; /* copy; opts.path points to path */

@@ -127,6 +127,9 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
     wsq_err err = wsq__wtopic_for(w, r, true, &t);
     if (err != WSQ_OK)
         return err;
+    bool dup;
+    if ((err = wsq__dedup_find(w, t, r, &dup)) != WSQ_OK || dup)
+        return err; /* a repeat within the window: the first one's seq, nothing stored */
     const wsq_retention_t *ret = wsq__retention_policy(w, t);
     if (ret->discard == WSQ_DISCARD_NEW &&
         ((ret->max_messages && t->rec.count >= ret->max_messages) ||
@@ -174,6 +177,8 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
     t->appended++;
     r->seq = seq;
     r->ts_ms = ts;
+    if ((err = wsq__dedup_note(w, t, r)) != WSQ_OK)
+        return err;
     if (wsq__retention_over(t, now))
         wsq__retention_enqueue(w, t);
     return WSQ_OK;
@@ -185,6 +190,7 @@ static void rollback(wsq__writer_t *w)
     wsq__wtopics_rollback(w);
     wsq__jobs_rollback(w);
     wsq__wcons_clear(w);
+    w->dedup_next_trim = 0; /* a trim may have been undone: look again */
 }
 
 /* Runs one transaction over the batch. Returns WSQ_OK after a commit, or the hard error that
@@ -240,7 +246,8 @@ static wsq_err run_txn(wsq__writer_t *w, wsq_wreq_t *batch, int64_t *commit_ns)
         }
     }
     if ((err = wsq__jobs_run(w)) != WSQ_OK || (err = wsq__retention_run(w)) != WSQ_OK ||
-        (err = wsq__wtopics_flush(w)) != WSQ_OK || (err = wsq__wcons_flush(w)) != WSQ_OK)
+        (err = wsq__dedup_trim(w)) != WSQ_OK || (err = wsq__wtopics_flush(w)) != WSQ_OK ||
+        (err = wsq__wcons_flush(w)) != WSQ_OK)
         goto abort;
     mdb_cursor_close(w->mcur);
     w->mcur = NULL;

@@ -1,7 +1,7 @@
 /*
  * The writer's internals, shared by the files of the writer thread only (writer.c, topics.c,
- * consumers.c, retention.c, jobs.c, space.c). read.c, check.c and env.c do not include it: they
- * know the writer only through wsq__writer_create and wsq__writer_destroy (internal.h).
+ * consumers.c, retention.c, jobs.c, space.c, dedup.c). read.c, check.c and env.c do not include it:
+ * they know the writer only through wsq__writer_create and wsq__writer_destroy (internal.h).
  *
  * Threads: every field and every function here belongs to the writer thread, except the fields
  * marked "shared with submitters", which are taken under the writer's lock (or are atomic), and
@@ -67,6 +67,7 @@ struct wsq__writer {
     wsq_commit_topic_t *ctopics;
     uint32_t cap_ctopics;
     uint64_t txn_id;
+    int64_t dedup_next_trim; /* the earliest expiry of a remembered publish id (dedup.c) */
     wsq_err fatal; /* WSQ_ERR_STORAGE_FAILED after an I/O error or MDB_PANIC: every later request
                     * fails with it (see process()) */
     char fatal_detail[160]; /* what the last failed transaction hit, for the log */
@@ -181,5 +182,11 @@ void wsq__space_settle(wsq__writer_t *w, const wsq__full_t *full, wsq_err err);
 bool wsq__space_disk_nearly_full(const wsq__writer_t *w);
 /* Makes sure the ballast file holds its space, when the disk has room for it. */
 void wsq__space_ballast_take(wsq__writer_t *w);
+
+/* dedup.c: publish ids. find: is r's id remembered for t (then r->seq, r->dup are set)?
+ * note: remember r's id after its append. trim: forget expired ids, a bounded chunk. */
+wsq_err wsq__dedup_find(wsq__writer_t *w, wsq__wtopic_t *t, wsq_wreq_t *r, bool *dup);
+wsq_err wsq__dedup_note(wsq__writer_t *w, wsq__wtopic_t *t, const wsq_wreq_t *r);
+wsq_err wsq__dedup_trim(wsq__writer_t *w);
 
 #endif

@@ -12,7 +12,8 @@ one that does not. This test cuts the power instead, as far as a test can:
      happened to write back), not the dirty page cache, which is what a power cut leaves;
   4. the copy is loop-mounted (ext4 replays its journal), `wsqctl check` must find the store
      sound, wsqd starts on it, and every confirmed message must be there, byte-exact, with no
-     hole below the highest confirmed seq; the consumer resumes no later than its first
+     hole below the highest confirmed seq, and the publish ids of surviving messages must still
+     be known (a retry is a dup); the consumer resumes no later than its first
      unacknowledged message, and no earlier than what it acked 0.25 s before the cut (acks
      are persisted every 10 ms, each in the writer's next commit; they are not confirmed one by
      one).
@@ -122,6 +123,7 @@ class Load:
         self.next = [0] * CONNS
         self.sent = [{} for _ in range(CONNS)]          # ref -> (topic, payload)
         self.confirmed = {t: {} for t in TOPICS}       # topic -> seq -> payload
+        self.ids = {t: {} for t in TOPICS}             # topic -> seq -> publish id
         self.refused = []
         self.cons = None
         if consumer:
@@ -146,8 +148,11 @@ class Load:
                 topic = TOPICS[(c + i) % len(TOPICS)]
                 data = payload(c, i, self.rnd)
                 self.sent[c][i] = (topic, data)
-                out.append(ws.frame(1, b'{"op":"pub","topic":"%s","ref":%d,"data":"%s"}'
-                                    % (topic.encode(), i, data)))
+                # every 10th publish carries an id (idempotent publish: its id must survive
+                # what its message survives)
+                pid = b',"id":"c%d-%d"' % (c, i) if i % 10 == 0 else b""
+                out.append(ws.frame(1, b'{"op":"pub","topic":"%s","ref":%d,"data":"%s"%s}'
+                                    % (topic.encode(), i, data, pid)))
             try:
                 ws.send_raw(b"".join(out))
             except OSError:
@@ -161,6 +166,8 @@ class Load:
             assert m["topic"] == topic, (m, topic)
             assert m["seq"] not in self.confirmed[topic], ("seq confirmed twice", m)
             self.confirmed[topic][m["seq"]] = data
+            if m["ref"] % 10 == 0:
+                self.ids[topic][m["seq"]] = "c%d-%d" % (c, m["ref"])
         elif m["op"] == "err":
             self.sent[c].pop(m.get("ref"), None)
             self.refused.append(m)
@@ -363,6 +370,15 @@ class PowerCut(unittest.TestCase):
                 else:
                     self.assertEqual(stored[seq], data_, "%s seq %d differs from what was "
                                      "confirmed after a %s (sync %s)" % (topic, seq, what, sync))
+            # an id whose message survived is remembered: its retry stores nothing
+            kept = [(s, k) for s, k in sorted(load.ids[topic].items()) if s in stored][-10:]
+            ws = h.SocketWS(d2, timeout=30)
+            for s, k in kept:
+                ws.send_json({"op": "pub", "topic": topic, "data": "retry", "id": k, "ref": 1})
+                ok = ws.expect("ok")
+                self.assertEqual((ok["seq"], ok.get("dup")), (s, True),
+                                 "%s id %s after a %s (sync %s)" % (topic, k, what, sync))
+            ws.close()
         resume = None
         if load.cons is not None:
             ws = h.SocketWS(d2, timeout=30)

@@ -703,11 +703,11 @@ static void test_config_unknown_key(void **state)
                "t.yaml:5:7: listeners[0].tls.chain: ", "cert, key, ca, require_client_cert");
     expect_bad("retention:\n  topics:\n    - pattern: a\n      max_size: 1\n",
                "t.yaml:4:7: retention.topics[0].max_size: ",
-               "max_messages, max_bytes, max_age, discard, pattern");
+               "max_messages, max_bytes, max_age, discard, dedup_window, pattern");
     /* pattern is a key of rules only */
     expect_bad("retention:\n  default:\n    pattern: a\n",
                "t.yaml:3:5: retention.default.pattern: ",
-               "valid keys are: max_messages, max_bytes, max_age, discard");
+               "valid keys are: max_messages, max_bytes, max_age, discard, dedup_window");
     expect_bad("auth:\n  jwt:\n    secret: " SECRET_32 "\n    iss: x\n",
                "t.yaml:4:5: auth.jwt.iss: ", "did you mean 'issuer'");
     expect_bad("auth:\n  anonymous:\n    read: []\n",
@@ -1241,7 +1241,8 @@ static void test_config_retention_resolution(void **state)
                                  "  topics:\n"
                                  "    - {pattern: \"metrics.cpu\", max_messages: 1}\n"
                                  "    - {pattern: \"metrics.>\", max_age: 1h}\n"
-                                 "    - {pattern: \"*.audit\", max_messages: 0, discard: old}\n");
+                                 "    - {pattern: \"*.audit\", max_messages: 0, discard: old}\n"
+                                 "    - {pattern: \"once.*\", dedup_window: 1h}\n");
     wsq_retention_t r;
 #define RESOLVE(t) wsq_config_retention(cfg, t, strlen(t), &r)
 
@@ -1249,6 +1250,11 @@ static void test_config_retention_resolution(void **state)
     assert_int_equal(r.max_messages, 1);
     assert_int_equal(r.max_age_ms, 0);
     assert_int_equal(r.discard, WSQ_DISCARD_NEW);
+    assert_int_equal(r.dedup_window_ms, 120000); /* the default's default: 2m */
+
+    RESOLVE("once.orders");
+    assert_int_equal(r.dedup_window_ms, 3600000);
+    assert_int_equal(r.max_messages, 10);
 
     RESOLVE("metrics.mem.host1");
     assert_int_equal(r.max_messages, 10); /* inherited */

@@ -851,11 +851,11 @@ static void test_proto_server_exact_text(void **state)
     wsq_buf_t b;
     wsq_buf_init(&b);
 
-    assert_int_equal(wsq_proto_enc_ok(&b, "\"r\"", "t.x", 3, 5, true), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_ok(&b, "\"r\"", "t.x", 3, 5, true, false), WSQ_OK);
     assert_buf_str(&b, "{\"op\":\"ok\",\"ref\":\"r\",\"topic\":\"t.x\",\"seq\":5}");
-    assert_int_equal(wsq_proto_enc_ok(&b, NULL, NULL, 0, 0, false), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_ok(&b, NULL, NULL, 0, 0, false, false), WSQ_OK);
     assert_buf_str(&b, "{\"op\":\"ok\"}");
-    assert_int_equal(wsq_proto_enc_ok(&b, "", "t", 1, 0, false), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_ok(&b, "", "t", 1, 0, false, false), WSQ_OK);
     assert_buf_str(&b, "{\"op\":\"ok\",\"topic\":\"t\"}");
 
     assert_int_equal(wsq_proto_enc_err(&b, "4", WSQ_ERR_BAD_TOPIC, "bad \"x\"\n"), WSQ_OK);
@@ -945,7 +945,7 @@ static void test_proto_enc_numbers(void **state)
     for (size_t i = 0; i < nv; i++) {
         char want[128];
         snprintf(want, sizeof want, "{\"op\":\"ok\",\"seq\":%llu}", (unsigned long long)vals[i]);
-        assert_int_equal(wsq_proto_enc_ok(&b, NULL, NULL, 0, vals[i], true), WSQ_OK);
+        assert_int_equal(wsq_proto_enc_ok(&b, NULL, NULL, 0, vals[i], true, false), WSQ_OK);
         assert_buf_str(&b, want);
     }
     const int64_t ts[] = {0, -1, 9, -10, INT64_MAX, INT64_MIN, -1700000000123LL};
@@ -979,7 +979,7 @@ static void test_proto_server_encoders_append_and_roll_back(void **state)
                      WSQ_ERR_INVAL);
     assert_int_equal(wsq_proto_enc_gap(&b, "t", 1, 1, 2, (wsq_gap_reason_t)9), WSQ_ERR_INVAL);
     assert_int_equal(wsq_proto_enc_reset(&b, "t", 0, 1, 1, 1), WSQ_ERR_INVAL);
-    assert_int_equal(wsq_proto_enc_ok(&b, NULL, "t", 256, 1, true), WSQ_ERR_INVAL);
+    assert_int_equal(wsq_proto_enc_ok(&b, NULL, "t", 256, 1, true, false), WSQ_ERR_INVAL);
     wsq_subscribed_t sub = {.topic = NULL};
     assert_int_equal(wsq_proto_enc_subscribed(&b, NULL, &sub), WSQ_ERR_INVAL);
     assert_int_equal(b.len, 3);
@@ -993,7 +993,7 @@ static void test_proto_server_roundtrip_all_frames(void **state)
     wsq_buf_init(&b);
     wsq_server_frame_t s;
 
-    assert_int_equal(wsq_proto_enc_ok(&b, "\"r1\"", "orders", 6, 42, true), WSQ_OK);
+    assert_int_equal(wsq_proto_enc_ok(&b, "\"r1\"", "orders", 6, 42, true, false), WSQ_OK);
     s = decode_server_ok(&b);
     assert_string_equal(s.op, "ok");
     assert_string_equal(s.ref, "\"r1\"");

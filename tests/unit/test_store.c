@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <zlib.h>
 
 #include "raw_lmdb.h"
@@ -39,6 +40,8 @@ static void policy(void *arg, const char *topic, size_t len, wsq_retention_t *ou
     else if (strncmp(topic, "new3.", 5) == 0) {
         out->max_messages = 3;
         out->discard = WSQ_DISCARD_NEW;
+    } else if (strncmp(topic, "dd.", 3) == 0) {
+        out->dedup_window_ms = 10000;
     } else if (strncmp(topic, "newbytes.", 9) == 0) {
         out->max_bytes = 10;
         out->discard = WSQ_DISCARD_NEW;
@@ -1093,6 +1096,109 @@ static void test_store_headers(void **state)
     assert_null(wsq_wreq_append(t, 3, "x", 1, 0, hb, (size_t)UINT32_MAX, 0));
 }
 
+typedef struct {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int left;
+} multi_t;
+
+static void multi_done(wsq_wreq_t *r, void *arg)
+{
+    (void)r;
+    multi_t *w = arg;
+    pthread_mutex_lock(&w->m);
+    w->left--;
+    pthread_cond_signal(&w->c);
+    pthread_mutex_unlock(&w->m);
+}
+
+static uint64_t append_id(wsq_store_t *s, const char *topic, const char *text, const char *id,
+                          bool *dup)
+{
+    wsq_wreq_t *r = wsq_wreq_append(topic, strlen(topic), text, strlen(text), 0, NULL, 0, 0);
+    assert_non_null(r);
+    r->id_len = (uint8_t)strlen(id);
+    memcpy(r->id, id, r->id_len);
+    assert_int_equal(wsq_store_call(s, r), WSQ_OK);
+    uint64_t seq = r->seq;
+    *dup = r->dup;
+    wsq_wreq_free(&r);
+    return seq;
+}
+
+static size_t raw_entries(fixture_t *f, const char *table)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi = raw_begin(&f->store, f->dir, table, &env, &txn);
+    MDB_stat st;
+    assert_int_equal(mdb_stat(txn, dbi, &st), 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    reopen(f);
+    return st.ms_entries;
+}
+
+/* Idempotent publish: an id is stored once per topic within the topic's dedup_window; a repeat
+ * gets the first seq and dup; another topic, or a topic without a window, stores it again; after
+ * the window the id is new, and expired ids are trimmed from both tables. */
+static void test_store_dedup(void **state)
+{
+    fixture_t *f = *state;
+    bool dup;
+    assert_int_equal(append_id(f->store, "dd.a", "one", "k1", &dup), 1);
+    assert_false(dup);
+    assert_int_equal(append_id(f->store, "dd.a", "again", "k1", &dup), 1);
+    assert_true(dup);
+    assert_int_equal(append_id(f->store, "dd.a", "two", "k2", &dup), 2);
+    assert_false(dup);
+    assert_int_equal(append_id(f->store, "dd.b", "other topic", "k1", &dup), 1);
+    assert_false(dup);
+    assert_int_equal(append_id(f->store, "plain", "x", "k1", &dup), 1); /* no window */
+    assert_int_equal(append_id(f->store, "plain", "x", "k1", &dup), 2);
+    assert_false(dup);
+    /* one batch: the second of two with one id is the dup */
+    wsq_wreq_t *a = wsq_wreq_append("dd.a", 4, "p", 1, 0, NULL, 0, 0);
+    wsq_wreq_t *b = wsq_wreq_append("dd.a", 4, "q", 1, 0, NULL, 0, 0);
+    a->id_len = b->id_len = 2;
+    memcpy(a->id, "k3", 2);
+    memcpy(b->id, "k3", 2);
+    a->next = b;
+    wsq_wreq_t *list[2] = {a, b};
+    multi_t mw = {.left = 2};
+    pthread_mutex_init(&mw.m, NULL);
+    pthread_cond_init(&mw.c, NULL);
+    a->done = b->done = multi_done;
+    a->arg = b->arg = &mw;
+    assert_int_equal(wsq_store_submit_list(f->store, a), WSQ_OK);
+    pthread_mutex_lock(&mw.m);
+    while (mw.left > 0)
+        pthread_cond_wait(&mw.c, &mw.m);
+    pthread_mutex_unlock(&mw.m);
+    pthread_cond_destroy(&mw.c);
+    pthread_mutex_destroy(&mw.m);
+    assert_int_equal(list[0]->err, WSQ_OK);
+    assert_int_equal(list[1]->err, WSQ_OK);
+    assert_int_equal(list[0]->seq, 3);
+    assert_false(list[0]->dup);
+    assert_int_equal(list[1]->seq, 3);
+    assert_true(list[1]->dup);
+    wsq_wreq_free(&list[0]);
+    wsq_wreq_free(&list[1]);
+    /* it survives a reopen */
+    reopen(f);
+    assert_int_equal(append_id(f->store, "dd.a", "after reopen", "k2", &dup), 2);
+    assert_true(dup);
+    assert_int_equal(raw_entries(f, "dedup"), 4); /* k1 k2 k3 on dd.a, k1 on dd.b */
+    assert_int_equal(raw_entries(f, "dedup_exp"), 4);
+    /* past the window: new, and the expired ones are trimmed */
+    fake_now += 10001;
+    assert_int_equal(append_id(f->store, "dd.a", "new again", "k1", &dup), 4);
+    assert_false(dup);
+    assert_int_equal(raw_entries(f, "dedup"), 1);
+    assert_int_equal(raw_entries(f, "dedup_exp"), 1);
+}
+
 static void test_store_compact_copy(void **state)
 {
     fixture_t *f = *state;
@@ -1183,6 +1289,7 @@ int main(void)
         T(test_store_check_finds_damage),
         T(test_store_checksum_on_every_read),
         T(test_store_headers),
+        T(test_store_dedup),
         T(test_store_compact_copy),
         T(test_store_stop_completes_queued_then_refuses),
         T(test_store_readonly_has_no_writer),

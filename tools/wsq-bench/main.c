@@ -890,7 +890,7 @@ static int selftest(void)
         !payload_read(s.data, s.data_len, &ts, &ctr) || ts != 77 || ctr != 88)
         rc = selftest_fail("msg scan");
     b.len = 0;
-    if (wsq_proto_enc_ok(&b, "99", "self.test", 9, 12, true) != WSQ_OK ||
+    if (wsq_proto_enc_ok(&b, "99", "self.test", 9, 12, true, false) != WSQ_OK ||
         !scan_frame(b.data, b.len, &s) || s.op != OP_OK || !s.ref_is_int || s.ref_int != 99 ||
         s.seq != 12)
         rc = selftest_fail("ok scan");
