@@ -13,6 +13,7 @@
  */
 #include <libwebsockets.h>
 #include <assert.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,29 @@ static int add_header(struct lws *wsi, const char *name, const char *value, unsi
 
 /* Answers to a page of a listed origin (auth.allowed_origins) let that page read them; a
  * preflight also says what the page may send. Same-origin pages need none of it. */
+/* What a preflight may ask to send: our fixed headers, and the Wsq-Header-* names the browser
+ * asks for (Access-Control-Request-Headers), which no fixed list can name. */
+static void allowed_headers(struct lws *wsi, char *out, size_t cap)
+{
+    size_t len = (size_t)snprintf(out, cap, "Authorization, Content-Type, Idempotency-Key");
+    char req[1024];
+    if (wsq__req_header(wsi, WSI_TOKEN_HTTP_AC_REQUEST_HEADERS, req, sizeof(req)) != WSQ_OK)
+        return; /* none, or too long to list */
+    for (char *save = NULL, *tok = strtok_r(req, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        size_t n = strcspn(tok, " \t");
+        bool token = n > sizeof(WSQ_HEADER_PREFIX) - 1 &&
+                     strncasecmp(tok, WSQ_HEADER_PREFIX, sizeof(WSQ_HEADER_PREFIX) - 1) == 0;
+        for (size_t i = 0; token && i < n; i++) /* RFC 9110 tchar, as a header name is */
+            token = isalnum((unsigned char)tok[i]) || strchr("!#$%&'*+-.^_`|~", tok[i]);
+        if (token && len + 2 + n < cap) {
+            len += (size_t)snprintf(out + len, cap - len, ", %.*s", (int)n, tok);
+        }
+    }
+}
+
 static int cors_headers(const wsq_http_t *h, struct lws *wsi, unsigned char **p, unsigned char *end)
 {
     if (!h->browser.listed)
@@ -197,8 +221,7 @@ static int cors_headers(const wsq_http_t *h, struct lws *wsi, unsigned char **p,
     if (!h->preflight)
         return 0;
     return add_header(wsi, "access-control-allow-methods:", "GET, POST, OPTIONS", p, end) ||
-           add_header(wsi, "access-control-allow-headers:", "Authorization, Content-Type", p,
-                      end) ||
+           add_header(wsi, "access-control-allow-headers:", h->allow, p, end) ||
            add_header(wsi, "access-control-max-age:", "600", p, end);
 }
 
@@ -436,7 +459,7 @@ static wsq_err text_type(struct lws *wsi, bool *text)
 
 /* OPTIONS: a CORS preflight from a page of an allowed origin (the browser checks passed) gets
  * 204 and what it may send; anything else has nothing to learn here. */
-static void options(wsq_session_t *s)
+static void options(wsq_session_t *s, struct lws *wsi)
 {
     wsq_http_t *h = wsq__http(s);
     if (!h->browser.browser) {
@@ -445,6 +468,7 @@ static void options(wsq_session_t *s)
         return;
     }
     h->preflight = true;
+    allowed_headers(wsi, h->allow, sizeof(h->allow)); /* (the request's headers are read now) */
     h->resp.len = 0;
     wsq__http_reply(s, 204);
 }
@@ -594,7 +618,7 @@ static void route_request(wsq_session_t *s, struct lws *wsi, const char *path)
         return;
     }
     if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0) {
-        options(s);
+        options(s, wsi);
         return;
     }
     if (wsq__upgrade_identity(srv, wsi, &s->ident, err, sizeof(err)) != WSQ_OK) {

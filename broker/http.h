@@ -40,6 +40,7 @@ typedef struct wsq_http {
     bool complete;          /* the whole request (headers and body) is in */
     bool close_after;       /* answer with Connection: close, then close */
     bool preflight;         /* a CORS preflight: the answer says what the origin may do */
+    char allow[1200];       /* preflight: the headers the origin may send */
     bool head_only;         /* HEAD: the answer's headers, without its body */
     wsq_browser_t browser;  /* Origin, and whether answers carry CORS headers */
     uint64_t expect;        /* H_IMPORT: appends submitted */

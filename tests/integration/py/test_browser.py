@@ -205,6 +205,15 @@ class Cors(h.WsqdTestCase):
         self.assertIn("POST", hdrs.get("access-control-allow-methods", ""))
         self.assertIn("Authorization", hdrs.get("access-control-allow-headers", ""))
         self.assertTrue(int(hdrs.get("access-control-max-age", "0")) > 0)
+        # the message's own headers: Idempotency-Key always, Wsq-Header-* names as asked
+        st, hdrs, _ = request(d, "OPTIONS", "/topics/t",
+                              ["Origin: http://app.test:3000",
+                               "Access-Control-Request-Method: POST",
+                               "Access-Control-Request-Headers: content-type, wsq-header-trace-id,"
+                               " idempotency-key,x-other, wsq-header-bad{x}"])
+        self.assertEqual(st, 204)
+        self.assertEqual(hdrs.get("access-control-allow-headers"),
+                         "Authorization, Content-Type, Idempotency-Key, wsq-header-trace-id")
         st, hdrs, _ = request(d, "OPTIONS", "/topics/t",
                               ["Origin: http://other.test", "Access-Control-Request-Method: POST"])
         self.assertEqual(st, 403)
