@@ -232,8 +232,9 @@ static wsq_err import_one(void *arg, const wsq_frame_t *f)
                                   memory_order_relaxed);
         return WSQ_ERR_TOO_LARGE;
     }
-    wsq_wreq_t *r = wsq_wreq_append(f->topic, f->topic_len, f->data, f->data_len,
-                                    f->binary ? WSQ_MSG_BINARY : 0, f->headers, f->headers_len, 1);
+    wsq_wreq_t *r =
+        wsq_wreq_append(f->topic, f->topic_len, f->data, f->data_len,
+                        f->binary ? WSQ_MSG_BINARY : 0, f->headers, f->headers_len, NULL, 0, 1);
     if (r == NULL)
         return WSQ_ERR_NOMEM;
     r->data[r->len] = '\0'; /* an empty ref: see wsq__publish */

@@ -326,18 +326,13 @@ wsq_err wsq__publish(wsq_session_t *s, const char *topic, size_t topic_len, cons
                      size_t len, bool binary, const void *headers, size_t headers_len,
                      const char *id, size_t id_len, const char *ref)
 {
-    if (id_len > WSQ_MSG_ID_MAX)
-        return WSQ_ERR_INVAL;
     size_t reflen = ref ? strlen(ref) : 0;
     /* the ref rides after the body, so the confirm needs no per-session bookkeeping */
     wsq_wreq_t *r = wsq_wreq_append(topic, topic_len, data, len, binary ? WSQ_MSG_BINARY : 0,
-                                    headers, headers_len, reflen + 1);
+                                    headers, headers_len, id, id_len, reflen + 1);
     if (r == NULL)
         return WSQ_ERR_NOMEM;
     memcpy(r->data + r->len, ref ? ref : "", reflen + 1);
-    if (id_len)
-        memcpy(r->id, id, id_len);
-    r->id_len = (uint8_t)id_len;
     r->user[1] = reflen;
     wsq_err err = wsq__session_submit(s, r);
     if (err != WSQ_OK) {
@@ -419,7 +414,18 @@ static void sub_remove(wsq_session_t *s, wsq_sub_t *sub)
 
 void wsq__sub_end(wsq_session_t *s, wsq_sub_t *sub)
 {
-    wsq__ct_defer(s->srv, wsq__ct_cmd(CT_UNSUB, s->id, sub->id));
+    wsq__sub_end_reply(s, sub, NULL);
+}
+
+void wsq__sub_end_reply(wsq_session_t *s, wsq_sub_t *sub, wsq_buf_t *reply)
+{
+    ct_cmd_t *cmd = wsq__ct_cmd(CT_UNSUB, s->id, sub->id);
+    if (cmd && reply && reply->len) { /* the command takes the frame */
+        cmd->reply = (char *)reply->data;
+        cmd->reply_len = reply->len;
+        wsq_buf_init(reply);
+    }
+    wsq__ct_defer(s->srv, cmd);
     sub_remove(s, sub);
 }
 

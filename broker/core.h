@@ -232,6 +232,10 @@ bool wsq__rate_ok(wsq_session_t *s);
 wsq_sub_t *wsq__sub_by_topic(wsq_session_t *s, const char *topic, size_t len);
 wsq_err wsq__sub_add(wsq_session_t *s, ct_sub_params_t *p);
 void wsq__sub_end(wsq_session_t *s, wsq_sub_t *sub);
+/* The same, answering an unsub: reply (taken; may be NULL) is sent to the session once the
+ * delivery thread has ended the subscription, after every frame it sent for it ("subscribed"
+ * included, when the subscription was still opening). */
+void wsq__sub_end_reply(wsq_session_t *s, wsq_sub_t *sub, wsq_buf_t *reply);
 
 /* The ST's mailbox items, one at a time (server.c drains the mailbox). Takes it. */
 void wsq__core_item(wsq_server_t *srv, st_item_t *it);

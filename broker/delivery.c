@@ -126,6 +126,9 @@ typedef struct ct_sub {
     uint32_t unw_head, unw_len, unw_cap;
     uint64_t queued_bytes;
     bool on_ready;
+    bool unsub_pending; /* unsubscribed while opening: it opens (subscribed), then ends */
+    char *unsub_reply;  /* the unsub's answer, sent when the subscription ends (sub_end) */
+    size_t unsub_reply_len;
     struct ct_sub *tnext; /* topic list */
     struct ct_sub *rnext; /* ready list */
     struct ct_sub *hnext; /* id hash */
@@ -172,6 +175,7 @@ void wsq__ct_cmd_free(ct_cmd_t *c)
     free(c->sub);
     wsq_wreq_free(&c->req);
     free(c->topics);
+    free(c->reply);
     free(c);
 }
 
@@ -610,9 +614,21 @@ static void sub_state(ct_sub_t *s, sub_state_t to)
     s->state = to;
 }
 
+/* A frame for the session as a whole (sub_id 0: delivered even after the subscription's end). */
+static void send_reply(wsq_consumers_t *ct, uint64_t sid, const char *frame, size_t len)
+{
+    if (frame == NULL)
+        return;
+    ct->scratch.len = 0;
+    if (wsq_buf_append(&ct->scratch, frame, len) == WSQ_OK)
+        send_control(ct, sid, 0, ST_DELIVER);
+}
+
 static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
 {
     sub_unlink(ct, s);
+    send_reply(ct, s->sid, s->unsub_reply, s->unsub_reply_len); /* after all it sent */
+    free(s->unsub_reply);
     if (s->cons) {
         ct_consumer_t *c = s->cons;
         if (c->sub == s) {
@@ -816,7 +832,7 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
             ct->scratch.len = 0;
             wsq_proto_enc_reset(&ct->scratch, t->name, t->name_len, t->epoch, t->first_seq,
                                 t->next_seq);
-            send_control(ct, s->sid, s->id, ST_DELIVER);
+            send_control(ct, s->sid, s->unsub_pending ? 0 : s->id, ST_DELIVER);
         }
         wsq_subscribed_t sd = {.topic = t->name,
                                .topic_len = t->name_len,
@@ -829,7 +845,14 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
                                .resumed = resumed};
         ct->scratch.len = 0;
         wsq_proto_enc_subscribed(&ct->scratch, p->ref, &sd);
-        send_control(ct, s->sid, s->id, ST_DELIVER);
+        /* (unsubscribed meanwhile: the session no longer knows the id, so the frame goes to
+         * the session as a whole, and the unsub's answer follows it) */
+        send_control(ct, s->sid, s->unsub_pending ? 0 : s->id, ST_DELIVER);
+    }
+    if (s->unsub_pending) {
+        sub_state(s, SUB_DEAD);
+        sub_end(ct, s);
+        return;
     }
     wsq_debug_log("subscribe", "sid=%llu sub=%llu topic=%s consumer=%s start=%llu resumed=%d",
                   (unsigned long long)s->sid, (unsigned long long)s->id, t->name,
@@ -1463,8 +1486,16 @@ static void process(wsq_consumers_t *ct, ct_cmd_t *cmd)
         break;
     case CT_UNSUB: {
         ct_sub_t *s = sub_find(ct, cmd->sub_id);
+        if (s && s->state == SUB_OPENING) { /* answered once the open completes */
+            s->unsub_pending = true;
+            s->unsub_reply = cmd->reply;
+            s->unsub_reply_len = cmd->reply_len;
+            cmd->reply = NULL;
+            break;
+        }
         if (s)
             sub_end(ct, s);
+        send_reply(ct, cmd->sid, cmd->reply, cmd->reply_len);
         break;
     }
     case CT_ACK:

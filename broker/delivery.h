@@ -62,6 +62,9 @@ typedef struct ct_cmd {
     wsq_wreq_t *req;            /* CT_OPENED, CT_CONSUMER_DELETE (owned) */
     wsq_commit_topic_t *topics; /* CT_COMMIT (owned) */
     uint32_t n_topics;
+    char *reply; /* CT_UNSUB: the frame answering the unsub (owned; NULL: none), sent once the
+                  * subscription has ended, after everything sent for it */
+    size_t reply_len;
 } ct_cmd_t;
 
 wsq_err wsq__ct_create(wsq_server_t *srv, wsq_consumers_t **out);

@@ -68,7 +68,8 @@ static void op_pub(wsq_session_t *s, const wsq_frame_t *f)
         send_err(s, f->ref, WSQ_ERR_RATE_LIMITED, buf);
         return;
     }
-    if (!wsq__headers_within(s->srv->cfg, f->n_headers, f->header_bytes, buf, sizeof(buf))) {
+    if (f->n_headers &&
+        !wsq__headers_within(s->srv->cfg, f->n_headers, f->header_bytes, buf, sizeof(buf))) {
         count_limit(s, WSQ_LIM_MESSAGE_HEADERS);
         send_err(s, f->ref, WSQ_ERR_TOO_LARGE, buf);
         return;
@@ -136,9 +137,13 @@ static void op_unsub(wsq_session_t *s, const wsq_frame_t *f)
         send_err(s, f->ref, WSQ_ERR_NOT_SUBSCRIBED, NULL);
         return;
     }
-    wsq__sub_end(s, sub);
+    /* the ok comes after everything sent for the subscription, its "subscribed" included */
+    wsq_buf_t ok;
+    wsq_buf_init(&ok);
     if (f->ref[0])
-        send_ok(s, f->ref, f->topic, f->topic_len, 0, false);
+        wsq_proto_enc_ok(&ok, f->ref, f->topic, f->topic_len, 0, false, false);
+    wsq__sub_end_reply(s, sub, &ok);
+    wsq_buf_fini(&ok);
 }
 
 /* ack, cumulative ack and nack */

@@ -44,6 +44,7 @@ void wsq_frame_clear(wsq_frame_t *f)
 {
     free(f->data);
     free(f->headers);
+    free(f->id);
     free(f->token);
     wsq_frame_init(f);
 }
@@ -291,6 +292,8 @@ static wsq_err dec_pub(const json_t *root, size_t max_payload, wsq_frame_t *f,
         size_t il = json_string_length(id);
         if (il == 0 || il > 128 || memchr(json_string_value(id), '\0', il) != NULL)
             return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"id\" has 1 to 128 bytes, no NUL");
+        if ((f->id = malloc(il + 1)) == NULL)
+            return set_err(perr, WSQ_ERR_NOMEM, "out of memory");
         memcpy(f->id, json_string_value(id), il + 1);
         f->id_len = il;
     }

@@ -37,12 +37,15 @@ wsq_wreq_t *wsq_wreq_new(wsq_wop_t op, const char *topic, size_t topic_len, cons
 }
 
 wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *data, size_t len,
-                            uint32_t flags, const void *headers, size_t headers_len, size_t extra)
+                            uint32_t flags, const void *headers, size_t headers_len, const char *id,
+                            size_t id_len, size_t extra)
 {
     size_t body = headers_len ? 4 + headers_len + len : len;
-    if (len > WSQ_MSG_MAX_LEN || headers_len > WSQ_MSG_MAX_LEN - 4 - len || extra > SIZE_MAX / 2)
+    if (len > WSQ_MSG_MAX_LEN || headers_len > WSQ_MSG_MAX_LEN - 4 - len || extra > SIZE_MAX / 2 ||
+        id_len > WSQ_MSG_ID_MAX)
         return NULL;
-    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, topic, topic_len, NULL, 0, body + extra);
+    /* the body, the caller's extra bytes, then the id */
+    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, topic, topic_len, NULL, 0, body + extra + id_len);
     if (r == NULL)
         return NULL;
     unsigned char *p = r->data;
@@ -56,6 +59,12 @@ wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *dat
         memcpy(p, data, len);
     r->len = body;
     r->flags = (flags & ~WSQ_MSG_HEADERS) | (headers_len ? WSQ_MSG_HEADERS : 0);
+    if (id_len) {
+        char *dst = (char *)r->data + body + extra;
+        memcpy(dst, id, id_len);
+        r->id = dst;
+        r->id_len = (uint8_t)id_len;
+    }
     return r;
 }
 

@@ -90,7 +90,8 @@ typedef struct {
     size_t headers_len;
     uint32_t n_headers;  /* how many */
     size_t header_bytes; /* their keys and values, summed (limits.max_header_bytes) */
-    char id[129];        /* "id": the publish id (1 to 128 bytes, NUL-terminated), "" for none */
+    char *id;            /* "id": the publish id (1 to 128 bytes, NUL-terminated; owned by the
+                          * frame), NULL for none */
     size_t id_len;
     /* sub */
     char consumer[129]; /* "" = ephemeral */

@@ -253,30 +253,31 @@ struct wsq_wreq {
     const char *topic; /* in: topic name (points into the request; see wsq_wreq_new) */
     uint16_t topic_len;
     uint16_t consumer_len;
-    uint32_t flags;          /* in (APPEND): WSQ_MSG_* */
-    const char *consumer;    /* in (CONSUMER_*): consumer name */
-    uint32_t topic_id;       /* out: id of topic */
-    uint64_t topic_epoch;    /* out: epoch of topic */
-    uint64_t seq;            /* out (APPEND): assigned seq; in (ACK, ACK_UPTO, DELIVERED, NACK);
-                              * in (CONSUMER_OPEN): ack floor of a NEW consumer (0: from the first
-                              * message; WSQ_SEQ_END: after the last); clamped to the last seq */
-    int64_t ts_ms;           /* out (APPEND): broker timestamp; in (NACK): redeliver from */
-    wsq_purge_t purge_mode;  /* in (PURGE) */
-    uint64_t purge_seq;      /* in (PURGE_BEFORE) */
-    int64_t purge_ts_ms;     /* in (PURGE_OLDER) */
-    uint64_t removed;        /* out (PURGE, TOPIC_DELETE): messages removed */
-    uint32_t count;          /* out (DELIVERED): delivery count including this one */
-    bool created;            /* out (TOPIC_ENSURE, CONSUMER_OPEN): newly created */
-    wsq_cstate_t state;      /* out (CONSUMER_OPEN): the consumer's state; in (CONSUMER_PUT).
-                              * Owned by the request. */
-    size_t len;              /* in (APPEND): payload length (with WSQ_MSG_HEADERS: the body's) */
-    unsigned char *data;     /* in (APPEND): payload or body (points into the request) */
-    uint32_t crc;            /* set by submit (APPEND): CRC-32C of the payload, computed on the
-                              * submitting thread so the single writer does not have to */
-    uint8_t id_len;          /* in (APPEND): the publish id's length, 0 for none */
-    bool dup;                /* out (APPEND): the id was seen within the dedup window: nothing was
-                              * stored, seq is the first publish's */
-    char id[WSQ_MSG_ID_MAX]; /* in (APPEND): the publish id (any bytes) */
+    uint32_t flags;         /* in (APPEND): WSQ_MSG_* */
+    const char *consumer;   /* in (CONSUMER_*): consumer name */
+    uint32_t topic_id;      /* out: id of topic */
+    uint64_t topic_epoch;   /* out: epoch of topic */
+    uint64_t seq;           /* out (APPEND): assigned seq; in (ACK, ACK_UPTO, DELIVERED, NACK);
+                             * in (CONSUMER_OPEN): ack floor of a NEW consumer (0: from the first
+                             * message; WSQ_SEQ_END: after the last); clamped to the last seq */
+    int64_t ts_ms;          /* out (APPEND): broker timestamp; in (NACK): redeliver from */
+    wsq_purge_t purge_mode; /* in (PURGE) */
+    uint64_t purge_seq;     /* in (PURGE_BEFORE) */
+    int64_t purge_ts_ms;    /* in (PURGE_OLDER) */
+    uint64_t removed;       /* out (PURGE, TOPIC_DELETE): messages removed */
+    uint32_t count;         /* out (DELIVERED): delivery count including this one */
+    bool created;           /* out (TOPIC_ENSURE, CONSUMER_OPEN): newly created */
+    wsq_cstate_t state;     /* out (CONSUMER_OPEN): the consumer's state; in (CONSUMER_PUT).
+                             * Owned by the request. */
+    size_t len;             /* in (APPEND): payload length (with WSQ_MSG_HEADERS: the body's) */
+    unsigned char *data;    /* in (APPEND): payload or body (points into the request) */
+    uint32_t crc;           /* set by submit (APPEND): CRC-32C of the payload, computed on the
+                             * submitting thread so the single writer does not have to */
+    const char *id;         /* in (APPEND): the publish id, id_len bytes (points into the
+                             * request: see wsq_wreq_append) */
+    uint8_t id_len;         /* in (APPEND): 0 for none */
+    bool dup;               /* out (APPEND): the id was seen within the dedup window: nothing was
+                             * stored, seq is the first publish's */
 };
 
 /* Allocates a request of op for topic[0..topic_len) with room for payload_len payload bytes
@@ -285,12 +286,14 @@ struct wsq_wreq {
 wsq_wreq_t *wsq_wreq_new(wsq_wop_t op, const char *topic, size_t topic_len, const char *consumer,
                          size_t consumer_len, size_t payload_len);
 
-/* An APPEND of payload data[0..len) with flags (WSQ_MSG_BINARY) and the headers block
+/* An APPEND of payload data[0..len) with flags (WSQ_MSG_BINARY), the headers block
  * headers[0..headers_len) (0: none; else WSQ_MSG_HEADERS is set and data holds the body, see
- * WSQ_MSG_HEADERS), with `extra` more bytes after the body for the caller (at data + len).
- * NULL on allocation failure, or when the body would pass WSQ_MSG_MAX_LEN. Any thread. */
+ * WSQ_MSG_HEADERS) and the publish id id[0..id_len) (0: none), with `extra` more bytes after the
+ * body for the caller (at data + len). NULL on allocation failure, or when the body would pass
+ * WSQ_MSG_MAX_LEN or the id WSQ_MSG_ID_MAX. Any thread. */
 wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *data, size_t len,
-                            uint32_t flags, const void *headers, size_t headers_len, size_t extra);
+                            uint32_t flags, const void *headers, size_t headers_len, const char *id,
+                            size_t id_len, size_t extra);
 
 /* Frees a request (and its state). *reqp is set to NULL. NULL or *reqp NULL is a no-op. */
 void wsq_wreq_free(wsq_wreq_t **reqp);

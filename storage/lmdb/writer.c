@@ -127,8 +127,8 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
     wsq_err err = wsq__wtopic_for(w, r, true, &t);
     if (err != WSQ_OK)
         return err;
-    bool dup;
-    if ((err = wsq__dedup_find(w, t, r, &dup)) != WSQ_OK || dup)
+    bool dup = false;
+    if (r->id_len && ((err = wsq__dedup_find(w, t, r, &dup)) != WSQ_OK || dup))
         return err; /* a repeat within the window: the first one's seq, nothing stored */
     const wsq_retention_t *ret = wsq__retention_policy(w, t);
     if (ret->discard == WSQ_DISCARD_NEW &&
@@ -177,7 +177,7 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
     t->appended++;
     r->seq = seq;
     r->ts_ms = ts;
-    if ((err = wsq__dedup_note(w, t, r)) != WSQ_OK)
+    if (r->id_len && (err = wsq__dedup_note(w, t, r)) != WSQ_OK)
         return err;
     if (wsq__retention_over(t, now))
         wsq__retention_enqueue(w, t);

@@ -20,8 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ra == WSQ_OK) {
         if (a.op != b.op || strcmp(a.ref, b.ref) != 0 || strcmp(a.topic, b.topic) != 0 ||
             a.data_len != b.data_len || a.binary != b.binary ||
-            (a.data_len && memcmp(a.data, b.data, a.data_len) != 0) || strcmp(a.id, b.id) != 0 ||
-            a.headers_len != b.headers_len ||
+            (a.data_len && memcmp(a.data, b.data, a.data_len) != 0) || a.id_len != b.id_len ||
+            (a.id_len && strcmp(a.id, b.id) != 0) || a.headers_len != b.headers_len ||
             (a.headers_len && memcmp(a.headers, b.headers, a.headers_len) != 0))
             abort();
         uint32_t nh;

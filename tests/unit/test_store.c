@@ -1061,10 +1061,10 @@ static void test_store_headers(void **state)
         big[i] = (unsigned char)(i * 7);
     const char *t = "hdr";
     for (int i = 0; i < 3; i++) {
-        wsq_wreq_t *r =
-            i == 0   ? wsq_wreq_append(t, 3, "payload", 7, 0, hb, sizeof(hb), 0)
-            : i == 1 ? wsq_wreq_append(t, 3, big, sizeof(big), WSQ_MSG_BINARY, hb, sizeof(hb), 0)
-                     : wsq_wreq_append(t, 3, "plain", 5, 0, NULL, 0, 0);
+        wsq_wreq_t *r = i == 0 ? wsq_wreq_append(t, 3, "payload", 7, 0, hb, sizeof(hb), NULL, 0, 0)
+                        : i == 1 ? wsq_wreq_append(t, 3, big, sizeof(big), WSQ_MSG_BINARY, hb,
+                                                   sizeof(hb), NULL, 0, 0)
+                                 : wsq_wreq_append(t, 3, "plain", 5, 0, NULL, 0, NULL, 0, 0);
         assert_non_null(r);
         assert_int_equal(r->flags & WSQ_MSG_HEADERS, i < 2 ? WSQ_MSG_HEADERS : 0);
         assert_int_equal(wsq_store_call(f->store, r), WSQ_OK);
@@ -1093,7 +1093,7 @@ static void test_store_headers(void **state)
     assert_int_equal(wsq_store_check(f->store, on_violation, &rep, &n), WSQ_OK);
     assert_int_equal(n, 0);
     /* too long for the store */
-    assert_null(wsq_wreq_append(t, 3, "x", 1, 0, hb, (size_t)UINT32_MAX, 0));
+    assert_null(wsq_wreq_append(t, 3, "x", 1, 0, hb, (size_t)UINT32_MAX, NULL, 0, 0));
 }
 
 typedef struct {
@@ -1115,10 +1115,9 @@ static void multi_done(wsq_wreq_t *r, void *arg)
 static uint64_t append_id(wsq_store_t *s, const char *topic, const char *text, const char *id,
                           bool *dup)
 {
-    wsq_wreq_t *r = wsq_wreq_append(topic, strlen(topic), text, strlen(text), 0, NULL, 0, 0);
+    wsq_wreq_t *r =
+        wsq_wreq_append(topic, strlen(topic), text, strlen(text), 0, NULL, 0, id, strlen(id), 0);
     assert_non_null(r);
-    r->id_len = (uint8_t)strlen(id);
-    memcpy(r->id, id, r->id_len);
     assert_int_equal(wsq_store_call(s, r), WSQ_OK);
     uint64_t seq = r->seq;
     *dup = r->dup;
@@ -1158,11 +1157,8 @@ static void test_store_dedup(void **state)
     assert_int_equal(append_id(f->store, "plain", "x", "k1", &dup), 2);
     assert_false(dup);
     /* one batch: the second of two with one id is the dup */
-    wsq_wreq_t *a = wsq_wreq_append("dd.a", 4, "p", 1, 0, NULL, 0, 0);
-    wsq_wreq_t *b = wsq_wreq_append("dd.a", 4, "q", 1, 0, NULL, 0, 0);
-    a->id_len = b->id_len = 2;
-    memcpy(a->id, "k3", 2);
-    memcpy(b->id, "k3", 2);
+    wsq_wreq_t *a = wsq_wreq_append("dd.a", 4, "p", 1, 0, NULL, 0, "k3", 2, 0);
+    wsq_wreq_t *b = wsq_wreq_append("dd.a", 4, "q", 1, 0, NULL, 0, "k3", 2, 0);
     a->next = b;
     wsq_wreq_t *list[2] = {a, b};
     multi_t mw = {.left = 2};

@@ -436,8 +436,9 @@ static int add_line(importer_t *im, const char *line, size_t n, uint64_t lineno,
         if (rc != CTL_OK)
             return rc;
     }
-    wsq_wreq_t *r = wsq_wreq_append(f->topic, f->topic_len, f->data, f->data_len,
-                                    f->binary ? WSQ_MSG_BINARY : 0, f->headers, f->headers_len, 0);
+    wsq_wreq_t *r =
+        wsq_wreq_append(f->topic, f->topic_len, f->data, f->data_len,
+                        f->binary ? WSQ_MSG_BINARY : 0, f->headers, f->headers_len, NULL, 0, 0);
     if (r == NULL)
         return wsq__ctl_fail(im->c, CTL_ERR, "nomem", "out of memory");
     r->done = imp_done;
