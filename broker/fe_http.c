@@ -10,6 +10,10 @@
  *
  * The http protocol's callback is also where the loop's own events arrive: the mailbox wake-up
  * (EVENT_WAIT_CANCELLED), new connections and client certificates.
+ *
+ * Why one file of ~850 lines: a request's life (route, head checks, body, answer, CORS, the
+ * hand-back to the gate) is one state machine over one struct (http.h); the admin endpoints
+ * (admin.c) and the Prometheus text (metrics.c) live apart.
  */
 #include <libwebsockets.h>
 #include <assert.h>
