@@ -41,8 +41,9 @@ wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *dat
                             size_t id_len, size_t extra)
 {
     size_t body = headers_len ? 4 + headers_len + len : len;
-    if (len > WSQ_MSG_MAX_LEN || headers_len > WSQ_MSG_MAX_LEN - 4 - len || extra > SIZE_MAX / 2 ||
-        id_len > WSQ_MSG_ID_MAX)
+    if (len > WSQ_MSG_MAX_LEN ||
+        (headers_len && (len > WSQ_MSG_MAX_LEN - 4 || headers_len > WSQ_MSG_MAX_LEN - 4 - len)) ||
+        extra > SIZE_MAX / 2 || id_len > WSQ_MSG_ID_MAX)
         return NULL;
     /* the body, the caller's extra bytes, then the id */
     wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, topic, topic_len, NULL, 0, body + extra + id_len);

@@ -1094,6 +1094,10 @@ static void test_store_headers(void **state)
     assert_int_equal(n, 0);
     /* too long for the store */
     assert_null(wsq_wreq_append(t, 3, "x", 1, 0, hb, (size_t)UINT32_MAX, NULL, 0, 0));
+    /* (the payload is not read: the sizes are refused first) */
+    assert_null(wsq_wreq_append(t, 3, "x", (size_t)UINT32_MAX - 2, 0, hb, sizeof(hb), NULL, 0, 0));
+    static const char long_id[WSQ_MSG_ID_MAX + 1] = {0};
+    assert_null(wsq_wreq_append(t, 3, "x", 1, 0, NULL, 0, long_id, sizeof(long_id), 0));
 }
 
 typedef struct {
