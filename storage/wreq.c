@@ -36,17 +36,20 @@ wsq_wreq_t *wsq_wreq_new(wsq_wop_t op, const char *topic, size_t topic_len, cons
     return r;
 }
 
-wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *data, size_t len,
-                            uint32_t flags, const void *headers, size_t headers_len, const char *id,
-                            size_t id_len, size_t extra)
+/* An APPEND or a DEAD_LETTER: the body (headers' length, the block, the payload), the caller's
+ * extra bytes, then the id. */
+static wsq_wreq_t *body_req(wsq_wop_t op, const char *topic, size_t topic_len, const char *consumer,
+                            size_t consumer_len, const void *data, size_t len, uint32_t flags,
+                            const void *headers, size_t headers_len, const char *id, size_t id_len,
+                            size_t extra)
 {
     size_t body = headers_len ? 4 + headers_len + len : len;
     if (len > WSQ_MSG_MAX_LEN ||
         (headers_len && (len > WSQ_MSG_MAX_LEN - 4 || headers_len > WSQ_MSG_MAX_LEN - 4 - len)) ||
         extra > SIZE_MAX / 2 || id_len > WSQ_MSG_ID_MAX)
         return NULL;
-    /* the body, the caller's extra bytes, then the id */
-    wsq_wreq_t *r = wsq_wreq_new(WSQ_WOP_APPEND, topic, topic_len, NULL, 0, body + extra + id_len);
+    wsq_wreq_t *r =
+        wsq_wreq_new(op, topic, topic_len, consumer, consumer_len, body + extra + id_len);
     if (r == NULL)
         return NULL;
     unsigned char *p = r->data;
@@ -69,6 +72,26 @@ wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *dat
     return r;
 }
 
+wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *data, size_t len,
+                            uint32_t flags, const void *headers, size_t headers_len, const char *id,
+                            size_t id_len, size_t extra)
+{
+    return body_req(WSQ_WOP_APPEND, topic, topic_len, NULL, 0, data, len, flags, headers,
+                    headers_len, id, id_len, extra);
+}
+
+wsq_wreq_t *wsq_wreq_dead_letter(const char *dead_topic, size_t dead_topic_len,
+                                 uint32_t src_topic_id, const char *consumer, size_t consumer_len,
+                                 const void *data, size_t len, uint32_t flags, const void *headers,
+                                 size_t headers_len)
+{
+    wsq_wreq_t *r = body_req(WSQ_WOP_DEAD_LETTER, dead_topic, dead_topic_len, consumer,
+                             consumer_len, data, len, flags, headers, headers_len, NULL, 0, 0);
+    if (r)
+        r->src_topic_id = src_topic_id;
+    return r;
+}
+
 void wsq_wreq_free(wsq_wreq_t **reqp)
 {
     if (reqp == NULL || *reqp == NULL)
@@ -86,7 +109,11 @@ static bool is_consumer_op(wsq_wop_t op)
 
 wsq_err wsq__wreq_validate(const wsq_wreq_t *r)
 {
-    if (r->op < WSQ_WOP_APPEND || r->op > WSQ_WOP_CONSUMER_PUT)
+    if (r->op < WSQ_WOP_APPEND || r->op > WSQ_WOP_DEAD_LETTER)
+        return WSQ_ERR_INVAL;
+    if (r->op == WSQ_WOP_DEAD_LETTER &&
+        (r->src_topic_id == 0 || !wsq_consumer_valid(r->consumer, r->consumer_len) ||
+         wsq_cstate_check(&r->state) != WSQ_OK))
         return WSQ_ERR_INVAL;
     if (r->op == WSQ_WOP_BARRIER)
         return WSQ_OK;
@@ -100,9 +127,9 @@ wsq_err wsq__wreq_validate(const wsq_wreq_t *r)
     if (r->op == WSQ_WOP_PURGE &&
         (r->purge_mode < WSQ_PURGE_ALL || r->purge_mode > WSQ_PURGE_OLDER))
         return WSQ_ERR_INVAL;
-    if (r->op == WSQ_WOP_APPEND && r->len > 0 && r->data == NULL)
+    if (wsq_wop_appends(r->op) && r->len > 0 && r->data == NULL)
         return WSQ_ERR_INVAL;
-    if (r->op == WSQ_WOP_APPEND && r->len > WSQ_MSG_MAX_LEN)
+    if (wsq_wop_appends(r->op) && r->len > WSQ_MSG_MAX_LEN)
         return WSQ_ERR_TOO_LARGE; /* a parted message records its length in 32 bits */
     return WSQ_OK;
 }

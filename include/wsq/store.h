@@ -208,7 +208,21 @@ typedef enum {
     WSQ_WOP_CONSUMER_PUT, /* replace an existing consumer's state with req->state (the broker's
                            * consumer thread persists its in-memory copy this way; several PUTs
                            * in one batch cost one write) */
+    WSQ_WOP_DEAD_LETTER,  /* in one transaction: append data (as APPEND, wsq_wreq_dead_letter) to
+                           * topic, the dead-letter topic (created if missing), and replace the
+                           * state of consumer of topic src_topic_id with req->state (as
+                           * CONSUMER_PUT: the state that acknowledges the message). Both or
+                           * neither: WSQ_ERR_NOTFOUND (no such consumer) or WSQ_ERR_BAD_SEQ (the
+                           * state does not fit the topic) append nothing, and an append refused
+                           * (topic_full, storage_full, ...) leaves the consumer as it was. Out:
+                           * seq and topic_id of the copy. */
 } wsq_wop_t;
+
+/* Does a request of op append a message (APPEND, DEAD_LETTER)? */
+static inline bool wsq_wop_appends(wsq_wop_t op)
+{
+    return op == WSQ_WOP_APPEND || op == WSQ_WOP_DEAD_LETTER;
+}
 
 /* WSQ_WOP_PURGE modes */
 typedef enum {
@@ -273,6 +287,7 @@ struct wsq_wreq {
     unsigned char *data;    /* in (APPEND): payload or body (points into the request) */
     uint32_t crc;           /* set by submit (APPEND): CRC-32C of the payload, computed on the
                              * submitting thread so the single writer does not have to */
+    uint32_t src_topic_id;  /* in (DEAD_LETTER): the topic of the consumer */
     const char *id;         /* in (APPEND): the publish id, id_len bytes (points into the
                              * request: see wsq_wreq_append) */
     uint8_t id_len;         /* in (APPEND): 0 for none */
@@ -294,6 +309,14 @@ wsq_wreq_t *wsq_wreq_new(wsq_wop_t op, const char *topic, size_t topic_len, cons
 wsq_wreq_t *wsq_wreq_append(const char *topic, size_t topic_len, const void *data, size_t len,
                             uint32_t flags, const void *headers, size_t headers_len, const char *id,
                             size_t id_len, size_t extra);
+
+/* A DEAD_LETTER of payload data[0..len) with flags and headers (as wsq_wreq_append) to
+ * dead_topic, for consumer of topic src_topic_id; the caller fills req->state with the
+ * consumer's state that acknowledges the message. NULL as wsq_wreq_append. Any thread. */
+wsq_wreq_t *wsq_wreq_dead_letter(const char *dead_topic, size_t dead_topic_len,
+                                 uint32_t src_topic_id, const char *consumer, size_t consumer_len,
+                                 const void *data, size_t len, uint32_t flags, const void *headers,
+                                 size_t headers_len);
 
 /* Frees a request (and its state). *reqp is set to NULL. NULL or *reqp NULL is a no-op. */
 void wsq_wreq_free(wsq_wreq_t **reqp);

@@ -94,6 +94,22 @@ wsq_err wsq__wcons_flush(wsq__writer_t *w)
     return WSQ_OK;
 }
 
+wsq_err wsq__wcons_check_put(wsq__writer_t *w, wsq_wreq_t *r)
+{
+    wsq__wtopic_t *t = NULL;
+    wsq_err err = wsq__wtopic_for(w, r, false, &t);
+    if (err != WSQ_OK)
+        return err;
+    wcons_t *c = NULL;
+    if ((err = cons_get(w, t->rec.id, r->consumer, r->consumer_len, &c)) != WSQ_OK)
+        return err;
+    if (!c->exists || c->deleted)
+        return WSQ_ERR_NOTFOUND;
+    if (r->state.ack_floor >= t->rec.next_seq || r->state.delivered_upto >= t->rec.next_seq)
+        return WSQ_ERR_BAD_SEQ;
+    return WSQ_OK;
+}
+
 wsq_err wsq__wcons_op(wsq__writer_t *w, wsq_wreq_t *r)
 {
     wsq__wtopic_t *t = NULL;

@@ -15,7 +15,7 @@
 
 static bool is_growth(const wsq_wreq_t *r)
 {
-    return r->op == WSQ_WOP_APPEND || r->op == WSQ_WOP_TOPIC_ENSURE ||
+    return wsq_wop_appends(r->op) || r->op == WSQ_WOP_TOPIC_ENSURE ||
            r->op == WSQ_WOP_CONSUMER_OPEN;
 }
 
@@ -141,7 +141,7 @@ bool wsq__space_recover(wsq__writer_t *w, wsq_wreq_t *batch, wsq__full_t *full)
     bool shed = false;
     for (int pass = 0; pass < 2 && !shed; pass++) {
         for (wsq_wreq_t *r = batch; r; r = r->next) {
-            if (r->err == WSQ_OK && (pass == 0 ? r->op == WSQ_WOP_APPEND : is_growth(r))) {
+            if (r->err == WSQ_OK && (pass == 0 ? wsq_wop_appends(r->op) : is_growth(r))) {
                 r->err = WSQ_ERR_STORAGE_FULL;
                 full->refused++;
                 shed = true;

@@ -44,7 +44,7 @@ wsq_err wsq_store_submit_list(wsq_store_t *store, wsq_wreq_t *head)
         if (err != WSQ_OK)
             return err;
         n++;
-        if (r->op == WSQ_WOP_APPEND) {
+        if (wsq_wop_appends(r->op)) {
             bytes += r->len;
             r->crc = wsq__crc32c(0, r->data, r->len);
         }
@@ -184,6 +184,24 @@ static wsq_err do_append(wsq__writer_t *w, wsq_wreq_t *r)
     return WSQ_OK;
 }
 
+/* The copy in the dead-letter topic and the consumer's acknowledging state, together: the
+ * consumer is checked first (nothing is appended for one that is gone), then the copy is
+ * appended, and only then is the state put, so that a refused append acknowledges nothing. */
+static wsq_err dead_letter(wsq__writer_t *w, wsq_wreq_t *r)
+{
+    wsq_wreq_t put = *r; /* the consumer half, by topic id (shares r's state: read only) */
+    put.op = WSQ_WOP_CONSUMER_PUT;
+    put.topic = NULL;
+    put.topic_len = 0;
+    put.topic_id = r->src_topic_id;
+    wsq_err err = wsq__wcons_check_put(w, &put);
+    if (err != WSQ_OK)
+        return err;
+    if ((err = do_append(w, r)) != WSQ_OK)
+        return err;
+    return wsq__wcons_op(w, &put);
+}
+
 /* Undoes the in-memory effects of an aborted transaction. */
 static void rollback(wsq__writer_t *w)
 {
@@ -223,6 +241,9 @@ static wsq_err run_txn(wsq__writer_t *w, wsq_wreq_t *batch, int64_t *commit_ns)
         switch (r->op) {
         case WSQ_WOP_APPEND:
             r->err = do_append(w, r);
+            break;
+        case WSQ_WOP_DEAD_LETTER:
+            r->err = dead_letter(w, r);
             break;
         case WSQ_WOP_TOPIC_ENSURE: {
             wsq__wtopic_t *t = NULL;
@@ -293,7 +314,7 @@ static void process(wsq__writer_t *w, wsq_wreq_t *batch)
     wsq__full_t full = {.refused = 0};
     for (wsq_wreq_t *r = batch; r; r = r->next) {
         r->err = WSQ_OK;
-        if (w->ballast_out && r->op == WSQ_WOP_APPEND) {
+        if (w->ballast_out && wsq_wop_appends(r->op)) {
             r->err = WSQ_ERR_STORAGE_FULL;
             full.refused++;
         }
@@ -427,7 +448,7 @@ static void *writer_main(void *arg)
         uint64_t n = 0, bytes = 0;
         while (r && n < s->opts.batch_max_msgs && (n == 0 || bytes < s->opts.batch_max_bytes)) {
             n++;
-            bytes += r->op == WSQ_WOP_APPEND ? r->len : 0;
+            bytes += wsq_wop_appends(r->op) ? r->len : 0;
             last = r;
             r = r->next;
         }

@@ -110,6 +110,9 @@ uint32_t wsq__wtopics_settle(wsq__writer_t *w, uint32_t *nappends);
 
 /* Applies a consumer request (CONSUMER_*) to the cache of the running txn. */
 wsq_err wsq__wcons_op(wsq__writer_t *w, wsq_wreq_t *r);
+/* Would the CONSUMER_PUT r succeed (the consumer exists, the state fits its topic)? Changes
+ * nothing. */
+wsq_err wsq__wcons_check_put(wsq__writer_t *w, wsq_wreq_t *r);
 /* Writes (or deletes) every consumer the running txn changed. */
 wsq_err wsq__wcons_flush(wsq__writer_t *w);
 /* Empties the cache (after a commit or an abort). */

@@ -1026,7 +1026,7 @@ static void test_store_checksum_on_every_read(void **state)
 typedef struct {
     int n;
     size_t hlen[4], len[4];
-    unsigned char h[4][16];
+    unsigned char h[4][32];
     uint32_t flags[4];
     unsigned char first[4], last[4];
 } hview_t;
@@ -1038,7 +1038,7 @@ static int hcollect(void *arg, const wsq_msg_view_t *m)
         v->hlen[v->n] = m->headers_len;
         v->len[v->n] = m->len;
         v->flags[v->n] = m->flags;
-        if (m->headers_len && m->headers_len <= 16)
+        if (m->headers_len && m->headers_len <= sizeof(v->h[0]))
             memcpy(v->h[v->n], m->headers, m->headers_len);
         if (m->len) {
             v->first[v->n] = ((const unsigned char *)m->data)[0];
@@ -1199,6 +1199,82 @@ static void test_store_dedup(void **state)
     assert_int_equal(raw_entries(f, "dedup_exp"), 1);
 }
 
+/* A dead letter for consumer c of src, acknowledging seq: its copy of payload p. */
+static wsq_err dead_letter(fixture_t *f, const char *dead, uint32_t src, const char *consumer,
+                           const wsq_cstate_t *base, uint64_t seq, const char *p, uint64_t *out)
+{
+    static const unsigned char hb[] = {10,  'w', 's', 'q', '-', 'r', 'e', 'a', 's',
+                                       'o', 'n', 4,   0,   't', 'e', 'r', 'm'};
+    wsq_wreq_t *r = wsq_wreq_dead_letter(dead, strlen(dead), src, consumer, strlen(consumer), p,
+                                         strlen(p), 0, hb, sizeof(hb));
+    assert_non_null(r);
+    assert_int_equal(wsq_cstate_copy(&r->state, base), WSQ_OK);
+    uint32_t count;
+    for (uint64_t s = r->state.delivered_upto + 1; s <= seq; s++)
+        assert_int_equal(wsq_cstate_delivered(&r->state, s, &count), WSQ_OK);
+    assert_int_equal(wsq_cstate_ack(&r->state, seq, NULL), WSQ_OK);
+    wsq_err err = wsq_store_call(f->store, r);
+    if (out)
+        *out = r->seq;
+    wsq_wreq_free(&r);
+    return err;
+}
+
+/* DEAD_LETTER: the copy in the dead-letter topic and the consumer's acknowledging state are one
+ * transaction: both, or neither when the consumer is gone or the dead-letter topic refuses. */
+static void test_store_dead_letter(void **state)
+{
+    fixture_t *f = *state;
+    for (int i = 0; i < 3; i++)
+        append_str(f->store, "src", "poison");
+    uint32_t src = topic_id(f->store, "src");
+    wsq_wreq_t *open = NULL;
+    assert_int_equal(simple(f->store, WSQ_WOP_CONSUMER_OPEN, "src", "c", 0, &open), WSQ_OK);
+    uint64_t dseq = 0;
+    assert_int_equal(dead_letter(f, "src.dlq", src, "c", &open->state, 2, "poison", &dseq), WSQ_OK);
+    assert_int_equal(dseq, 1);
+    wsq_cstate_t cs;
+    wsq_cstate_init(&cs);
+    assert_int_equal(wsq_store_consumer_get(f->store, src, "c", 1, &cs), WSQ_OK);
+    assert_true(wsq_cstate_is_acked(&cs, 2));
+    assert_false(wsq_cstate_is_acked(&cs, 1));
+    wsq_cstate_fini(&cs);
+    hview_t v = {0};
+    assert_int_equal(wsq_store_read(f->store, topic_id(f->store, "src.dlq"), 1, 10, UINT64_MAX,
+                                    hcollect, &v, NULL),
+                     WSQ_OK);
+    assert_int_equal(v.n, 1);
+    assert_int_equal(v.len[0], 6);
+    assert_int_equal(v.hlen[0], 17);
+    assert_memory_equal(v.h[0], "\x0awsq-reason", 11);
+
+    /* a full dead-letter topic refuses: the consumer is left as it was */
+    for (int i = 0; i < 3; i++)
+        append_str(f->store, "new3.dlq", "full");
+    assert_int_equal(dead_letter(f, "new3.dlq", src, "c", &open->state, 3, "poison", NULL),
+                     WSQ_ERR_TOPIC_FULL);
+    wsq_cstate_init(&cs);
+    assert_int_equal(wsq_store_consumer_get(f->store, src, "c", 1, &cs), WSQ_OK);
+    assert_true(wsq_cstate_is_acked(&cs, 2));
+    assert_false(wsq_cstate_is_acked(&cs, 3));
+    wsq_cstate_fini(&cs);
+    /* no such consumer: nothing appended, the dead-letter topic not even made */
+    assert_int_equal(dead_letter(f, "gone.dlq", src, "nobody", &open->state, 3, "x", NULL),
+                     WSQ_ERR_NOTFOUND);
+    wsq_topic_info_t ti;
+    assert_int_equal(wsq_store_topic_lookup(f->store, "gone.dlq", 8, &ti), WSQ_ERR_NOTFOUND);
+    /* a state beyond the topic: refused, nothing appended */
+    wsq_cstate_t far;
+    wsq_cstate_init(&far);
+    assert_int_equal(wsq_cstate_copy(&far, &open->state), WSQ_OK);
+    far.ack_floor = far.delivered_upto = 3;
+    assert_int_equal(dead_letter(f, "src.dlq", src, "c", &far, 4, "x", NULL), WSQ_ERR_BAD_SEQ);
+    wsq_cstate_fini(&far);
+    assert_int_equal(wsq_store_topic_lookup(f->store, "src.dlq", 7, &ti), WSQ_OK);
+    assert_int_equal(ti.next_seq, 2);
+    wsq_wreq_free(&open);
+}
+
 static void test_store_compact_copy(void **state)
 {
     fixture_t *f = *state;
@@ -1290,6 +1366,7 @@ int main(void)
         T(test_store_checksum_on_every_read),
         T(test_store_headers),
         T(test_store_dedup),
+        T(test_store_dead_letter),
         T(test_store_compact_copy),
         T(test_store_stop_completes_queued_then_refuses),
         T(test_store_readonly_has_no_writer),
