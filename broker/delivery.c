@@ -86,6 +86,11 @@ typedef struct ct_consumer {
     struct ct_sub *sub; /* attached subscription, NULL when detached */
     bool dirty;         /* cs changed since the last PUT */
     int64_t flushed_ms;
+    /* seqs whose dead letter is in flight: the writer acknowledges each in the transaction that
+     * stores its copy, so every PUT of cs until then acknowledges them too (a PUT behind the
+     * DEAD_LETTER must not take the ack back), and none is delivered again meanwhile */
+    uint64_t *dead;
+    uint32_t ndead, capdead;
     struct ct_consumer *hnext;
 } ct_consumer_t;
 
@@ -415,6 +420,7 @@ static void cons_forget(wsq_consumers_t *ct, ct_consumer_t *c)
         }
     }
     wsq_cstate_fini(&c->cs);
+    free(c->dead);
     free(c);
 }
 
@@ -427,7 +433,10 @@ static void cons_flush(wsq_consumers_t *ct, ct_consumer_t *c)
     if (r == NULL)
         return; /* stays dirty; retried on the next flush */
     r->topic_id = c->topic_id;
-    if (wsq_cstate_copy(&r->state, &c->cs) != WSQ_OK || wsq_store_submit(ct->store, r) != WSQ_OK) {
+    wsq_err err = wsq_cstate_copy(&r->state, &c->cs);
+    for (uint32_t i = 0; i < c->ndead && err == WSQ_OK; i++)
+        err = wsq_cstate_ack(&r->state, c->dead[i], NULL);
+    if (err != WSQ_OK || wsq_store_submit(ct->store, r) != WSQ_OK) {
         wsq_wreq_free(&r);
         return;
     }
@@ -1049,6 +1058,147 @@ static void topic_seen(ct_topic_t *t, const wsq_read_info_t *info)
 
 static bool gap(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to, wsq_outlist_t *out);
 
+/* ------------------------------------------------------------------------------------------- */
+/* dead letters */
+
+#define DEAD_SUFFIX ".dlq"
+#define DEAD_RETRY_MS 5000 /* a dead letter the writer refused is tried again after this */
+
+static bool dead_pending(const ct_consumer_t *c, uint64_t seq)
+{
+    for (uint32_t i = 0; i < c->ndead; i++)
+        if (c->dead[i] == seq)
+            return true;
+    return false;
+}
+
+static void dead_done(wsq_wreq_t *req, void *arg)
+{
+    wsq_consumers_t *ct = arg;
+    ct_cmd_t *c = wsq__ct_cmd(CT_DEAD, req->user[0], req->user[1]);
+    if (c == NULL) {
+        wsq_wreq_free(&req);
+        return;
+    }
+    c->req = req;
+    wsq__ct_push(ct, c);
+}
+
+/* Message m of s's consumer was delivered `count` times without an ack: its copy goes to the
+ * topic's dead-letter topic (<topic>.dlq) with headers that say where it came from, and the
+ * consumer's acknowledgement goes with it, in one transaction (WSQ_WOP_DEAD_LETTER). Until the
+ * writer is done, the seq is neither delivered nor left out of a PUT's acknowledgements. */
+static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *m, uint32_t count)
+{
+    ct_consumer_t *c = s->cons;
+    ct_topic_t *t = s->topic;
+    char dname[WSQ_TOPIC_MAX + 8];
+    int dl = snprintf(dname, sizeof(dname), "%s" DEAD_SUFFIX, t->name);
+    wsq_buf_t hb;
+    wsq_buf_init(&hb);
+    size_t off = 0;
+    wsq_header_t h;
+    while (wsq_headers_next(m->headers, m->headers_len, &off, &h)) /* the message's own first */
+        if (h.key_len < 9 || memcmp(h.key, "wsq-dead-", 9) != 0)
+            (void)wsq_headers_add(&hb, h.key, h.key_len, h.value, h.value_len);
+    char num[2][24];
+    snprintf(num[0], sizeof(num[0]), "%llu", (unsigned long long)m->seq);
+    snprintf(num[1], sizeof(num[1]), "%u", count);
+    wsq_err err = WSQ_OK;
+    const char *kv[][2] = {{"wsq-dead-topic", t->name},
+                           {"wsq-dead-seq", num[0]},
+                           {"wsq-dead-consumer", c->name},
+                           {"wsq-dead-deliveries", num[1]},
+                           {"wsq-dead-reason", "max_deliver"}};
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]) && err == WSQ_OK; i++)
+        err = wsq_headers_add(&hb, kv[i][0], strlen(kv[i][0]), kv[i][1], strlen(kv[i][1]));
+    wsq_wreq_t *r = NULL;
+    if (err == WSQ_OK && dl <= WSQ_TOPIC_MAX)
+        r = wsq_wreq_dead_letter(dname, (size_t)dl, t->id, c->name, c->name_len, m->data, m->len,
+                                 m->flags & WSQ_MSG_BINARY, hb.data, hb.len);
+    wsq_buf_fini(&hb);
+    if (r)
+        err = wsq_cstate_copy(&r->state, &c->cs);
+    for (uint32_t i = 0; r && i < c->ndead && err == WSQ_OK; i++)
+        err = wsq_cstate_ack(&r->state, c->dead[i], NULL);
+    if (r && err == WSQ_OK)
+        err = wsq_cstate_ack(&r->state, m->seq, NULL);
+    if (r && err == WSQ_OK && c->ndead == c->capdead) {
+        uint32_t cap = c->capdead ? c->capdead * 2 : 4;
+        uint64_t *d = realloc(c->dead, cap * sizeof(*d));
+        if (d == NULL)
+            err = WSQ_ERR_NOMEM;
+        else
+            c->dead = d, c->capdead = cap;
+    }
+    if (r && err == WSQ_OK) {
+        r->user[0] = s->sid;
+        r->user[1] = s->id;
+        r->purge_seq = m->seq; /* (unused by the op: carries the seq back to on_dead) */
+        r->done = dead_done;
+        r->arg = ct;
+        err = wsq_store_submit(ct->store, r);
+    }
+    if (r == NULL || err != WSQ_OK) {
+        wsq_wreq_free(&r);
+        wsq_err_log("dead_letter",
+                    "topic=%s consumer=%s seq=%llu msg=\"could not queue its dead letter (%s); "
+                    "tried again in %d ms\"",
+                    t->name, c->name, (unsigned long long)m->seq,
+                    dl > WSQ_TOPIC_MAX ? "the dead-letter topic name is too long"
+                                       : wsq_strerror(err),
+                    DEAD_RETRY_MS);
+        seqvec_del(&s->infl, m->seq);
+        seqvec_put(&s->redo, m->seq, ct->now_ms + DEAD_RETRY_MS);
+        return;
+    }
+    c->dead[c->ndead++] = m->seq;
+    seqvec_del(&s->infl, m->seq);
+    seqvec_del(&s->redo, m->seq);
+}
+
+/* The writer finished a dead letter: the consumer's memory catches up with the store, the
+ * subscription hears `dead` (wsq.v1), or, refused, the message is tried again later. */
+static void on_dead(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    wsq_wreq_t *r = cmd->req;
+    uint64_t seq = r->purge_seq;
+    ct_consumer_t *c = cons_find(ct, r->src_topic_id, r->consumer, r->consumer_len);
+    if (c) {
+        for (uint32_t i = 0; i < c->ndead; i++)
+            if (c->dead[i] == seq) {
+                c->dead[i] = c->dead[--c->ndead];
+                break;
+            }
+    }
+    ct_sub_t *s = sub_find(ct, cmd->sub_id);
+    if (s && s->cons != c)
+        s = NULL;
+    if (r->err != WSQ_OK) {
+        wsq_warn_log("dead_letter",
+                     "topic_id=%u consumer=%s seq=%llu error=%s msg=\"the dead-letter topic %s "
+                     "refused it; tried again in %d ms\"",
+                     r->src_topic_id, r->consumer, (unsigned long long)seq, wsq_errname(r->err),
+                     r->topic, DEAD_RETRY_MS);
+        if (s && s->state == SUB_LIVE)
+            seqvec_put(&s->redo, seq, ct->now_ms + DEAD_RETRY_MS);
+        return;
+    }
+    if (c)
+        (void)wsq_cstate_ack(&c->cs, seq, NULL); /* the store has it already */
+    atomic_fetch_add_explicit(&ct->srv->metrics.dead_lettered, 1, memory_order_relaxed);
+    wsq_info_log("dead_letter", "consumer=%s seq=%llu dead_topic=%s dead_seq=%llu", r->consumer,
+                 (unsigned long long)seq, r->topic, (unsigned long long)r->seq);
+    if (s && s->state == SUB_LIVE && !s->p->raw) {
+        ct->scratch.len = 0;
+        if (wsq_proto_enc_dead(&ct->scratch, s->topic->name, s->topic->name_len, seq, r->topic,
+                               r->topic_len, r->seq) == WSQ_OK)
+            send_control(ct, s->sid, s->id, ST_DELIVER);
+    }
+    if (s)
+        ready_add(ct, s); /* its window slot is free */
+}
+
 static int deliver_one(void *arg, const wsq_msg_view_t *m)
 {
     rd_t *rd = arg;
@@ -1095,19 +1245,14 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
                 return 0;
             }
         }
+        if (dead_pending(c, m->seq))
+            return rd->only_seq ? 1 : 0; /* its dead letter is on its way */
         uint32_t max = ct->srv->cfg->limits.max_deliver;
         if (max && wsq_cstate_count(&c->cs, m->seq) >= max) {
-            /* a poison message: it was delivered max_deliver times without an ack. Skip it
-             * (it counts as acknowledged) so it cannot stall the consumer forever. */
-            wsq_cstate_ack(&c->cs, m->seq, NULL);
-            seqvec_del(&s->infl, m->seq);
-            c->dirty = true;
-            atomic_fetch_add_explicit(&ct->srv->metrics.dead_lettered, 1, memory_order_relaxed);
-            wsq_warn_log("max_deliver",
-                         "topic=%s consumer=%s seq=%llu deliveries=%u "
-                         "msg=\"skipped after limits.max_deliver deliveries\"",
-                         s->topic->name, c->name, (unsigned long long)m->seq, max);
-            return 0;
+            /* a poison message: delivered max_deliver times without an ack. It goes to the
+             * dead-letter topic, acknowledged in the same transaction; never skipped. */
+            dead_letter(ct, s, m, wsq_cstate_count(&c->cs, m->seq));
+            return rd->only_seq ? 1 : 0;
         }
         if (!unw_push(s, m->seq)) {
             rd->err = WSQ_ERR_NOMEM;
@@ -1516,6 +1661,9 @@ static void process(wsq_consumers_t *ct, ct_cmd_t *cmd)
         break;
     case CT_CONSUMER_DELETE:
         on_consumer_delete(ct, cmd);
+        break;
+    case CT_DEAD:
+        on_dead(ct, cmd);
         break;
     }
 }

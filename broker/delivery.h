@@ -31,6 +31,7 @@ typedef enum {
     CT_COMMIT,          /* WT committed: topic heads changed (topic list attached) */
     CT_OPENED,          /* WT finished a TOPIC_ENSURE/CONSUMER_OPEN for a subscription (req) */
     CT_CONSUMER_DELETE, /* admin: forget a consumer, closing its session (sub: names) */
+    CT_DEAD,            /* WT finished a DEAD_LETTER of seq (req) */
 } ct_kind_t;
 
 typedef struct {

@@ -93,8 +93,9 @@ void wsq__metrics_render(wsq_server_t *srv, wsq_buf_t *b)
     metric(b, "wsq_commits_total", "counter", "Storage commits.", m->commits);
     metric(b, "wsq_publisher_pauses_total", "counter", "Publishers paused by backpressure.",
            m->paused);
-    metric(b, "wsq_max_deliver_skipped_total", "counter",
-           "Messages skipped after limits.max_deliver deliveries without an ack.",
+    metric(b, "wsq_dead_lettered_total", "counter",
+           "Messages moved to a dead-letter topic after limits.max_deliver deliveries without "
+           "an ack.",
            m->dead_lettered);
     metric(b, "wsq_reloads_total", "counter", "Configuration reloads applied.", m->reloads);
     metric(b, "wsq_reload_failures_total", "counter", "Configuration reloads refused.",

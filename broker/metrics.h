@@ -64,7 +64,7 @@ typedef struct {
     _Atomic uint64_t commits;
     _Atomic uint64_t commit_ns_total;
     _Atomic uint64_t paused;        /* publisher pauses (backpressure) */
-    _Atomic uint64_t dead_lettered; /* messages skipped after limits.max_deliver */
+    _Atomic uint64_t dead_lettered; /* messages moved to their dead-letter topic */
     _Atomic uint64_t reloads;
     _Atomic uint64_t reload_failures;
     _Atomic uint64_t limit_refusals[WSQ_LIM_COUNT];

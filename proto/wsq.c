@@ -1125,6 +1125,24 @@ wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, u
     return enc_end(&w);
 }
 
+wsq_err wsq_proto_enc_dead(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
+                           const char *dead_topic, size_t dead_topic_len, uint64_t dead_seq)
+{
+    if (!topic_arg_ok(topic, topic_len) || !topic_arg_ok(dead_topic, dead_topic_len))
+        return WSQ_ERR_INVAL;
+    enc_t w = enc_begin(out);
+    PUT_LIT(&w, "{\"op\":\"dead\",\"topic\":");
+    put_str(&w, topic, topic_len);
+    PUT_LIT(&w, ",\"seq\":");
+    put_u64(&w, seq);
+    PUT_LIT(&w, ",\"dead_topic\":");
+    put_str(&w, dead_topic, dead_topic_len);
+    PUT_LIT(&w, ",\"dead_seq\":");
+    put_u64(&w, dead_seq);
+    PUT_LIT(&w, "}");
+    return enc_end(&w);
+}
+
 wsq_err wsq_proto_enc_gap(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t from,
                           uint64_t to, wsq_gap_reason_t reason)
 {

@@ -110,7 +110,7 @@ typedef struct {
                                           * must be > ping_interval */
         int64_t ack_wait_ms;             /* redeliver unacked wsq.v1 messages after, default 30s;
                                           * 0 = only on reconnect */
-        uint32_t max_deliver;            /* deliveries per message before it is skipped, 0 = ∞ */
+        uint32_t max_deliver;            /* deliveries without an ack before <topic>.dlq, 0 = ∞ */
         int64_t consumer_ttl_ms;         /* delete consumers idle this long, default 0 = never */
         int64_t shutdown_timeout_ms;     /* default 5s */
         uint32_t max_http_body;          /* HTTP request bodies, default = max_message_size */

@@ -216,6 +216,12 @@ const char *wsq_gap_reason_name(wsq_gap_reason_t r);
 wsq_err wsq_proto_enc_gap(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t from,
                           uint64_t to, wsq_gap_reason_t reason);
 
+/* {"op":"dead","topic":T,"seq":N,"dead_topic":D,"dead_seq":M}: message N of T was given up
+ * (delivered max_deliver times without an ack) and is now message M of D. WSQ_ERR_INVAL for a
+ * topic as in wsq_proto_enc_subscribed (either). */
+wsq_err wsq_proto_enc_dead(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
+                           const char *dead_topic, size_t dead_topic_len, uint64_t dead_seq);
+
 /* {"op":"reset","topic":T,"epoch":"<16 hex>","first_seq":F,"next_seq":N}: the topic the client
  * knew (by its epoch) no longer exists; positions start over in the new epoch. WSQ_ERR_INVAL for
  * a topic as in wsq_proto_enc_subscribed. */
