@@ -905,6 +905,22 @@ static void on_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
         ready_add(ct, s);
 }
 
+static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *m, uint32_t count,
+                        const char *reason);
+static bool dead_pending(const ct_consumer_t *c, uint64_t seq);
+
+typedef struct {
+    wsq_consumers_t *ct;
+    ct_sub_t *s;
+} term_t;
+
+static int term_one(void *arg, const wsq_msg_view_t *m)
+{
+    term_t *tm = arg;
+    dead_letter(tm->ct, tm->s, m, wsq_cstate_count(&tm->s->cons->cs, m->seq), "term");
+    return 1;
+}
+
 static void on_nack(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
     ct_sub_t *s = sub_find(ct, cmd->sub_id);
@@ -912,8 +928,21 @@ static void on_nack(wsq_consumers_t *ct, ct_cmd_t *cmd)
         return;
     ct_consumer_t *c = s->cons;
     uint64_t seq = cmd->seq;
-    if (seq == 0 || seq > c->cs.delivered_upto || wsq_cstate_is_acked(&c->cs, seq))
+    if (seq == 0 || seq > c->cs.delivered_upto || wsq_cstate_is_acked(&c->cs, seq) ||
+        dead_pending(c, seq))
         return;
+    if (cmd->term) { /* given up: read it once more, for its copy */
+        term_t tm = {ct, s};
+        wsq_read_info_t info;
+        if (wsq_store_read(ct->store, s->topic->id, seq, 1, UINT64_MAX, term_one, &tm, &info) ==
+                WSQ_OK &&
+            info.last_seq == seq) {
+            atomic_fetch_add_explicit(&ct->srv->metrics.nacked, 1, memory_order_relaxed);
+            if (has_credit(s) && has_work(ct, s))
+                ready_add(ct, s);
+        }
+        return; /* (gone meanwhile: the consumer gets its gap as for any removed message) */
+    }
     int64_t due = ct->now_ms + cmd->delay_ms;
     if (wsq_cstate_nack(&c->cs, seq, cmd->delay_ms ? due : 0) != WSQ_OK)
         return;
@@ -1084,11 +1113,13 @@ static void dead_done(wsq_wreq_t *req, void *arg)
     wsq__ct_push(ct, c);
 }
 
-/* Message m of s's consumer was delivered `count` times without an ack: its copy goes to the
+/* Message m of s's consumer was delivered `count` times without an ack (reason max_deliver), or
+ * the client gave it up (nack with term, reason term): its copy goes to the
  * topic's dead-letter topic (<topic>.dlq) with headers that say where it came from, and the
  * consumer's acknowledgement goes with it, in one transaction (WSQ_WOP_DEAD_LETTER). Until the
  * writer is done, the seq is neither delivered nor left out of a PUT's acknowledgements. */
-static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *m, uint32_t count)
+static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *m, uint32_t count,
+                        const char *reason)
 {
     ct_consumer_t *c = s->cons;
     ct_topic_t *t = s->topic;
@@ -1109,7 +1140,7 @@ static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *
                            {"wsq-dead-seq", num[0]},
                            {"wsq-dead-consumer", c->name},
                            {"wsq-dead-deliveries", num[1]},
-                           {"wsq-dead-reason", "max_deliver"}};
+                           {"wsq-dead-reason", reason}};
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]) && err == WSQ_OK; i++)
         err = wsq_headers_add(&hb, kv[i][0], strlen(kv[i][0]), kv[i][1], strlen(kv[i][1]));
     wsq_wreq_t *r = NULL;
@@ -1251,7 +1282,7 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
         if (max && wsq_cstate_count(&c->cs, m->seq) >= max) {
             /* a poison message: delivered max_deliver times without an ack. It goes to the
              * dead-letter topic, acknowledged in the same transaction; never skipped. */
-            dead_letter(ct, s, m, wsq_cstate_count(&c->cs, m->seq));
+            dead_letter(ct, s, m, wsq_cstate_count(&c->cs, m->seq), "max_deliver");
             return rd->only_seq ? 1 : 0;
         }
         if (!unw_push(s, m->seq)) {

@@ -59,6 +59,7 @@ typedef struct ct_cmd {
     uint64_t bytes;
     uint32_t count;
     int64_t delay_ms;
+    bool term;                  /* CT_NACK: give the message up now (dead letter) */
     ct_sub_params_t *sub;       /* CT_SUB, CT_CONSUMER_DELETE (owned) */
     wsq_wreq_t *req;            /* CT_OPENED, CT_CONSUMER_DELETE (owned) */
     wsq_commit_topic_t *topics; /* CT_COMMIT (owned) */

@@ -164,6 +164,7 @@ static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
     if (cmd) {
         cmd->seq = f->has_upto ? f->upto : f->seq;
         cmd->delay_ms = f->delay_ms;
+        cmd->term = f->term;
         wsq__ct_defer(s->srv, cmd);
     }
 }

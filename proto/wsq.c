@@ -400,6 +400,15 @@ static wsq_err dec_nack(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *p
     if (e == WSQ_OK)
         e = get_int(root, "delay", "delay", false, 0, NACK_DELAY_MAX, NULL, &f->delay_ms, perr);
     f->seq = (uint64_t)seq;
+    const json_t *term = json_object_get(root, "term");
+    if (e == WSQ_OK && term != NULL) {
+        if (!json_is_boolean(term))
+            return set_err(perr, WSQ_ERR_BAD_TYPE, "\"term\" must be true or false");
+        f->term = json_is_true(term);
+        if (f->term && json_object_get(root, "delay") != NULL)
+            return set_err(perr, WSQ_ERR_BAD_REQUEST,
+                           "\"term\" gives the message up: it takes no \"delay\"");
+    }
     return e;
 }
 
@@ -1295,10 +1304,12 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
         put_str(&w, f->topic, f->topic_len);
         PUT_LIT(&w, ",\"seq\":");
         put_u64(&w, f->seq);
-        if (f->delay_ms > 0) {
+        if (f->delay_ms > 0 && !f->term) {
             PUT_LIT(&w, ",\"delay\":");
             put_i64(&w, f->delay_ms);
         }
+        if (f->term)
+            PUT_LIT(&w, ",\"term\":true");
         break;
     case WSQ_OP_PING:
         PUT_LIT(&w, "{\"op\":\"ping\"");

@@ -108,6 +108,7 @@ typedef struct {
     bool has_upto;
     uint64_t upto;    /* "upto" (ack only): cumulative */
     int64_t delay_ms; /* "delay" (nack), >= 0 */
+    bool term;        /* "term": true (nack): give the message up now (dead letter) */
     /* auth */
     char *token; /* "token", NUL-terminated (owned by the frame) */
 } wsq_frame_t;

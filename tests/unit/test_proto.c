@@ -1788,6 +1788,27 @@ static void test_proto_fast_pub_matches_full_decoder(void **state)
 /* ------------------------------------------------------------------------------------------- */
 /* Message headers                                                                              */
 
+static void test_proto_nack_term(void **state)
+{
+    (void)state;
+    wsq_frame_t f;
+    decode_ok("{\"op\":\"nack\",\"topic\":\"t\",\"seq\":3,\"term\":true}", &f);
+    assert_true(f.term);
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    assert_int_equal(wsq_proto_encode_client(&f, &b), WSQ_OK);
+    assert_buf_str(&b, "{\"op\":\"nack\",\"topic\":\"t\",\"seq\":3,\"term\":true}");
+    wsq_buf_fini(&b);
+    wsq_frame_clear(&f);
+    decode_ok("{\"op\":\"nack\",\"topic\":\"t\",\"seq\":3,\"term\":false,\"delay\":5}", &f);
+    assert_false(f.term);
+    assert_int_equal(f.delay_ms, 5);
+    wsq_frame_clear(&f);
+    decode_err("{\"op\":\"nack\",\"topic\":\"t\",\"seq\":3,\"term\":1}", WSQ_ERR_BAD_TYPE);
+    decode_err("{\"op\":\"nack\",\"topic\":\"t\",\"seq\":3,\"term\":true,\"delay\":0}",
+               WSQ_ERR_BAD_REQUEST);
+}
+
 static void test_proto_headers_block(void **state)
 {
     (void)state;
@@ -1936,6 +1957,7 @@ int main(void)
         cmocka_unit_test(test_proto_raw_target_from),
         cmocka_unit_test(test_proto_json_escape),
         cmocka_unit_test(test_proto_buf),
+        cmocka_unit_test(test_proto_nack_term),
         cmocka_unit_test(test_proto_headers_block),
         cmocka_unit_test(test_proto_pub_headers),
     };

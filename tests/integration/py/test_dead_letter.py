@@ -9,7 +9,9 @@ and the subscription hears {"op":"dead",...}.
   -seq, -consumer, -deliveries and -reason; wsq_dead_lettered_total counts;
 - the messages around it are delivered as usual, and the consumer does not get it again, not
   even after a restart (the acknowledgement was stored with the copy);
-- another consumer of the same topic keeps its own count: the message is still its to read.
+- another consumer of the same topic keeps its own count: the message is still its to read;
+- nack with "term": true gives a message up at once (reason term); term is a boolean and takes
+  no delay.
 """
 
 import base64
@@ -82,6 +84,36 @@ class DeadLetter(h.WsqdTestCase):
         self.assertEqual([other.expect("msg")["seq"] for _ in range(4)], [1, 2, 3, 4])
         other.close()
         ws.close()
+
+    def test_nack_term_gives_up_at_once(self):
+        d = self.wsqd
+        ws = h.SocketWS(d)
+        for i, data in enumerate(["a", "bad", "c"]):
+            ws.send_json({"op": "pub", "topic": "dl.term", "data": data, "ref": i})
+            ws.expect("ok")
+        ws.subscribe("dl.term", consumer="w", window=10)
+        seqs = []
+        while len(seqs) < 3:
+            f = ws.expect("msg")
+            seqs.append(f["seq"])
+            if f["data"] == "bad":
+                ws.send_json({"op": "nack", "topic": "dl.term", "seq": f["seq"], "term": True})
+            else:
+                ws.send_json({"op": "ack", "topic": "dl.term", "seq": f["seq"]})
+        dead = ws.expect("dead")
+        self.assertEqual((dead["seq"], dead["dead_topic"], dead["dead_seq"]), (2, "dl.term.dlq", 1))
+        # refusals: term is a boolean and takes no delay
+        ws.send_json({"op": "nack", "topic": "dl.term", "seq": 1, "term": 1, "ref": "x"})
+        self.assertEqual(ws.expect("err")["code"], "bad_type")
+        ws.send_json({"op": "nack", "topic": "dl.term", "seq": 1, "term": True, "delay": 5,
+                      "ref": "y"})
+        self.assertEqual(ws.expect("err")["code"], "bad_request")
+        ws.close()
+        st, _, page = d.history("dl.term.dlq", "?from=1")
+        m = page["messages"][0]
+        self.assertEqual((m["data"], m["headers"]["wsq-dead-reason"],
+                          m["headers"]["wsq-dead-deliveries"]), ("bad", "term", "1"))
+        self.assertEqual(seqs, [1, 2, 3])   # delivered once each, nothing again
 
 
 if __name__ == "__main__":
