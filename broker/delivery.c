@@ -68,7 +68,9 @@ typedef struct ct_topic {
     uint64_t first_seq;
     uint64_t next_seq;
     uint64_t purged_upto;
-    struct ct_sub *subs; /* subscriptions on this topic (tnext) */
+    struct ct_sub *subs;           /* subscriptions on this topic (tnext) */
+    const wsq_config_t *dead_cfg;  /* the config dead was resolved in */
+    const wsq_dead_letter_t *dead; /* max_deliver and the dead-letter topic (retention rules) */
     struct ct_topic *hnext;
     /* The tail cache: when several subscriptions follow a topic, the first to reach a message
      * reads it from LMDB and the others take it from here - one read and one JSON encoding
@@ -1090,7 +1092,17 @@ static bool gap(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to, ws
 /* ------------------------------------------------------------------------------------------- */
 /* dead letters */
 
-#define DEAD_SUFFIX ".dlq"
+/* The topic's dead-letter settings (retention rules), looked up again after a reload. */
+static const wsq_dead_letter_t *topic_dead(wsq_consumers_t *ct, ct_topic_t *t)
+{
+    const wsq_config_t *cfg = ct->srv->cfg;
+    if (t->dead_cfg != cfg) {
+        t->dead = wsq_config_dead_letter(cfg, t->name, t->name_len);
+        t->dead_cfg = cfg; /* (configs stay alive until exit: see server.c reload) */
+    }
+    return t->dead;
+}
+
 #define DEAD_RETRY_MS 5000 /* a dead letter the writer refused is tried again after this */
 
 static bool dead_pending(const ct_consumer_t *c, uint64_t seq)
@@ -1123,8 +1135,9 @@ static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *
 {
     ct_consumer_t *c = s->cons;
     ct_topic_t *t = s->topic;
-    char dname[WSQ_TOPIC_MAX + 8];
-    int dl = snprintf(dname, sizeof(dname), "%s" DEAD_SUFFIX, t->name);
+    char dname[WSQ_TOPIC_MAX + 1];
+    bool named =
+        wsq_config_dead_topic(topic_dead(ct, t), t->name, t->name_len, dname, sizeof(dname));
     wsq_buf_t hb;
     wsq_buf_init(&hb);
     size_t off = 0;
@@ -1144,8 +1157,8 @@ static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]) && err == WSQ_OK; i++)
         err = wsq_headers_add(&hb, kv[i][0], strlen(kv[i][0]), kv[i][1], strlen(kv[i][1]));
     wsq_wreq_t *r = NULL;
-    if (err == WSQ_OK && dl <= WSQ_TOPIC_MAX)
-        r = wsq_wreq_dead_letter(dname, (size_t)dl, t->id, c->name, c->name_len, m->data, m->len,
+    if (err == WSQ_OK && named)
+        r = wsq_wreq_dead_letter(dname, strlen(dname), t->id, c->name, c->name_len, m->data, m->len,
                                  m->flags & WSQ_MSG_BINARY, hb.data, hb.len);
     wsq_buf_fini(&hb);
     if (r)
@@ -1176,8 +1189,7 @@ static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *
                     "topic=%s consumer=%s seq=%llu msg=\"could not queue its dead letter (%s); "
                     "tried again in %d ms\"",
                     t->name, c->name, (unsigned long long)m->seq,
-                    dl > WSQ_TOPIC_MAX ? "the dead-letter topic name is too long"
-                                       : wsq_strerror(err),
+                    !named ? "the dead-letter topic name is too long" : wsq_strerror(err),
                     DEAD_RETRY_MS);
         seqvec_del(&s->infl, m->seq);
         seqvec_put(&s->redo, m->seq, ct->now_ms + DEAD_RETRY_MS);
@@ -1278,7 +1290,7 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
         }
         if (dead_pending(c, m->seq))
             return rd->only_seq ? 1 : 0; /* its dead letter is on its way */
-        uint32_t max = ct->srv->cfg->limits.max_deliver;
+        uint32_t max = topic_dead(ct, s->topic)->max_deliver;
         if (max && wsq_cstate_count(&c->cs, m->seq) >= max) {
             /* a poison message: delivered max_deliver times without an ack. It goes to the
              * dead-letter topic, acknowledged in the same transaction; never skipped. */

@@ -94,7 +94,7 @@ void wsq__metrics_render(wsq_server_t *srv, wsq_buf_t *b)
     metric(b, "wsq_publisher_pauses_total", "counter", "Publishers paused by backpressure.",
            m->paused);
     metric(b, "wsq_dead_lettered_total", "counter",
-           "Messages moved to a dead-letter topic after limits.max_deliver deliveries without "
+           "Messages moved to a dead-letter topic after max_deliver deliveries without "
            "an ack.",
            m->dead_lettered);
     metric(b, "wsq_reloads_total", "counter", "Configuration reloads applied.", m->reloads);

@@ -930,12 +930,33 @@ static wsq_err parse_storage(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
 }
 
 /* retention.default (rule == false) or one retention.topics entry, inheriting from *r. */
-static wsq_err parse_retention_policy(cfg_ctx_t *c, yaml_node_t *n, const char *path, bool rule,
-                                      wsq_retention_t *r, char **pattern)
+/* Expands a dead-letter template for topic[0..len): "{topic}" replaced (every time). */
+static bool expand_dead(const char *tmpl, const char *topic, size_t len, char *out, size_t cap)
 {
-    enum { R_MSGS, R_BYTES, R_AGE, R_DISCARD, R_DEDUP, R_PATTERN, R_N };
-    static const char *const keys[] = {"max_messages", "max_bytes",    "max_age",
-                                       "discard",      "dedup_window", "pattern"};
+    size_t o = 0;
+    for (const char *p = tmpl; *p; p++) {
+        if (strncmp(p, "{topic}", 7) == 0) {
+            if (cap - o <= len)
+                return false;
+            memcpy(out + o, topic, len);
+            o += len;
+            p += 6;
+        } else {
+            if (cap - o <= 1)
+                return false;
+            out[o++] = *p;
+        }
+    }
+    out[o] = '\0';
+    return wsq_topic_valid(out, o);
+}
+
+static wsq_err parse_retention_policy(cfg_ctx_t *c, yaml_node_t *n, const char *path, bool rule,
+                                      wsq_retention_t *r, wsq_dead_letter_t *dl, char **pattern)
+{
+    enum { R_MSGS, R_BYTES, R_AGE, R_DISCARD, R_DEDUP, R_MAXDEL, R_DEAD, R_PATTERN, R_N };
+    static const char *const keys[] = {"max_messages", "max_bytes",   "max_age",     "discard",
+                                       "dedup_window", "max_deliver", "dead_letter", "pattern"};
     static const char *const discards[] = {"old", "new"};
     char shown[SHOW_MAX * 4 + 8];
     yaml_node_t *v[R_N];
@@ -971,6 +992,21 @@ static wsq_err parse_retention_policy(cfg_ctx_t *c, yaml_node_t *n, const char *
     if (v[R_DEDUP] && (rc = get_duration(c, v[R_DEDUP], path, "dedup_window", 0, 7 * DAY,
                                          &r->dedup_window_ms)) != WSQ_OK)
         return rc;
+    if (v[R_MAXDEL] && (rc = get_u32(c, v[R_MAXDEL], path, "max_deliver", 0, UINT32_MAX,
+                                     &dl->max_deliver)) != WSQ_OK)
+        return rc;
+    if (v[R_DEAD]) {
+        char *t = NULL, probe[WSQ_TOPIC_MAX + 1];
+        if ((rc = get_str(c, v[R_DEAD], path, "dead_letter", &t)) != WSQ_OK)
+            return rc;
+        free(dl->topic);
+        dl->topic = t;
+        if (!expand_dead(t, "t", 1, probe, sizeof(probe)))
+            return cfg_fail(c, v[R_DEAD], path, "dead_letter",
+                            "invalid dead-letter topic %s: a topic name where {topic} stands for "
+                            "the topic's own, e.g. \"{topic}.dlq\" or \"dlq.{topic}\"",
+                            show(v[R_DEAD], shown, sizeof(shown)));
+    }
     if (v[R_DISCARD]) {
         if ((rc = get_enum(c, v[R_DISCARD], path, "discard", discards, 2, &e)) != WSQ_OK)
             return rc;
@@ -991,7 +1027,8 @@ static wsq_err parse_retention(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
         return rc;
     /* defaults first, whatever the key order: rules inherit from them */
     if (v[R_DEFAULT] && (rc = parse_retention_policy(c, v[R_DEFAULT], "retention.default", false,
-                                                     &cfg->retention.defaults, NULL)) != WSQ_OK)
+                                                     &cfg->retention.defaults, &cfg->retention.dead,
+                                                     NULL)) != WSQ_OK)
         return rc;
     yaml_node_t *t = v[R_TOPICS];
     if (t == NULL || is_null(t))
@@ -1012,8 +1049,11 @@ static wsq_err parse_retention(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
         wsq_retention_rule_t *r = &cfg->retention.rules[i];
         path_idx(path, "retention.topics", i);
         r->retention = cfg->retention.defaults;
-        if ((rc = parse_retention_policy(c, item, path, true, &r->retention, &r->pattern)) !=
-            WSQ_OK)
+        r->dead.max_deliver = cfg->retention.dead.max_deliver;
+        if ((r->dead.topic = strdup(cfg->retention.dead.topic)) == NULL)
+            return cfg_nomem(c);
+        if ((rc = parse_retention_policy(c, item, path, true, &r->retention, &r->dead,
+                                         &r->pattern)) != WSQ_OK)
             return rc;
         for (size_t j = 0; j < i; j++)
             if (strcmp(cfg->retention.rules[j].pattern, r->pattern) == 0)
@@ -1102,7 +1142,11 @@ static wsq_err parse_limits(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     L_DUR(M_PING, SEC, DAY, ping_interval_ms)
     L_DUR(M_IDLE, SEC, 7 * DAY, idle_timeout_ms)
     L_DUR(M_ACK_WAIT, 0, 7 * DAY, ack_wait_ms)
-    L_U32(M_MAX_DELIVER, 0, UINT32_MAX, max_deliver)
+    if (v[M_MAX_DELIVER]) /* moved: dead letters are per topic (issue 13) */
+        return cfg_fail(c, v[M_MAX_DELIVER], p, keys[M_MAX_DELIVER],
+                        "moved: set max_deliver in retention.default or in a retention.topics "
+                        "rule, beside dead_letter (the topic a message goes to after max_deliver "
+                        "deliveries without an ack); see docs/OPERATIONS.md, Dead letters");
     L_DUR(M_CONSUMER_TTL, 0, 3650 * DAY, consumer_ttl_ms)
     L_DUR(M_SHUTDOWN, 0, HOUR, shutdown_timeout_ms)
     L_SIZE32(M_HTTP_BODY, 1, (uint32_t)GiB, max_http_body)
@@ -1521,6 +1565,8 @@ static wsq_err set_defaults(wsq_config_t *cfg)
 
     cfg->retention.defaults.discard = WSQ_DISCARD_OLD;
     cfg->retention.defaults.dedup_window_ms = 2 * 60 * 1000;
+    if ((cfg->retention.dead.topic = strdup("{topic}.dlq")) == NULL)
+        return WSQ_ERR_NOMEM;
 
     cfg->limits.max_message_size = MiB;
     cfg->limits.max_connections = 10000;
@@ -1536,7 +1582,6 @@ static wsq_err set_defaults(wsq_config_t *cfg)
     cfg->limits.ping_interval_ms = 30 * SEC;
     cfg->limits.idle_timeout_ms = 75 * SEC;
     cfg->limits.ack_wait_ms = 30 * SEC;
-    cfg->limits.max_deliver = 0;
     cfg->limits.consumer_ttl_ms = 0;
     cfg->limits.shutdown_timeout_ms = 5 * SEC;
     cfg->limits.max_http_body = (uint32_t)MiB;
@@ -1648,8 +1693,11 @@ void wsq_config_free(wsq_config_t **cfgp)
     }
     free(cfg->listeners);
     free(cfg->storage.path);
-    for (size_t i = 0; i < cfg->retention.n_rules; i++)
+    for (size_t i = 0; i < cfg->retention.n_rules; i++) {
         free(cfg->retention.rules[i].pattern);
+        free(cfg->retention.rules[i].dead.topic);
+    }
+    free(cfg->retention.dead.topic);
     free(cfg->retention.rules);
     strlist_free(&cfg->auth.anonymous.publish);
     strlist_free(&cfg->auth.anonymous.subscribe);
@@ -1839,6 +1887,21 @@ wsq_err wsq_config_default(wsq_config_t **out, char *errbuf, size_t errlen)
 {
     const char *yaml = wsq_config_default_yaml();
     return wsq_config_parse(yaml, strlen(yaml), "<default>", out, errbuf, errlen);
+}
+
+const wsq_dead_letter_t *wsq_config_dead_letter(const wsq_config_t *cfg, const char *topic,
+                                                size_t len)
+{
+    for (size_t i = 0; i < cfg->retention.n_rules; i++)
+        if (wsq_topic_match(cfg->retention.rules[i].pattern, topic, len))
+            return &cfg->retention.rules[i].dead;
+    return &cfg->retention.dead;
+}
+
+bool wsq_config_dead_topic(const wsq_dead_letter_t *dl, const char *topic, size_t len, char *out,
+                           size_t cap)
+{
+    return dl->topic != NULL && expand_dead(dl->topic, topic, len, out, cap);
 }
 
 void wsq_config_retention(const wsq_config_t *cfg, const char *topic, size_t len,

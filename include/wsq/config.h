@@ -46,9 +46,18 @@ typedef struct {
     bool tls_require_client_cert; /* refuse clients without a certificate signed by tls_ca */
 } wsq_listener_conf_t;
 
+/* Dead letters of a topic (retention rules carry them): after max_deliver deliveries without an
+ * ack (0: never) a message goes to the topic named by topic, where "{topic}" stands for the
+ * topic's name (default "{topic}.dlq"). */
+typedef struct {
+    uint32_t max_deliver;
+    char *topic;
+} wsq_dead_letter_t;
+
 typedef struct {
     char *pattern; /* topic pattern */
     wsq_retention_t retention;
+    wsq_dead_letter_t dead;
 } wsq_retention_rule_t;
 
 typedef struct {
@@ -90,32 +99,32 @@ typedef struct {
 
     struct {
         wsq_retention_t defaults;    /* retention.default; all 0 (unlimited), discard old */
+        wsq_dead_letter_t dead;      /* retention.default's max_deliver and dead_letter */
         wsq_retention_rule_t *rules; /* retention.topics, first match wins */
         size_t n_rules;
     } retention;
 
     struct {
-        uint64_t max_message_size;       /* default 1MiB; range 1B..256MiB */
-        uint32_t max_connections;        /* default 10000; 0 = unlimited */
-        uint32_t max_connections_per_ip; /* default 0 = unlimited */
-        uint32_t max_subscriptions;      /* per connection, default 100 */
-        uint32_t default_window;         /* default 256 */
-        uint32_t max_window;             /* default 10000 */
-        uint32_t max_inflight_publishes; /* unconfirmed publishes per connection, default 1024 */
-        uint32_t max_publish_rate;       /* publishes/s per connection, default 0 = unlimited */
-        uint64_t writer_queue_high;      /* bytes queued for the writer before publishers pause,
-                                          * default 64MiB (resume at half) */
-        int64_t ping_interval_ms;        /* default 30s */
-        int64_t idle_timeout_ms;         /* hang up after this without pong, default 75s;
-                                          * must be > ping_interval */
-        int64_t ack_wait_ms;             /* redeliver unacked wsq.v1 messages after, default 30s;
-                                          * 0 = only on reconnect */
-        uint32_t max_deliver;            /* deliveries without an ack before <topic>.dlq, 0 = ∞ */
-        int64_t consumer_ttl_ms;         /* delete consumers idle this long, default 0 = never */
-        int64_t shutdown_timeout_ms;     /* default 5s */
-        uint32_t max_http_body;          /* HTTP request bodies, default = max_message_size */
-        uint32_t max_header_size;        /* HTTP headers (JWTs), default 16KiB */
-        uint32_t max_message_headers;    /* headers of one message, default 64; 0 = none */
+        uint64_t max_message_size;         /* default 1MiB; range 1B..256MiB */
+        uint32_t max_connections;          /* default 10000; 0 = unlimited */
+        uint32_t max_connections_per_ip;   /* default 0 = unlimited */
+        uint32_t max_subscriptions;        /* per connection, default 100 */
+        uint32_t default_window;           /* default 256 */
+        uint32_t max_window;               /* default 10000 */
+        uint32_t max_inflight_publishes;   /* unconfirmed publishes per connection, default 1024 */
+        uint32_t max_publish_rate;         /* publishes/s per connection, default 0 = unlimited */
+        uint64_t writer_queue_high;        /* bytes queued for the writer before publishers pause,
+                                            * default 64MiB (resume at half) */
+        int64_t ping_interval_ms;          /* default 30s */
+        int64_t idle_timeout_ms;           /* hang up after this without pong, default 75s;
+                                            * must be > ping_interval */
+        int64_t ack_wait_ms;               /* redeliver unacked wsq.v1 messages after, default 30s;
+                                            * 0 = only on reconnect */
+        int64_t consumer_ttl_ms;           /* delete consumers idle this long, default 0 = never */
+        int64_t shutdown_timeout_ms;       /* default 5s */
+        uint32_t max_http_body;            /* HTTP request bodies, default = max_message_size */
+        uint32_t max_header_size;          /* HTTP headers (JWTs), default 16KiB */
+        uint32_t max_message_headers;      /* headers of one message, default 64; 0 = none */
         uint32_t max_message_headers_size; /* their keys and values summed, default 8KiB */
     } limits;
 
@@ -159,6 +168,14 @@ const char *wsq_config_default_yaml(void);
 
 /* Frees a config; *cfgp becomes NULL. NULL is a no-op. */
 void wsq_config_free(wsq_config_t **cfgp);
+
+/* A topic's dead-letter settings, as wsq_config_retention resolves rules (points into cfg). */
+const wsq_dead_letter_t *wsq_config_dead_letter(const wsq_config_t *cfg, const char *topic,
+                                                size_t len);
+/* The dead-letter topic of topic[0..len) under dl into out[0..cap): "{topic}" replaced. False
+ * when the result is not a valid topic name (too long). */
+bool wsq_config_dead_topic(const wsq_dead_letter_t *dl, const char *topic, size_t len, char *out,
+                           size_t cap);
 
 /* Resolves a topic's retention: the first rule whose pattern matches, else the defaults. */
 void wsq_config_retention(const wsq_config_t *cfg, const char *topic, size_t len,

@@ -163,7 +163,8 @@ static void check_builtin_defaults(const wsq_config_t *cfg)
     assert_int_equal(cfg->limits.ping_interval_ms, 30000);
     assert_int_equal(cfg->limits.idle_timeout_ms, 75000);
     assert_int_equal(cfg->limits.ack_wait_ms, 30000);
-    assert_int_equal(cfg->limits.max_deliver, 0);
+    assert_int_equal(cfg->retention.dead.max_deliver, 0);
+    assert_string_equal(cfg->retention.dead.topic, "{topic}.dlq");
     assert_int_equal(cfg->limits.consumer_ttl_ms, 0);
     assert_int_equal(cfg->limits.shutdown_timeout_ms, 5000);
     assert_int_equal(cfg->limits.max_http_body, MiB);
@@ -287,6 +288,9 @@ static void test_config_embedded_documents_every_key(void **state)
                                        "max_bytes:",
                                        "max_age:",
                                        "discard:",
+                                       "dedup_window:",
+                                       "max_deliver:",
+                                       "dead_letter:",
                                        "topics:",
                                        "pattern:",
                                        "limits:",
@@ -302,11 +306,12 @@ static void test_config_embedded_documents_every_key(void **state)
                                        "ping_interval:",
                                        "idle_timeout:",
                                        "ack_wait:",
-                                       "max_deliver:",
                                        "consumer_ttl:",
                                        "shutdown_timeout:",
                                        "max_http_body:",
                                        "max_header_size:",
+                                       "max_message_headers:",
+                                       "max_message_headers_size:",
                                        "auth:",
                                        "anonymous:",
                                        "publish:",
@@ -468,7 +473,6 @@ static void test_config_limits(void **state)
                                  "  ping_interval: 1s\n"
                                  "  idle_timeout: 1001\n"
                                  "  ack_wait: 0\n"
-                                 "  max_deliver: 5\n"
                                  "  consumer_ttl: 30d\n"
                                  "  shutdown_timeout: 250ms\n"
                                  "  max_http_body: 4MiB\n"
@@ -485,7 +489,6 @@ static void test_config_limits(void **state)
     assert_int_equal(cfg->limits.ping_interval_ms, 1000);
     assert_int_equal(cfg->limits.idle_timeout_ms, 1001);
     assert_int_equal(cfg->limits.ack_wait_ms, 0);
-    assert_int_equal(cfg->limits.max_deliver, 5);
     assert_int_equal(cfg->limits.consumer_ttl_ms, 30 * 86400000LL);
     assert_int_equal(cfg->limits.shutdown_timeout_ms, 250);
     assert_int_equal(cfg->limits.max_http_body, 4 * MiB);
@@ -703,11 +706,13 @@ static void test_config_unknown_key(void **state)
                "t.yaml:5:7: listeners[0].tls.chain: ", "cert, key, ca, require_client_cert");
     expect_bad("retention:\n  topics:\n    - pattern: a\n      max_size: 1\n",
                "t.yaml:4:7: retention.topics[0].max_size: ",
-               "max_messages, max_bytes, max_age, discard, dedup_window, pattern");
+               "max_messages, max_bytes, max_age, discard, dedup_window, max_deliver, "
+               "dead_letter, pattern");
     /* pattern is a key of rules only */
     expect_bad("retention:\n  default:\n    pattern: a\n",
                "t.yaml:3:5: retention.default.pattern: ",
-               "valid keys are: max_messages, max_bytes, max_age, discard, dedup_window");
+               "valid keys are: max_messages, max_bytes, max_age, discard, dedup_window, "
+               "max_deliver, dead_letter");
     expect_bad("auth:\n  jwt:\n    secret: " SECRET_32 "\n    iss: x\n",
                "t.yaml:4:5: auth.jwt.iss: ", "did you mean 'issuer'");
     expect_bad("auth:\n  anonymous:\n    read: []\n",
@@ -1233,6 +1238,35 @@ static void test_config_parse_duration(void **state)
 /* ---- lookups ----------------------------------------------------------------------------------
  */
 
+/* Dead letters are per topic, beside retention; limits.max_deliver says where it went. */
+static void test_config_dead_letters(void **state)
+{
+    (void)state;
+    wsq_config_t *cfg = parse_ok("retention:\n"
+                                 "  default: {max_deliver: 5}\n"
+                                 "  topics:\n"
+                                 "    - {pattern: \"orders.>\", dead_letter: \"dlq.{topic}\"}\n"
+                                 "    - {pattern: \"jobs.*\", max_deliver: 0}\n");
+    const wsq_dead_letter_t *dl = wsq_config_dead_letter(cfg, "orders.eu", 9);
+    assert_int_equal(dl->max_deliver, 5); /* inherited */
+    char name[WSQ_TOPIC_MAX + 1];
+    assert_true(wsq_config_dead_topic(dl, "orders.eu", 9, name, sizeof(name)));
+    assert_string_equal(name, "dlq.orders.eu");
+    dl = wsq_config_dead_letter(cfg, "jobs.a", 6);
+    assert_int_equal(dl->max_deliver, 0);
+    assert_true(wsq_config_dead_topic(dl, "jobs.a", 6, name, sizeof(name)));
+    assert_string_equal(name, "jobs.a.dlq");
+    char longest[WSQ_TOPIC_MAX + 1];
+    memset(longest, 'a', WSQ_TOPIC_MAX);
+    longest[WSQ_TOPIC_MAX] = '\0';
+    assert_false(wsq_config_dead_topic(dl, longest, WSQ_TOPIC_MAX, name, sizeof(name)));
+    wsq_config_free(&cfg);
+    expect_bad("limits:\n  max_deliver: 5\n", "t.yaml:2:16: limits.max_deliver: ",
+               "moved: set max_deliver in retention.default or in a retention.topics rule");
+    expect_bad("retention:\n  default:\n    dead_letter: \"a..{topic}\"\n",
+               "t.yaml:3:18: retention.default.dead_letter: ", "invalid dead-letter topic");
+}
+
 static void test_config_retention_resolution(void **state)
 {
     (void)state;
@@ -1562,6 +1596,7 @@ int main(void)
         cmocka_unit_test(test_config_top_level),
         cmocka_unit_test(test_config_parse_size),
         cmocka_unit_test(test_config_parse_duration),
+        cmocka_unit_test(test_config_dead_letters),
         cmocka_unit_test(test_config_retention_resolution),
         cmocka_unit_test(test_config_loopback_only),
         cmocka_unit_test(test_config_production_example),

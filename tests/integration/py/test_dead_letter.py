@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Dead letters (issue 13, docs/PROTOCOL.md "dead"): with limits.max_deliver set, a message
+"""Dead letters (issue 13, docs/PROTOCOL.md "dead"): with max_deliver set (retention rules), a message
 delivered that many times without an ack is never skipped silently: its copy goes to the
 topic's dead-letter topic <topic>.dlq, acknowledged for the consumer in the same transaction,
 and the subscription hears {"op":"dead",...}.
@@ -11,7 +11,9 @@ and the subscription hears {"op":"dead",...}.
   even after a restart (the acknowledgement was stored with the copy);
 - another consumer of the same topic keeps its own count: the message is still its to read;
 - nack with "term": true gives a message up at once (reason term); term is a boolean and takes
-  no delay.
+  no delay;
+- a rule's own max_deliver and dead_letter template ("dead.{topic}"); limits.max_deliver is
+  refused at startup with where it moved.
 """
 
 import base64
@@ -25,7 +27,9 @@ import wsqharness as h  # noqa: E402
 
 
 class DeadLetter(h.WsqdTestCase):
-    EXTRA_YAML = "limits:\n  max_deliver: 2\n  ack_wait: 0\n"
+    EXTRA_YAML = ("limits:\n  ack_wait: 0\n"
+                  "retention:\n  default:\n    max_deliver: 2\n  topics:\n"
+                  "    - {pattern: \"dl.c.>\", max_deliver: 1, dead_letter: \"dead.{topic}\"}\n")
 
     def test_poison_message_goes_to_the_dead_letter_topic(self):
         d = self.wsqd
@@ -114,6 +118,26 @@ class DeadLetter(h.WsqdTestCase):
         self.assertEqual((m["data"], m["headers"]["wsq-dead-reason"],
                           m["headers"]["wsq-dead-deliveries"]), ("bad", "term", "1"))
         self.assertEqual(seqs, [1, 2, 3])   # delivered once each, nothing again
+
+    def test_per_rule_max_deliver_and_topic(self):
+        d = self.wsqd
+        ws = h.SocketWS(d)
+        ws.send_json({"op": "pub", "topic": "dl.c.x", "data": "once", "ref": 1})
+        ws.expect("ok")
+        ws.subscribe("dl.c.x", consumer="w")
+        f = ws.expect("msg")
+        ws.send_json({"op": "nack", "topic": "dl.c.x", "seq": f["seq"]})
+        dead = ws.expect("dead")
+        self.assertEqual((dead["seq"], dead["dead_topic"]), (1, "dead.dl.c.x"))
+        ws.close()
+        st, _, page = d.history("dead.dl.c.x", "?from=1")
+        self.assertEqual(page["messages"][0]["headers"]["wsq-dead-deliveries"], "1")
+
+    def test_limits_max_deliver_says_where_it_moved(self):
+        d = self.new_wsqd("limits:\n  max_deliver: 3\n")
+        d.start(wait=False)
+        self.assertEqual(d.proc.wait(timeout=10 * h.SLOW), 1)
+        self.assertIn("limits.max_deliver: moved: set max_deliver in retention.default", d.log())
 
 
 if __name__ == "__main__":
