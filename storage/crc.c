@@ -1,6 +1,7 @@
 /* Checksums of stored messages: see crc.h. */
 #include <isa-l/crc.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -29,13 +30,16 @@ __attribute__((target("sse4.2"))) static uint32_t crc_short(uint32_t reg, const 
     return r32;
 }
 
-static int have_sse42 = -1;
+static _Atomic int have_sse42 = -1; /* -1: not asked yet (threads may ask at once: atomic) */
 
 static bool short_ok(void)
 {
-    if (have_sse42 < 0) /* (a race here only computes the same answer twice) */
-        have_sse42 = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-    return have_sse42;
+    int have = atomic_load_explicit(&have_sse42, memory_order_relaxed);
+    if (have < 0) { /* (two threads may both ask the CPU: the same answer) */
+        have = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+        atomic_store_explicit(&have_sse42, have, memory_order_relaxed);
+    }
+    return have;
 }
 #else
 static uint32_t crc_short(uint32_t reg, const unsigned char *p, size_t len)
