@@ -70,6 +70,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import time
 
@@ -506,6 +507,11 @@ class Chaos:
             raise ValueError("no complete HTTP answer")
         head, body = data.split(b"\r\n\r\n", 1)
         status = int(head.split(b" ", 2)[1])
+        # A kill between the head and the body leaves a head alone: its outcome is unknown,
+        # like any answer cut short (curl says "transfer closed with N bytes remaining").
+        m = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+        if m is None or len(body) < int(m.group(1)):
+            raise ValueError("answer cut short")
         return status, body
 
     # -- purges ----------------------------------------------------------------------------------
