@@ -199,6 +199,8 @@ void wsq__sessions_close_all(wsq_server_t *srv, uint16_t code, const char *reaso
         for (wsq_session_t *s = srv->buckets[b]; s; s = s->hnext)
             if (s->fe->websocket)
                 wsq__session_close(s, code, reason);
+            else if (s->fe->answer) /* a request the delivery thread holds (a long poll) */
+                s->fe->answer(s, WSQ_ERR_CLOSED, NULL, 0);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -429,6 +431,31 @@ void wsq__sub_end_reply(wsq_session_t *s, wsq_sub_t *sub, wsq_buf_t *reply)
     sub_remove(s, sub);
 }
 
+ct_sub_params_t *wsq__sub_params(wsq_server_t *srv, const char *topic, size_t topic_len,
+                                 const char *consumer, size_t consumer_len, bool shared,
+                                 wsq_from_t from, uint64_t from_seq, int64_t from_time,
+                                 uint32_t window)
+{
+    ct_sub_params_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    memcpy(p->topic, topic, topic_len);
+    p->topic_len = topic_len;
+    memcpy(p->consumer, consumer, consumer_len);
+    p->consumer_len = consumer_len;
+    p->shared = shared;
+    p->from = from;
+    p->from_seq = from_seq;
+    p->from_time = from_time;
+    p->window = window;
+    /* "latest" means from the moment the client asked, not from when the delivery thread gets
+     * to it: a publish sent right after the subscribe must be delivered. */
+    wsq_topic_info_t ti;
+    p->latest_seq =
+        wsq_store_topic_lookup(srv->store, topic, topic_len, &ti) == WSQ_OK ? ti.next_seq : 1;
+    return p;
+}
+
 wsq_err wsq__sub_add(wsq_session_t *s, ct_sub_params_t *p)
 {
     if (s->nsubs == s->cap_subs) {
@@ -442,18 +469,13 @@ wsq_err wsq__sub_add(wsq_session_t *s, ct_sub_params_t *p)
     ct_cmd_t *cmd = wsq__ct_cmd(CT_SUB, s->id, ++s->srv->next_sub_id);
     if (cmd == NULL)
         return WSQ_ERR_NOMEM;
-    /* "latest" means from the moment the client asked, not from when the delivery thread gets
-     * to it: a publish sent right after the subscribe must be delivered. */
-    wsq_topic_info_t ti;
-    p->latest_seq = wsq_store_topic_lookup(s->srv->store, p->topic, p->topic_len, &ti) == WSQ_OK
-                        ? ti.next_seq
-                        : 1;
     wsq_sub_t *sub = &s->subs[s->nsubs++];
     memset(sub, 0, sizeof(*sub));
     memcpy(sub->topic, p->topic, p->topic_len + 1);
     sub->topic_len = p->topic_len;
     sub->id = cmd->sub_id;
     sub->durable = p->consumer_len > 0;
+    sub->shared = p->shared;
     cmd->sub = p;
     wsq__ct_defer(s->srv, cmd);
     return WSQ_OK;
@@ -475,6 +497,7 @@ st_item_t *wsq__st_item(st_kind_t kind, uint64_t sid, uint64_t sub_id)
 
 void wsq__st_item_free(st_item_t *it)
 {
+    free(it->body);
     wsq__out_free_list(&it->chunks);
     for (wsq_wreq_t *r = it->reqs, *nx; r; r = nx) {
         nx = r->next;
@@ -487,6 +510,11 @@ void wsq__st_item_free(st_item_t *it)
 static void deliver(wsq_server_t *srv, st_item_t *it)
 {
     wsq_session_t *s = wsq__session_find(srv, it->sid);
+    if (s != NULL && it->kind == ST_ANSWER && s->fe->answer != NULL) {
+        s->fe->answer(s, it->err, it->body, it->body_len);
+        it->body = NULL;
+        return;
+    }
     if (s == NULL || !s->fe->websocket)
         return;
     wsq_sub_t *sub = it->sub_id ? sub_by_id(s, it->sub_id) : NULL;
@@ -513,6 +541,7 @@ static void deliver(wsq_server_t *srv, st_item_t *it)
         wsq__session_close(s, it->close_code, it->reason);
         break;
     case ST_CONFIRMS:
+    case ST_ANSWER:
         break;
     }
 }

@@ -68,6 +68,7 @@ enum {
     WSQ_CLOSE_STORAGE = 4013,       /* raw mode: a publish was refused (storage_full, ...) */
     WSQ_CLOSE_CONSUMER_GONE = 4014, /* the consumer was deleted by an operator */
     WSQ_CLOSE_RESET = 4015,         /* raw mode: the topic was deleted and recreated */
+    WSQ_CLOSE_CONFLICT = 4016,      /* raw mode: the consumer exists in the other mode */
     WSQ_CLOSE_LIMIT = 4029,         /* a limit was exceeded */
 };
 
@@ -80,6 +81,7 @@ typedef enum {
     ST_SUB_FAILED,  /* the subscription was refused (the err frame is in chunks) */
     ST_SUB_CLOSE,   /* close the session after its queue (code/reason) */
     ST_CONFIRMS,    /* one commit's completed writer requests (reqs) */
+    ST_ANSWER,      /* the delivery thread's answer to an HTTP request (err, body) */
 } st_kind_t;
 
 typedef struct st_item {
@@ -91,6 +93,9 @@ typedef struct st_item {
     wsq_wreq_t *reqs; /* ST_CONFIRMS: linked through next, in completion order */
     uint16_t close_code;
     char reason[64];
+    wsq_err err; /* ST_ANSWER: WSQ_OK (body is the JSON answer) or the error (body: its text) */
+    char *body;  /* ST_ANSWER (owned) */
+    size_t body_len;
 } st_item_t;
 
 /* A zeroed item; NULL when out of memory. Any thread. */
@@ -117,6 +122,10 @@ typedef struct wsq_fe {
     /* The writer finished a request this session submitted; the front-end answers it. The
      * core frees req afterwards. */
     void (*confirm)(wsq_session_t *s, wsq_wreq_t *req);
+    /* HTTP: the delivery thread answered this request (ST_ANSWER): err WSQ_OK and a JSON body,
+     * or an error and its message (NULL: the error's own). The front-end takes body (free it).
+     * Also at shutdown (WSQ_ERR_CLOSED) for a request still waiting. NULL: none expected. */
+    void (*answer)(wsq_session_t *s, wsq_err err, char *body, size_t len);
     /* After a config reload, once the core found the identity still valid and its
      * subscriptions still allowed: the front-end's own rights checks (may close s). NULL:
      * none. */
@@ -146,6 +155,7 @@ typedef struct {
     size_t topic_len;
     uint64_t id;  /* sub id, shared with the delivery thread */
     bool durable; /* has a consumer name */
+    bool shared;  /* of a shared consumer: acks are per seq */
 } wsq_sub_t;
 
 struct wsq_session {
@@ -231,6 +241,13 @@ bool wsq__rate_ok(wsq_session_t *s);
  * the delivery thread; wsq__sub_end tells it the subscription ended. */
 wsq_sub_t *wsq__sub_by_topic(wsq_session_t *s, const char *topic, size_t len);
 wsq_err wsq__sub_add(wsq_session_t *s, ct_sub_params_t *p);
+/* New subscription parameters (the rest zero): topic, consumer (consumer_len 0: ephemeral),
+ * mode, where a new consumer starts, and the window; "latest" is fixed now (the topic's next
+ * seq). NULL when out of memory. */
+ct_sub_params_t *wsq__sub_params(wsq_server_t *srv, const char *topic, size_t topic_len,
+                                 const char *consumer, size_t consumer_len, bool shared,
+                                 wsq_from_t from, uint64_t from_seq, int64_t from_time,
+                                 uint32_t window);
 void wsq__sub_end(wsq_session_t *s, wsq_sub_t *sub);
 /* The same, answering an unsub: reply (taken; may be NULL) is sent to the session once the
  * delivery thread has ended the subscription, after every frame it sent for it ("subscribed"

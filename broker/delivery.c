@@ -80,13 +80,37 @@ typedef struct ct_topic {
     size_t tc_bytes;
 } ct_topic_t;
 
+typedef struct {
+    uint64_t seq;
+    int64_t t_ms;      /* delivered at (in-flight) / due at (redo) */
+    uint64_t from_sub; /* redo after ack_wait: the member it expired at (shared: another first) */
+} seqt_t;
+
+typedef struct {
+    seqt_t *v;
+    uint32_t n, cap;
+} seqvec_t;
+
+/* Where deliveries come from: a subscription's own, or, for a shared consumer, one for all its
+ * members. Every unacknowledged seq is in exactly one place: in flight at one member (its infl),
+ * in redo, in the resume scan's range not yet scanned, or at/after next_seq. */
+typedef struct {
+    uint64_t next_seq;  /* next never-delivered seq to read */
+    uint64_t scan_next; /* resume: redeliver unacked seqs in [scan_next, scan_end] */
+    uint64_t scan_end;
+    seqvec_t redo; /* nacked / ack_wait-expired / released seqs, by seq, with due time */
+} cursor_t;
+
 typedef struct ct_consumer {
     uint32_t topic_id;
     char name[WSQ_CONSUMER_NAME_MAX + 1];
     size_t name_len;
     wsq_cstate_t cs;
-    struct ct_sub *sub; /* attached subscription, NULL when detached */
-    bool dirty;         /* cs changed since the last PUT */
+    bool shared;            /* cs.flags & WSQ_CSTATE_SHARED: members compete for messages */
+    struct ct_sub *members; /* attached subscriptions (mnext); exclusive: at most one */
+    cursor_t cur;           /* shared: the members' one cursor (exclusive: each sub has its own) */
+    uint64_t vclock;        /* shared: the virtual time of the last member served */
+    bool dirty;             /* cs changed since the last PUT */
     int64_t flushed_ms;
     /* seqs whose dead letter is in flight: the writer acknowledges each in the transaction that
      * stores its copy, so every PUT of cs until then acknowledges them too (a PUT behind the
@@ -96,15 +120,27 @@ typedef struct ct_consumer {
     struct ct_consumer *hnext;
 } ct_consumer_t;
 
-typedef struct {
-    uint64_t seq;
-    int64_t t_ms; /* delivered at (in-flight) / due at (redo) */
-} seqt_t;
+/* HTTP pull. A consumer fetched over HTTP has one more member, its pull member (sid 0, no
+ * session), which holds the leases (its in-flight set, expired after ack_wait like any) and the
+ * fetches waiting for messages, served one at a time in arrival order. */
+typedef struct pull_wait {
+    struct pull_wait *next;
+    uint64_t sid; /* the HTTP request's session */
+    uint32_t max;
+    int64_t deadline_ms;
+} pull_wait_t;
 
 typedef struct {
-    seqt_t *v;
-    uint32_t n, cap;
-} seqvec_t;
+    pull_wait_t *head, **tail;
+    wsq_buf_t body;      /* the head fetch's messages so far, comma-separated */
+    wsq_buf_t gaps;      /* and the gaps it met, comma-separated */
+    uint32_t n;          /* messages in body */
+    int64_t idle_since;  /* no fetch waiting and no lease since (0: busy) */
+    struct ct_sub *next; /* ct->pulls */
+} pull_t;
+
+#define PULL_BYTES (4u << 20) /* one fetch's answer stops growing past this */
+#define PULL_LEASES 65536u    /* leases of one consumer at most */
 
 /* A subscription's life: OPENING (its topic and consumer are being opened by the writer) ->
  * LIVE (delivering) -> DEAD (ended by a gap, a takeover or a deleted consumer; freed by
@@ -119,10 +155,8 @@ typedef struct ct_sub {
     ct_topic_t *topic;
     ct_consumer_t *cons; /* NULL: ephemeral */
     uint32_t window;
-    uint64_t next_seq;  /* next never-delivered seq to read */
-    uint64_t scan_next; /* resume: redeliver unacked seqs in [scan_next, scan_end] */
-    uint64_t scan_end;
-    seqvec_t redo;   /* nacked / ack_wait-expired seqs, by seq, with due time */
+    cursor_t own;    /* ephemeral and exclusive subscriptions' cursor */
+    cursor_t *cur;   /* &own, or the shared consumer's */
     seqvec_t infl;   /* durable wsq.v1: delivered in this session, unacked, by seq */
     int64_t min_ts;  /* skip messages stamped before this (from: a time ahead of the log) */
     uint32_t queued; /* messages handed to the ST, not yet written */
@@ -140,6 +174,9 @@ typedef struct ct_sub {
     struct ct_sub *rnext; /* ready list */
     struct ct_sub *hnext; /* id hash */
     struct ct_sub *snext; /* same-session list */
+    struct ct_sub *mnext; /* its consumer's members */
+    uint64_t vtime;       /* shared: virtual time, for sharing out work (deliver_shared) */
+    pull_t *pull;         /* the HTTP pull member (sid 0), else NULL */
 } ct_sub_t;
 
 struct wsq_consumers {
@@ -162,6 +199,8 @@ struct wsq_consumers {
     int64_t now_ms;
     int64_t next_timer_ms;
     int64_t next_expiry_ms; /* next consumer_ttl sweep */
+    ct_sub_t *pulls;        /* pull members (pull->next) */
+    uint64_t next_pull_id;  /* pull members' sub ids: (1 << 63) | n, apart from the ST's */
 };
 
 /* ------------------------------------------------------------------------------------------- */
@@ -183,6 +222,7 @@ void wsq__ct_cmd_free(ct_cmd_t *c)
     wsq_wreq_free(&c->req);
     free(c->topics);
     free(c->reply);
+    free(c->seqs);
     free(c);
 }
 
@@ -247,9 +287,15 @@ static bool seqvec_put(seqvec_t *v, uint64_t seq, int64_t t)
         v->cap = nc;
     }
     memmove(&v->v[i + 1], &v->v[i], (v->n - i) * sizeof(*v->v));
-    v->v[i] = (seqt_t){seq, t};
+    v->v[i] = (seqt_t){seq, t, 0};
     v->n++;
     return true;
+}
+
+static bool seqvec_has(const seqvec_t *v, uint64_t seq)
+{
+    uint32_t i = seqvec_lb(v, seq);
+    return i < v->n && v->v[i].seq == seq;
 }
 
 static bool seqvec_del(seqvec_t *v, uint64_t seq)
@@ -412,8 +458,14 @@ static ct_consumer_t *cons_find(wsq_consumers_t *ct, uint32_t topic_id, const ch
     return NULL;
 }
 
+/* Forgets the in-memory copy of c; its members (if any) lose it first. */
 static void cons_forget(wsq_consumers_t *ct, ct_consumer_t *c)
 {
+    for (struct ct_sub *m = c->members; m; m = m->mnext) {
+        m->cons = NULL;
+        m->cur = &m->own;
+    }
+    c->members = NULL;
     for (ct_consumer_t **pp = &ct->consumers[hash_cons(c->topic_id, c->name, c->name_len)]; *pp;
          pp = &(*pp)->hnext) {
         if (*pp == c) {
@@ -422,6 +474,7 @@ static void cons_forget(wsq_consumers_t *ct, ct_consumer_t *c)
         }
     }
     wsq_cstate_fini(&c->cs);
+    free(c->cur.redo.v);
     free(c->dead);
     free(c);
 }
@@ -489,13 +542,82 @@ static void sub_fail(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, const c
                      wsq_err err, const char *msg)
 {
     if (raw) {
-        send_close(ct, sid, err == WSQ_ERR_STORAGE_FULL ? WSQ_CLOSE_STORAGE : WSQ_CLOSE_INTERNAL,
+        send_close(ct, sid,
+                   err == WSQ_ERR_STORAGE_FULL ? WSQ_CLOSE_STORAGE
+                   : err == WSQ_ERR_CONFLICT   ? WSQ_CLOSE_CONFLICT
+                                               : WSQ_CLOSE_INTERNAL,
                    msg);
         return;
     }
     ct->scratch.len = 0;
     wsq_proto_enc_err(&ct->scratch, ref, err, msg);
     send_control(ct, sid, sub_id, ST_SUB_FAILED);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* HTTP pull: answers */
+
+/* Hands the answer to an HTTP request to the service thread: with WSQ_OK, body[0..len) is the
+ * JSON answer; else it is the error's text. */
+static void pull_reply(wsq_consumers_t *ct, uint64_t sid, wsq_err err, const char *body, size_t len)
+{
+    st_item_t *it = wsq__st_item(ST_ANSWER, sid, 0);
+    if (it == NULL)
+        return;
+    it->err = err;
+    it->body = malloc(len + 1);
+    if (it->body == NULL) {
+        wsq__st_item_free(it);
+        return;
+    }
+    memcpy(it->body, body, len);
+    it->body[len] = '\0';
+    it->body_len = len;
+    out_push(ct, it);
+}
+
+static pull_wait_t *pull_pop(pull_t *pl)
+{
+    pull_wait_t *w = pl->head;
+    if (w) {
+        pl->head = w->next;
+        if (pl->head == NULL)
+            pl->tail = &pl->head;
+    }
+    return w;
+}
+
+/* Every fetch waiting at pl gets the error. */
+static void pull_fail(wsq_consumers_t *ct, pull_t *pl, wsq_err err, const char *msg)
+{
+    for (pull_wait_t *w; (w = pull_pop(pl)) != NULL; free(w))
+        pull_reply(ct, w->sid, err, msg, strlen(msg));
+    pl->body.len = pl->gaps.len = 0;
+    pl->n = 0;
+}
+
+/* The head fetch gets what it has, maybe nothing: {"messages":[...][,"gaps":[...]]}. */
+static void pull_answer_head(wsq_consumers_t *ct, pull_t *pl)
+{
+    pull_wait_t *w = pull_pop(pl);
+    if (w == NULL)
+        return;
+    wsq_buf_t *b = &ct->scratch;
+    b->len = 0;
+    wsq_buf_append(b, "{\"messages\":[", 13);
+    wsq_buf_append(b, pl->body.data, pl->body.len);
+    wsq_buf_append(b, "]", 1);
+    if (pl->gaps.len) {
+        wsq_buf_append(b, ",\"gaps\":[", 9);
+        wsq_buf_append(b, pl->gaps.data, pl->gaps.len);
+        wsq_buf_append(b, "]", 1);
+    }
+    wsq_buf_append(b, "}", 1);
+    pull_reply(ct, w->sid, WSQ_OK, (const char *)b->data, b->len);
+    atomic_fetch_add_explicit(&ct->srv->metrics.delivered, pl->n, memory_order_relaxed);
+    pl->body.len = pl->gaps.len = 0;
+    pl->n = 0;
+    free(w);
 }
 
 static void ready_add(wsq_consumers_t *ct, ct_sub_t *s)
@@ -515,8 +637,9 @@ static bool durable_wsq(const ct_sub_t *s)
 
 static bool has_credit(const ct_sub_t *s)
 {
-    if (s->queued_bytes >= SUB_QUEUE_BYTES)
-        return false;
+    if (s->pull) /* a fetch waits, its answer has room, and the consumer may lease more */
+        return s->pull->head && s->pull->n < s->pull->head->max && s->pull->body.len < PULL_BYTES &&
+               s->infl.n < PULL_LEASES;
     if (durable_wsq(s))
         return s->infl.n < s->window;
     return s->queued < s->window;
@@ -524,6 +647,12 @@ static bool has_credit(const ct_sub_t *s)
 
 static uint32_t credit(const ct_sub_t *s)
 {
+    if (s->pull) {
+        if (!has_credit(s))
+            return 0;
+        uint32_t want = s->pull->head->max - s->pull->n, room = PULL_LEASES - s->infl.n;
+        return want < room ? want : room;
+    }
     uint32_t used = durable_wsq(s) ? s->infl.n : s->queued;
     return used >= s->window ? 0 : s->window - used;
 }
@@ -532,14 +661,14 @@ static bool has_work(wsq_consumers_t *ct, const ct_sub_t *s)
 {
     if (s->state != SUB_LIVE || s->topic == NULL)
         return false;
-    if (s->redo.n && s->redo.v[0].t_ms <= ct->now_ms)
+    if (s->cur->redo.n && s->cur->redo.v[0].t_ms <= ct->now_ms)
         return true;
-    for (uint32_t i = 0; i < s->redo.n; i++)
-        if (s->redo.v[i].t_ms <= ct->now_ms)
+    for (uint32_t i = 0; i < s->cur->redo.n; i++)
+        if (s->cur->redo.v[i].t_ms <= ct->now_ms)
             return true;
-    if (s->scan_next <= s->scan_end)
+    if (s->cur->scan_next <= s->cur->scan_end)
         return true;
-    return s->next_seq < s->topic->next_seq;
+    return s->cur->next_seq < s->topic->next_seq;
 }
 
 static void sub_unlink(wsq_consumers_t *ct, ct_sub_t *s)
@@ -635,6 +764,110 @@ static void send_reply(wsq_consumers_t *ct, uint64_t sid, const char *frame, siz
         send_control(ct, sid, 0, ST_DELIVER);
 }
 
+static bool dead_pending(const ct_consumer_t *c, uint64_t seq);
+
+/* Takes s out of its consumer's members; false when it was not one. */
+static bool member_remove(ct_consumer_t *c, ct_sub_t *s)
+{
+    for (ct_sub_t **pp = &c->members; *pp; pp = &(*pp)->mnext)
+        if (*pp == s) {
+            *pp = s->mnext;
+            s->mnext = NULL;
+            return true;
+        }
+    return false;
+}
+
+/* Every live member of c that can take work now goes on the ready list. */
+static void members_ready(wsq_consumers_t *ct, ct_consumer_t *c)
+{
+    for (ct_sub_t *m = c->members; m; m = m->mnext)
+        if (has_credit(m) && has_work(ct, m))
+            ready_add(ct, m);
+}
+
+/* A member of a shared consumer leaves: what it held goes back to the consumer at once, due now,
+ * for the other members (its next delivery counts one more). What was handed over but never
+ * written is taken back first, as for an exclusive consumer. */
+static void member_release(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    ct_consumer_t *c = s->cons;
+    for (uint32_t i = 0; i < s->unw_len; i++) {
+        uint64_t seq = s->unw[(s->unw_head + i) % s->unw_cap];
+        if (!wsq_cstate_is_acked(&c->cs, seq) && !dead_pending(c, seq))
+            seqvec_put(&c->cur.redo, seq, ct->now_ms);
+    }
+    unw_take_back(s);
+    for (uint32_t i = 0; i < s->infl.n; i++)
+        seqvec_put(&c->cur.redo, s->infl.v[i].seq, ct->now_ms);
+    s->infl.n = 0;
+    members_ready(ct, c);
+}
+
+static void sub_end(wsq_consumers_t *ct, ct_sub_t *s);
+
+#define PULL_IDLE_MS 10000 /* a pull member without fetch or lease leaves after this */
+
+/* Fetches whose wait ran out with nothing to lease get an empty answer; a pull member idle for
+ * PULL_IDLE_MS (no fetch waiting, no lease) leaves its consumer. false: s ended. */
+static bool pull_poll(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    pull_t *pl = s->pull;
+    for (pull_wait_t **pp = &pl->head; *pp;) {
+        pull_wait_t *w = *pp;
+        if (w->deadline_ms > ct->now_ms || (w == pl->head && has_work(ct, s))) {
+            pp = &w->next; /* (the head with work waiting is answered by its delivery) */
+            continue;
+        }
+        if (w == pl->head) {
+            pull_answer_head(ct, pl);
+            pp = &pl->head;
+            continue;
+        }
+        *pp = w->next;
+        if (pl->tail == &w->next)
+            pl->tail = pp;
+        pull_reply(ct, w->sid, WSQ_OK, "{\"messages\":[]}", 15);
+        free(w);
+    }
+    if (pl->head != NULL || s->infl.n > 0 || s->state != SUB_LIVE) {
+        pl->idle_since = 0;
+        return true;
+    }
+    if (pl->idle_since == 0)
+        pl->idle_since = ct->now_ms;
+    if (ct->now_ms - pl->idle_since < PULL_IDLE_MS)
+        return true;
+    sub_state(s, SUB_DEAD);
+    sub_end(ct, s);
+    return false;
+}
+
+/* s is refused or ends with an error: its client hears why (an err frame, a close in raw mode,
+ * the error answer of every fetch waiting at a pull member). */
+static void sub_refuse(wsq_consumers_t *ct, ct_sub_t *s, wsq_err err, const char *msg)
+{
+    if (s->pull)
+        pull_fail(ct, s->pull, err, msg);
+    else
+        sub_fail(ct, s->sid, s->id, s->p->ref, s->p->raw, err, msg);
+}
+
+static void pull_free(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    pull_t *pl = s->pull;
+    pull_fail(ct, pl, WSQ_ERR_CLOSED, "the consumer's HTTP pull ended; fetch again");
+    for (ct_sub_t **pp = &ct->pulls; *pp; pp = &(*pp)->pull->next)
+        if (*pp == s) {
+            *pp = pl->next;
+            break;
+        }
+    wsq_buf_fini(&pl->body);
+    wsq_buf_fini(&pl->gaps);
+    free(pl);
+    s->pull = NULL;
+}
+
 static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
 {
     sub_unlink(ct, s);
@@ -642,9 +875,13 @@ static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
     free(s->unsub_reply);
     if (s->cons) {
         ct_consumer_t *c = s->cons;
-        if (c->sub == s) {
-            unw_take_back(s);
-            c->sub = NULL;
+        if (member_remove(c, s)) {
+            if (c->shared)
+                member_release(ct, s);
+            else
+                unw_take_back(s);
+        }
+        if (c->members == NULL) {
             c->cs.last_seen_ms = ct->now_ms;
             c->dirty = true;
             cons_flush(ct, c);
@@ -654,8 +891,10 @@ static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
                 cons_forget(ct, c);
         }
     }
+    if (s->pull)
+        pull_free(ct, s);
     ct_topic_t *t = s->topic;
-    free(s->redo.v);
+    free(s->own.redo.v);
     free(s->infl.v);
     free(s->unw);
     free(s->p);
@@ -678,9 +917,12 @@ static void opened_done(wsq_wreq_t *req, void *arg)
     wsq__ct_push(ct, c);
 }
 
-static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
+/* A new subscription of session sid (0 for a pull member, pull set) opens: its topic and
+ * consumer are opened by the writer (on_opened follows). Takes p. NULL when refused (its client
+ * was told). */
+static ct_sub_t *sub_new(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, ct_sub_params_t *p,
+                         pull_t *pull)
 {
-    ct_sub_params_t *p = cmd->sub;
     ct_sub_t *s = calloc(1, sizeof(*s));
     bool durable = p->consumer_len > 0;
     wsq_wreq_t *r = wsq_wreq_new(durable ? WSQ_WOP_CONSUMER_OPEN : WSQ_WOP_TOPIC_ENSURE, p->topic,
@@ -688,15 +930,24 @@ static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
     if (s == NULL || r == NULL) {
         free(s);
         wsq_wreq_free(&r);
-        sub_fail(ct, cmd->sid, cmd->sub_id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
-        return;
+        if (pull)
+            pull_fail(ct, pull, WSQ_ERR_NOMEM, "out of memory");
+        else
+            sub_fail(ct, sid, sub_id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
+        free(p);
+        return NULL;
     }
-    s->id = cmd->sub_id;
-    s->sid = cmd->sid;
+    s->id = sub_id;
+    s->sid = sid;
     sub_state(s, SUB_OPENING);
     s->p = p;
-    cmd->sub = NULL;
     s->window = p->window;
+    s->cur = &s->own;
+    if (pull) {
+        s->pull = pull;
+        pull->next = ct->pulls;
+        ct->pulls = s;
+    }
     uint32_t b = hash64(s->id);
     s->hnext = ct->subs[b];
     ct->subs[b] = s;
@@ -717,6 +968,8 @@ static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
     default:
         r->seq = p->latest_seq ? p->latest_seq - 1 : 0;
     }
+    if (p->shared)
+        r->flags = WSQ_CSTATE_SHARED; /* (for a new consumer; an existing one keeps its mode) */
     r->user[0] = s->sid;
     r->user[1] = s->id;
     r->done = opened_done;
@@ -724,9 +977,18 @@ static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
     wsq_err err = wsq_store_submit(ct->store, r);
     if (err != WSQ_OK) {
         wsq_wreq_free(&r);
-        sub_fail(ct, s->sid, s->id, p->ref, p->raw, err, wsq_strerror(err));
+        sub_refuse(ct, s, err, wsq_strerror(err));
         sub_end(ct, s);
+        return NULL;
     }
+    return s;
+}
+
+static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_sub_params_t *p = cmd->sub;
+    cmd->sub = NULL;
+    (void)sub_new(ct, cmd->sid, cmd->sub_id, p, NULL);
 }
 
 static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
@@ -737,14 +999,13 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
         return; /* unsubscribed or disconnected meanwhile */
     ct_sub_params_t *p = s->p;
     if (r->err != WSQ_OK) {
-        sub_fail(ct, s->sid, s->id, p->ref, p->raw, r->err, wsq_strerror(r->err));
+        sub_refuse(ct, s, r->err, wsq_strerror(r->err));
         sub_end(ct, s);
         return;
     }
     ct_topic_t *t = topic_get(ct, r->topic_id);
     if (t == NULL || t->epoch != r->topic_epoch) {
-        sub_fail(ct, s->sid, s->id, p->ref, p->raw, WSQ_ERR_NOTFOUND,
-                 "topic was deleted while subscribing");
+        sub_refuse(ct, s, WSQ_ERR_NOTFOUND, "topic was deleted while subscribing");
         sub_end(ct, s);
         return;
     }
@@ -757,10 +1018,41 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
     bool resumed = false;
     if (p->consumer_len) {
         ct_consumer_t *c = cons_find(ct, t->id, p->consumer, p->consumer_len);
-        if (c && c->sub) {
-            /* Takeover: the newest session wins; the old one is told why it lost. */
-            ct_sub_t *old = c->sub;
-            c->sub = NULL;
+        bool shared = c ? c->shared : (r->state.flags & WSQ_CSTATE_SHARED) != 0;
+        if (shared != p->shared) {
+            char msg[224];
+            if (p->pull)
+                snprintf(msg, sizeof(msg),
+                         shared ? "consumer %s is shared: fetch with shared=true"
+                                : "consumer %s is exclusive: fetch without shared=true",
+                         p->consumer);
+            else
+                snprintf(msg, sizeof(msg),
+                         shared ? "consumer %s is shared: subscribe with \"shared\": true"
+                                : "consumer %s is exclusive: subscribe without \"shared\"",
+                         p->consumer);
+            sub_refuse(ct, s, WSQ_ERR_CONFLICT, msg);
+            sub_end(ct, s);
+            return;
+        }
+        if (c && !c->shared && c->members && p->pull) {
+            char msg[320];
+            snprintf(msg, sizeof(msg),
+                     "consumer %s is exclusive and a WebSocket session holds it; share it "
+                     "(shared=true) to serve it over WebSocket and HTTP at once",
+                     p->consumer);
+            sub_refuse(ct, s, WSQ_ERR_CONFLICT, msg);
+            sub_end(ct, s);
+            return;
+        }
+        if (c && !c->shared && c->members) {
+            /* Takeover: the newest session wins; the old one is told why it lost (a pull
+             * member's waiting fetches too; its leases are the new session's to redeliver). */
+            ct_sub_t *old = c->members;
+            c->members = NULL;
+            if (old->pull)
+                pull_fail(ct, old->pull, WSQ_ERR_TAKEN_OVER,
+                          "a WebSocket session took the consumer over");
             send_close(ct, old->sid, WSQ_CLOSE_TAKEN_OVER, "consumer taken over by a new session");
             old->cons = NULL;
             sub_state(old, SUB_DEAD);
@@ -770,7 +1062,7 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
         if (c == NULL) {
             c = calloc(1, sizeof(*c));
             if (c == NULL) {
-                sub_fail(ct, s->sid, s->id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
+                sub_refuse(ct, s, WSQ_ERR_NOMEM, "out of memory");
                 sub_end(ct, s);
                 return;
             }
@@ -780,15 +1072,19 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
             wsq_cstate_init(&c->cs);
             if (wsq_cstate_copy(&c->cs, &r->state) != WSQ_OK) {
                 free(c);
-                sub_fail(ct, s->sid, s->id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
+                sub_refuse(ct, s, WSQ_ERR_NOMEM, "out of memory");
                 sub_end(ct, s);
                 return;
             }
+            c->shared = (c->cs.flags & WSQ_CSTATE_SHARED) != 0;
             uint32_t b = hash_cons(c->topic_id, c->name, c->name_len);
             c->hnext = ct->consumers[b];
             ct->consumers[b] = c;
         }
-        c->sub = s;
+        bool first = c->members == NULL;
+        s->mnext = c->members;
+        c->members = s;
+        s->vtime = c->vclock; /* a newcomer starts level with the others, not ahead */
         s->cons = c;
         resumed = !r->created;
         if (r->created) {
@@ -805,14 +1101,20 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
                 c->dirty = true;
             }
         }
-        s->scan_next = c->cs.ack_floor + 1;
-        s->scan_end = c->cs.delivered_upto;
-        s->next_seq = c->cs.delivered_upto + 1;
-        start = s->scan_next <= s->scan_end ? s->scan_next : s->next_seq;
-        /* nacked messages keep their delay across reconnects */
-        for (uint32_t i = 0; i < c->cs.n_pend; i++)
-            if (c->cs.pend[i].due_ms > ct->now_ms)
-                seqvec_put(&s->redo, c->cs.pend[i].seq, c->cs.pend[i].due_ms);
+        if (c->shared)
+            s->cur = &c->cur; /* one cursor for all members */
+        if (first) {
+            /* resume: the unacked messages an earlier session had, then new ones */
+            s->cur->scan_next = c->cs.ack_floor + 1;
+            s->cur->scan_end = c->cs.delivered_upto;
+            s->cur->next_seq = c->cs.delivered_upto + 1;
+            s->cur->redo.n = 0;
+            /* nacked messages keep their delay across reconnects */
+            for (uint32_t i = 0; i < c->cs.n_pend; i++)
+                if (c->cs.pend[i].due_ms > ct->now_ms)
+                    seqvec_put(&s->cur->redo, c->cs.pend[i].seq, c->cs.pend[i].due_ms);
+        }
+        start = s->cur->scan_next <= s->cur->scan_end ? s->cur->scan_next : s->cur->next_seq;
     } else {
         switch (reset ? WSQ_FROM_EARLIEST : p->from) {
         case WSQ_FROM_EARLIEST:
@@ -830,15 +1132,15 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
             if (p->latest_seq && t->first_seq > start)
                 start = t->first_seq; /* trimmed meanwhile: not a gap, nothing was wanted */
         }
-        s->next_seq = start;
-        s->scan_next = 1;
-        s->scan_end = 0;
+        s->cur->next_seq = start;
+        s->cur->scan_next = 1;
+        s->cur->scan_end = 0;
     }
     if (p->from == WSQ_FROM_TIME && (p->consumer_len == 0 || r->created))
         s->min_ts = p->from_time;
     sub_state(s, SUB_LIVE);
 
-    if (!p->raw) {
+    if (!p->raw && !p->pull) {
         if (reset) {
             ct->scratch.len = 0;
             wsq_proto_enc_reset(&ct->scratch, t->name, t->name_len, t->epoch, t->first_seq,
@@ -853,7 +1155,8 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
                                .next_seq = t->next_seq,
                                .start_seq = start,
                                .window = s->window,
-                               .resumed = resumed};
+                               .resumed = resumed,
+                               .shared = p->shared};
         ct->scratch.len = 0;
         wsq_proto_enc_subscribed(&ct->scratch, p->ref, &sd);
         /* (unsubscribed meanwhile: the session no longer knows the id, so the frame goes to
@@ -869,10 +1172,38 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
                   (unsigned long long)s->sid, (unsigned long long)s->id, t->name,
                   p->consumer_len ? p->consumer : "-", (unsigned long long)start, resumed);
     ready_add(ct, s);
+    if (s->pull && !has_work(ct, s))
+        (void)pull_poll(ct, s); /* wait=0 with nothing to lease: answered at once */
 }
 
 /* ------------------------------------------------------------------------------------------- */
 /* acks */
+
+/* Acknowledges seq for consumer c, sent by member s (NULL: over HTTP). A late ack (from a
+ * member the message has since left, or over HTTP) is done all the same, and the member holding
+ * it now gets its slot back. True when seq was not acknowledged before. */
+static bool ack_seq(wsq_consumers_t *ct, ct_consumer_t *c, ct_sub_t *s, uint64_t seq)
+{
+    if (seq == 0 || seq > c->cs.delivered_upto)
+        return false;
+    bool changed;
+    if (wsq_cstate_ack(&c->cs, seq, &changed) != WSQ_OK)
+        return false;
+    ct_sub_t *holder = s && seqvec_del(&s->infl, seq) ? s : NULL;
+    for (ct_sub_t *m = c->members; holder == NULL && m; m = m->mnext)
+        if (m != s && seqvec_del(&m->infl, seq))
+            holder = m;
+    if (holder)
+        atomic_fetch_add_explicit(&ct->srv->metrics.acked, 1, memory_order_relaxed);
+    if (holder && holder != s && has_credit(holder) && has_work(ct, holder))
+        ready_add(ct, holder);
+    if (s)
+        seqvec_del(&s->cur->redo, seq);
+    for (ct_sub_t *m = c->members; m; m = m->mnext)
+        seqvec_del(&m->cur->redo, seq);
+    c->dirty |= changed;
+    return changed;
+}
 
 static void on_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
@@ -887,29 +1218,20 @@ static void on_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
         bool changed;
         wsq_cstate_ack_upto(&c->cs, upto, &changed);
         uint32_t n = seqvec_del_upto(&s->infl, upto);
-        seqvec_del_upto(&s->redo, upto);
+        seqvec_del_upto(&s->cur->redo, upto);
         atomic_fetch_add_explicit(&ct->srv->metrics.acked, n, memory_order_relaxed);
         c->dirty |= changed;
     } else {
-        if (upto == 0 || upto > c->cs.delivered_upto)
-            return;
-        bool changed;
-        if (wsq_cstate_ack(&c->cs, upto, &changed) != WSQ_OK)
-            return;
-        if (seqvec_del(&s->infl, upto))
-            atomic_fetch_add_explicit(&ct->srv->metrics.acked, 1, memory_order_relaxed);
-        seqvec_del(&s->redo, upto);
-        c->dirty |= changed;
+        (void)ack_seq(ct, c, s, upto);
     }
-    if (s->scan_next <= c->cs.ack_floor)
-        s->scan_next = c->cs.ack_floor + 1;
+    if (s->cur->scan_next <= c->cs.ack_floor)
+        s->cur->scan_next = c->cs.ack_floor + 1;
     if (has_credit(s) && has_work(ct, s))
         ready_add(ct, s);
 }
 
 static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *m, uint32_t count,
                         const char *reason);
-static bool dead_pending(const ct_consumer_t *c, uint64_t seq);
 
 typedef struct {
     wsq_consumers_t *ct;
@@ -923,37 +1245,48 @@ static int term_one(void *arg, const wsq_msg_view_t *m)
     return 1;
 }
 
+/* Member s hands seq back: delivered again from delay_ms on, or, with term, given up to the
+ * dead-letter topic. On a shared consumer (and over HTTP) only the member holding it may. True
+ * when it took effect. */
+static bool nack_seq(wsq_consumers_t *ct, ct_sub_t *s, uint64_t seq, int64_t delay_ms, bool term)
+{
+    ct_consumer_t *c = s->cons;
+    if (seq == 0 || seq > c->cs.delivered_upto || wsq_cstate_is_acked(&c->cs, seq) ||
+        dead_pending(c, seq))
+        return false;
+    if ((c->shared || s->pull) && !seqvec_has(&s->infl, seq))
+        return false; /* it left this member (ack_wait): the member holding it now decides */
+    if (term) {       /* given up: read it once more, for its copy */
+        term_t tm = {ct, s};
+        wsq_read_info_t info;
+        if (wsq_store_read(ct->store, s->topic->id, seq, 1, UINT64_MAX, term_one, &tm, &info) !=
+                WSQ_OK ||
+            info.last_seq != seq)
+            return false; /* (gone meanwhile: the consumer gets its gap as for any removed one) */
+        atomic_fetch_add_explicit(&ct->srv->metrics.nacked, 1, memory_order_relaxed);
+        if (has_credit(s) && has_work(ct, s))
+            ready_add(ct, s);
+        return true;
+    }
+    int64_t due = ct->now_ms + delay_ms;
+    if (wsq_cstate_nack(&c->cs, seq, delay_ms ? due : 0) != WSQ_OK)
+        return false;
+    c->dirty = true;
+    seqvec_del(&s->infl, seq); /* a nacked message no longer holds a window slot */
+    seqvec_put(&s->cur->redo, seq, due);
+    atomic_fetch_add_explicit(&ct->srv->metrics.nacked, 1, memory_order_relaxed);
+    if (c->shared)
+        members_ready(ct, c);
+    else if (has_credit(s) && has_work(ct, s))
+        ready_add(ct, s);
+    return true;
+}
+
 static void on_nack(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
     ct_sub_t *s = sub_find(ct, cmd->sub_id);
-    if (s == NULL || s->state != SUB_LIVE || s->cons == NULL)
-        return;
-    ct_consumer_t *c = s->cons;
-    uint64_t seq = cmd->seq;
-    if (seq == 0 || seq > c->cs.delivered_upto || wsq_cstate_is_acked(&c->cs, seq) ||
-        dead_pending(c, seq))
-        return;
-    if (cmd->term) { /* given up: read it once more, for its copy */
-        term_t tm = {ct, s};
-        wsq_read_info_t info;
-        if (wsq_store_read(ct->store, s->topic->id, seq, 1, UINT64_MAX, term_one, &tm, &info) ==
-                WSQ_OK &&
-            info.last_seq == seq) {
-            atomic_fetch_add_explicit(&ct->srv->metrics.nacked, 1, memory_order_relaxed);
-            if (has_credit(s) && has_work(ct, s))
-                ready_add(ct, s);
-        }
-        return; /* (gone meanwhile: the consumer gets its gap as for any removed message) */
-    }
-    int64_t due = ct->now_ms + cmd->delay_ms;
-    if (wsq_cstate_nack(&c->cs, seq, cmd->delay_ms ? due : 0) != WSQ_OK)
-        return;
-    c->dirty = true;
-    seqvec_del(&s->infl, seq); /* a nacked message no longer holds a window slot */
-    seqvec_put(&s->redo, seq, due);
-    atomic_fetch_add_explicit(&ct->srv->metrics.nacked, 1, memory_order_relaxed);
-    if (has_credit(s) && has_work(ct, s))
-        ready_add(ct, s);
+    if (s != NULL && s->state == SUB_LIVE && s->cons != NULL)
+        (void)nack_seq(ct, s, cmd->seq, cmd->delay_ms, cmd->term);
 }
 
 static void on_written(wsq_consumers_t *ct, ct_cmd_t *cmd)
@@ -962,25 +1295,48 @@ static void on_written(wsq_consumers_t *ct, ct_cmd_t *cmd)
     if (s == NULL)
         return;
     s->queued = s->queued > cmd->count ? s->queued - cmd->count : 0;
-    unw_written(s, cmd->count);
     s->queued_bytes = s->queued_bytes > cmd->bytes ? s->queued_bytes - cmd->bytes : 0;
     atomic_fetch_add_explicit(&ct->srv->metrics.delivered, cmd->count, memory_order_relaxed);
     if (s->p->raw && s->cons && cmd->count && s->state != SUB_OPENING) {
         /* raw mode: a message counts as acknowledged once written to the socket. Also when the
          * subscription is already dead of a gap or a corrupt message (the only ends that keep
          * its consumer): the messages before it were queued ahead of the close and are written
-         * now, so the consumer resumes after them, not with them again. */
-        bool changed;
-        wsq_cstate_ack_upto(&s->cons->cs, cmd->seq, &changed);
+         * now, so the consumer resumes after them, not with them again. A shared consumer's
+         * member acknowledges exactly the seqs it wrote (the others are other members'). */
+        bool changed = false;
+        if (s->cons->shared) {
+            for (uint32_t i = 0; i < cmd->count && i < s->unw_len; i++) {
+                bool ch = false;
+                (void)wsq_cstate_ack(&s->cons->cs, s->unw[(s->unw_head + i) % s->unw_cap], &ch);
+                changed |= ch;
+            }
+        } else {
+            wsq_cstate_ack_upto(&s->cons->cs, cmd->seq, &changed);
+        }
         s->cons->dirty |= changed;
         atomic_fetch_add_explicit(&ct->srv->metrics.acked, cmd->count, memory_order_relaxed);
     }
+    unw_written(s, cmd->count);
     if (has_credit(s) && has_work(ct, s))
         ready_add(ct, s);
 }
 
 static void on_session_gone(wsq_consumers_t *ct, uint64_t sid)
 {
+    for (ct_sub_t *s = ct->pulls; s; s = s->pull->next) { /* a fetch whose client left */
+        pull_t *pl = s->pull;
+        for (pull_wait_t **pp = &pl->head; *pp;) {
+            pull_wait_t *w = *pp;
+            if (w->sid != sid) {
+                pp = &w->next;
+                continue;
+            }
+            *pp = w->next;
+            if (pl->tail == &w->next)
+                pl->tail = pp;
+            free(w);
+        }
+    }
     ct_sub_t **pp = &ct->by_sid[hash64(sid)];
     while (*pp) {
         ct_sub_t *s = *pp;
@@ -1002,12 +1358,13 @@ static void on_commit(wsq_consumers_t *ct, ct_cmd_t *cmd)
             /* The topic is gone: every subscription on it ends with an explanation. */
             while (t->subs) {
                 ct_sub_t *s = t->subs;
-                sub_fail(ct, s->sid, s->id, "", s->p->raw, WSQ_ERR_NOTFOUND, "topic was deleted");
-                if (s->cons) {
-                    s->cons->sub = NULL;
-                    cons_forget(ct, s->cons);
-                    s->cons = NULL;
-                }
+                if (s->pull)
+                    pull_fail(ct, s->pull, WSQ_ERR_NOTFOUND, "topic was deleted");
+                else /* (no ref: this answers no request) */
+                    sub_fail(ct, s->sid, s->id, "", s->p->raw, WSQ_ERR_NOTFOUND,
+                             "topic was deleted");
+                if (s->cons)
+                    cons_forget(ct, s->cons); /* (every member lets go of it) */
                 sub_end(ct, s);
             }
             continue;
@@ -1055,6 +1412,14 @@ typedef struct {
 static bool gap_out(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to,
                     wsq_gap_reason_t why, wsq_outlist_t *out)
 {
+    if (s->pull) { /* the fetch's answer names it */
+        char g[128];
+        int n = snprintf(g, sizeof(g), "%s{\"from\":%llu,\"to\":%llu,\"reason\":\"%s\"}",
+                         s->pull->gaps.len ? "," : "", (unsigned long long)from,
+                         (unsigned long long)to, wsq_gap_reason_name(why));
+        (void)wsq_buf_append(&s->pull->gaps, g, (size_t)n);
+        return true;
+    }
     if (s->p->raw) {
         char reason[64];
         snprintf(reason, sizeof(reason), "gap %llu-%llu %s", (unsigned long long)from,
@@ -1192,12 +1557,12 @@ static void dead_letter(wsq_consumers_t *ct, ct_sub_t *s, const wsq_msg_view_t *
                     !named ? "the dead-letter topic name is too long" : wsq_strerror(err),
                     DEAD_RETRY_MS);
         seqvec_del(&s->infl, m->seq);
-        seqvec_put(&s->redo, m->seq, ct->now_ms + DEAD_RETRY_MS);
+        seqvec_put(&s->cur->redo, m->seq, ct->now_ms + DEAD_RETRY_MS);
         return;
     }
     c->dead[c->ndead++] = m->seq;
     seqvec_del(&s->infl, m->seq);
-    seqvec_del(&s->redo, m->seq);
+    seqvec_del(&s->cur->redo, m->seq);
 }
 
 /* The writer finished a dead letter: the consumer's memory catches up with the store, the
@@ -1224,7 +1589,7 @@ static void on_dead(wsq_consumers_t *ct, ct_cmd_t *cmd)
                      r->src_topic_id, r->consumer, (unsigned long long)seq, wsq_errname(r->err),
                      r->topic, DEAD_RETRY_MS);
         if (s && s->state == SUB_LIVE)
-            seqvec_put(&s->redo, seq, ct->now_ms + DEAD_RETRY_MS);
+            seqvec_put(&s->cur->redo, seq, ct->now_ms + DEAD_RETRY_MS);
         return;
     }
     if (c)
@@ -1232,7 +1597,7 @@ static void on_dead(wsq_consumers_t *ct, ct_cmd_t *cmd)
     atomic_fetch_add_explicit(&ct->srv->metrics.dead_lettered, 1, memory_order_relaxed);
     wsq_info_log("dead_letter", "consumer=%s seq=%llu dead_topic=%s dead_seq=%llu", r->consumer,
                  (unsigned long long)seq, r->topic, (unsigned long long)r->seq);
-    if (s && s->state == SUB_LIVE && !s->p->raw) {
+    if (s && s->state == SUB_LIVE && !s->p->raw && !s->pull) {
         ct->scratch.len = 0;
         if (wsq_proto_enc_dead(&ct->scratch, s->topic->name, s->topic->name_len, seq, r->topic,
                                r->topic_len, r->seq) == WSQ_OK)
@@ -1284,9 +1649,11 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
                 return rd->only_seq ? 1 : 0;
             int64_t due = wsq_cstate_due(&c->cs, m->seq);
             if (due > ct->now_ms && !rd->only_seq) {
-                seqvec_put(&s->redo, m->seq, due); /* nacked with a delay: later */
+                seqvec_put(&s->cur->redo, m->seq, due); /* nacked with a delay: later */
                 return 0;
             }
+            if (!rd->only_seq)
+                seqvec_del(&s->cur->redo, m->seq); /* (its delay ran out: the scan takes it) */
         }
         if (dead_pending(c, m->seq))
             return rd->only_seq ? 1 : 0; /* its dead letter is on its way */
@@ -1297,12 +1664,13 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
             dead_letter(ct, s, m, wsq_cstate_count(&c->cs, m->seq), "max_deliver");
             return rd->only_seq ? 1 : 0;
         }
-        if (!unw_push(s, m->seq)) {
+        if (!s->pull && !unw_push(s, m->seq)) { /* (a lease is given when answered) */
             rd->err = WSQ_ERR_NOMEM;
             return 1;
         }
         if (wsq_cstate_delivered(&c->cs, m->seq, &count) != WSQ_OK) {
-            s->unw_len--;
+            if (!s->pull)
+                s->unw_len--;
             rd->err = WSQ_ERR_NOMEM;
             return 1;
         }
@@ -1313,6 +1681,27 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
     if (count > 1)
         atomic_fetch_add_explicit(&ct->srv->metrics.redelivered, 1, memory_order_relaxed);
     bool binary = (m->flags & WSQ_MSG_BINARY) != 0;
+    if (s->pull) { /* a lease: into the waiting fetch's answer */
+        pull_t *pl = s->pull;
+        size_t before = pl->body.len;
+        wsq_err err = pl->n ? wsq_buf_append(&pl->body, ",", 1) : WSQ_OK;
+        if (err == WSQ_OK)
+            err = wsq_proto_enc_leased(&pl->body, s->topic->name, s->topic->name_len, m->seq,
+                                       m->ts_ms, m->data, m->len, binary, count, m->headers,
+                                       m->headers_len);
+        if (err != WSQ_OK) {
+            pl->body.len = before;
+            seqvec_del(&s->infl, m->seq);
+            wsq_cstate_undeliver(&s->cons->cs, m->seq);
+            rd->err = err;
+            return 1;
+        }
+        pl->n++;
+        rd->sent++;
+        if (--rd->budget == 0 || !has_credit(s))
+            return 1;
+        return rd->only_seq ? 1 : 0;
+    }
     size_t before = rd->out->bytes;
     wsq_err err;
     if (s->p->raw) {
@@ -1374,7 +1763,9 @@ static bool gap(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to, ws
             s->cons->cs.delivered_upto = to;
         s->cons->dirty = true;
         seqvec_del_upto(&s->infl, to);
-        seqvec_del_upto(&s->redo, to);
+        seqvec_del_upto(&s->cur->redo, to);
+        for (ct_sub_t *m = s->cons->members; m; m = m->mnext) /* shared: every member's */
+            seqvec_del_upto(&m->infl, to);
     }
     return gap_out(ct, s, from, to, why, out);
 }
@@ -1392,7 +1783,7 @@ static bool corrupt(wsq_consumers_t *ct, ct_sub_t *s, uint64_t seq, wsq_outlist_
                 "checksum; it is skipped (gap reason corrupt). Run wsqctl check\"",
                 t->name, (unsigned long long)seq, (unsigned long long)s->sid);
     seqvec_del(&s->infl, seq);
-    seqvec_del(&s->redo, seq);
+    seqvec_del(&s->cur->redo, seq);
     if (s->cons) {
         wsq_cstate_t *cs = &s->cons->cs;
         uint32_t count;
@@ -1404,27 +1795,59 @@ static bool corrupt(wsq_consumers_t *ct, ct_sub_t *s, uint64_t seq, wsq_outlist_
     return gap_out(ct, s, seq, seq, WSQ_GAP_CORRUPT, out);
 }
 
+/* Shared consumers: the part of the work waiting now that s may take in one pass, in proportion
+ * to its free window among the members' (cr: its credit; budget: the pass's cap). A member that
+ * still has credit after its pass goes round again, so work is never left waiting for it. */
+static uint32_t fair_share(const ct_sub_t *s, uint32_t cr, uint32_t budget)
+{
+    const cursor_t *cur = s->cur;
+    uint64_t total = 0;
+    for (const ct_sub_t *m = s->cons->members; m; m = m->mnext)
+        if (m->state == SUB_LIVE)
+            total += credit(m);
+    uint64_t work = cur->redo.n;
+    if (cur->scan_next <= cur->scan_end)
+        work += cur->scan_end - cur->scan_next + 1;
+    if (s->topic->next_seq > cur->next_seq)
+        work += s->topic->next_seq - cur->next_seq;
+    if (total <= cr || work >= total)
+        return budget; /* the only free member, or work for every free slot */
+    uint64_t share = (work * cr + total - 1) / total;
+    return share == 0 ? 1 : share < budget ? (uint32_t)share : budget;
+}
+
+/* Shared consumers: another live member of s's consumer has a free slot. */
+static bool other_member_free(const ct_sub_t *s)
+{
+    for (const ct_sub_t *m = s->cons->members; m; m = m->mnext)
+        if (m != s && m->state == SUB_LIVE && has_credit(m))
+            return true;
+    return false;
+}
+
 /* One delivery pass for s: redeliveries first (nack/ack_wait due, then the resume scan), then new
  * messages, within credit and the per-pass budget. */
-static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
+static uint32_t deliver_sub(wsq_consumers_t *ct, ct_sub_t *s, uint32_t cap)
 {
     wsq_outlist_t out;
     wsq__outlist_init(&out);
-    rd_t rd = {.ct = ct, .s = s, .out = &out, .budget = READ_MSGS, .stop_after = UINT64_MAX};
+    rd_t rd = {.ct = ct, .s = s, .out = &out, .budget = cap, .stop_after = UINT64_MAX};
     uint32_t cr = credit(s);
     if (cr < rd.budget)
         rd.budget = cr;
     ct_topic_t *t = s->topic;
     bool live = true;
+    bool shared = s->cons && s->cons->shared;
 
     /* 1. due redeliveries, by seq */
-    for (uint32_t i = 0; i < s->redo.n && rd.budget && live && has_credit(s);) {
-        if (s->redo.v[i].t_ms > ct->now_ms) {
-            i++;
+    for (uint32_t i = 0; i < s->cur->redo.n && rd.budget && live && has_credit(s);) {
+        if (s->cur->redo.v[i].t_ms > ct->now_ms ||
+            (shared && s->cur->redo.v[i].from_sub == s->id && other_member_free(s))) {
+            i++; /* not due yet, or it just expired here and another member can take it */
             continue;
         }
-        uint64_t seq = s->redo.v[i].seq;
-        seqvec_del(&s->redo, seq);
+        uint64_t seq = s->cur->redo.v[i].seq;
+        seqvec_del(&s->cur->redo, seq);
         if (seq < t->first_seq) {
             live = gap(ct, s, seq, t->first_seq - 1, &out);
             continue;
@@ -1434,8 +1857,10 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         wsq_read_info_t info;
         wsq_err rerr =
             wsq_store_read(ct->store, t->id, seq, 1, READ_BYTES, deliver_one, &rd, &info);
-        if (rerr != WSQ_OK)
+        if (rerr != WSQ_OK || rd.err != WSQ_OK) {
+            seqvec_put(&s->cur->redo, seq, ct->now_ms); /* not delivered: still owed */
             break;
+        }
         topic_seen(t, &info);
         if (info.first_seq > seq) /* removed since the cached heads were last raised */
             live = gap(ct, s, seq, info.first_seq - 1, &out);
@@ -1443,16 +1868,17 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
             live = corrupt(ct, s, seq, &out);
     }
     /* 2. the resume scan: unacked messages delivered to an earlier session */
-    while (live && rd.budget && s->scan_next <= s->scan_end && has_credit(s) && rd.err == WSQ_OK) {
+    while (live && rd.budget && s->cur->scan_next <= s->cur->scan_end && has_credit(s) &&
+           rd.err == WSQ_OK) {
         rd.redeliver = true;
         rd.only_seq = 0;
         rd.last = 0;
-        rd.expect = s->scan_next;
-        rd.stop_after = s->scan_end;
-        uint64_t span = s->scan_end - s->scan_next + 1;
+        rd.expect = s->cur->scan_next;
+        rd.stop_after = s->cur->scan_end;
+        uint64_t span = s->cur->scan_end - s->cur->scan_next + 1;
         wsq_read_info_t info;
         rd.info = &info;
-        wsq_err rerr = wsq_store_read(ct->store, t->id, s->scan_next,
+        wsq_err rerr = wsq_store_read(ct->store, t->id, s->cur->scan_next,
                                       span < READ_MSGS ? (uint32_t)span : READ_MSGS, READ_BYTES,
                                       deliver_one, &rd, &info);
         rd.stop_after = UINT64_MAX;
@@ -1464,40 +1890,41 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
             live = false;
             break;
         }
-        if (info.corrupt_seq && info.corrupt_seq <= s->scan_end &&
-            (rd.last ? rd.last + 1 : s->scan_next) >= info.corrupt_seq) {
+        if (info.corrupt_seq && info.corrupt_seq <= s->cur->scan_end &&
+            (rd.last ? rd.last + 1 : s->cur->scan_next) >= info.corrupt_seq) {
             /* the read stopped before it: what it passed is handled; an acked one needs no
              * word, an unacked one its gap */
             uint64_t c = info.corrupt_seq;
             if (s->cons == NULL || !wsq_cstate_is_acked(&s->cons->cs, c))
                 live = corrupt(ct, s, c, &out);
-            s->scan_next = c + 1;
+            s->cur->scan_next = c + 1;
             continue;
         }
         if (rd.last == 0) {
-            if (info.gap && info.first_seq > s->scan_next) {
+            if (info.gap && info.first_seq > s->cur->scan_next) {
                 /* removal is always a contiguous head range: report all of it at once, also
                  * the part beyond the scan, and continue after it */
-                live = gap(ct, s, s->scan_next, info.first_seq - 1, &out);
-                if (s->next_seq < info.first_seq)
-                    s->next_seq = info.first_seq;
+                live = gap(ct, s, s->cur->scan_next, info.first_seq - 1, &out);
+                if (s->cur->next_seq < info.first_seq)
+                    s->cur->next_seq = info.first_seq;
             }
-            s->scan_next = s->scan_end + 1; /* nothing left */
+            s->cur->scan_next = s->cur->scan_end + 1; /* nothing left */
             break;
         }
-        s->scan_next = rd.last + 1;
-        if (rd.last >= s->scan_end)
+        s->cur->scan_next = rd.last + 1;
+        if (rd.last >= s->cur->scan_end)
             break;
     }
-    if (s->scan_next > s->scan_end && s->next_seq <= s->scan_end)
-        s->next_seq = s->scan_end + 1;
+    if (s->cur->scan_next > s->cur->scan_end && s->cur->next_seq <= s->cur->scan_end)
+        s->cur->next_seq = s->cur->scan_end + 1;
     /* 3. new messages: from the tail cache while it has them, else from LMDB */
-    while (live && rd.budget && s->next_seq < t->next_seq && has_credit(s) && rd.err == WSQ_OK) {
+    while (live && rd.budget && s->cur->next_seq < t->next_seq && has_credit(s) &&
+           rd.err == WSQ_OK) {
         rd.redeliver = false;
         rd.only_seq = 0;
         rd.last = 0;
-        rd.expect = s->next_seq;
-        tc_ent_t *e = s->next_seq >= t->first_seq ? tc_get(t, s->next_seq) : NULL;
+        rd.expect = s->cur->next_seq;
+        tc_ent_t *e = s->cur->next_seq >= t->first_seq ? tc_get(t, s->cur->next_seq) : NULL;
         if (e) {
             wsq_msg_view_t v = {.seq = e->seq,
                                 .ts_ms = e->ts,
@@ -1511,7 +1938,7 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
                 live = false;
                 break;
             }
-            s->next_seq = e->seq + 1;
+            s->cur->next_seq = e->seq + 1;
             if (stop)
                 break;
             continue;
@@ -1519,7 +1946,7 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
         rd.fill_cache = true;
         wsq_read_info_t info;
         rd.info = &info;
-        wsq_err err = wsq_store_read(ct->store, t->id, s->next_seq, rd.budget, READ_BYTES,
+        wsq_err err = wsq_store_read(ct->store, t->id, s->cur->next_seq, rd.budget, READ_BYTES,
                                      deliver_one, &rd, &info);
         rd.fill_cache = false;
         rd.info = NULL;
@@ -1530,17 +1957,17 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
             live = false;
             break;
         }
-        if (rd.last == 0 && info.gap && info.first_seq > s->next_seq) {
+        if (rd.last == 0 && info.gap && info.first_seq > s->cur->next_seq) {
             /* everything asked for is gone */
-            live = gap(ct, s, s->next_seq, info.first_seq - 1, &out);
-            s->next_seq = info.first_seq;
+            live = gap(ct, s, s->cur->next_seq, info.first_seq - 1, &out);
+            s->cur->next_seq = info.first_seq;
             continue;
         }
         if (rd.last)
-            s->next_seq = rd.last + 1;
-        if (info.corrupt_seq && info.corrupt_seq == s->next_seq) {
-            live = corrupt(ct, s, s->next_seq, &out); /* the read stopped before it */
-            s->next_seq++;
+            s->cur->next_seq = rd.last + 1;
+        if (info.corrupt_seq && info.corrupt_seq == s->cur->next_seq) {
+            live = corrupt(ct, s, s->cur->next_seq, &out); /* the read stopped before it */
+            s->cur->next_seq++;
             continue;
         }
         if (rd.last == 0 || rd.bytes >= READ_BYTES)
@@ -1562,6 +1989,48 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
             cons_flush(ct, s->cons);
         }
     }
+    if (s->pull && (s->pull->n || s->pull->gaps.len))
+        pull_answer_head(ct, s->pull); /* what there is now: a fetch waits for the first only */
+    return rd.sent;
+}
+
+#define VT_SCALE (1u << 20) /* a member's virtual time advances VT_SCALE / window per message */
+
+/* A shared consumer's members compete for one cursor: each round gives the member with the
+ * least virtual time (and a free slot) its share of the work waiting (fair_share), and advances
+ * its virtual time in inverse proportion to its window. Over time each member gets work in
+ * proportion to its window; a trickle goes round the members instead of to whichever comes
+ * first; a burst fills every free slot. */
+static void deliver_shared(wsq_consumers_t *ct, ct_consumer_t *c)
+{
+    for (int round = 0; round < 64; round++) {
+        ct_sub_t *best = NULL;
+        for (ct_sub_t *m = c->members; m; m = m->mnext)
+            if (m->state == SUB_LIVE && has_credit(m) && (best == NULL || m->vtime < best->vtime))
+                best = m;
+        if (best == NULL || !has_work(ct, best))
+            return;
+        uint32_t cap = best->mnext || c->members != best ? fair_share(best, credit(best), READ_MSGS)
+                                                         : READ_MSGS;
+        uint32_t sent = deliver_sub(ct, best, cap);
+        if (sent == 0 && best->state == SUB_LIVE) {
+            /* nothing went out (all of it skipped or owed elsewhere): give the others a turn,
+             * and try again on the next pass */
+            best->vtime += VT_SCALE;
+            return;
+        }
+        uint32_t w = best->window > VT_SCALE ? VT_SCALE : best->window;
+        best->vtime += (uint64_t)sent * (VT_SCALE / w);
+        c->vclock = best->vtime;
+    }
+}
+
+static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    if (s->cons && s->cons->shared)
+        deliver_shared(ct, s->cons);
+    else
+        deliver_sub(ct, s, READ_MSGS);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -1580,7 +2049,8 @@ static void timers(wsq_consumers_t *ct)
                     if (s->infl.v[i].t_ms + ack_wait <= ct->now_ms) {
                         uint64_t seq = s->infl.v[i].seq;
                         seqvec_del(&s->infl, seq);
-                        seqvec_put(&s->redo, seq, ct->now_ms);
+                        seqvec_put(&s->cur->redo, seq, ct->now_ms);
+                        s->cur->redo.v[seqvec_lb(&s->cur->redo, seq)].from_sub = s->id;
                     } else {
                         i++;
                     }
@@ -1589,6 +2059,11 @@ static void timers(wsq_consumers_t *ct)
             if (has_credit(s) && has_work(ct, s))
                 ready_add(ct, s);
         }
+    }
+    for (ct_sub_t *s = ct->pulls, *nx; s; s = nx) {
+        nx = s->pull->next;
+        if (s->state == SUB_LIVE)
+            (void)pull_poll(ct, s);
     }
 }
 
@@ -1603,15 +2078,18 @@ static void on_consumer_delete(wsq_consumers_t *ct, ct_cmd_t *cmd)
     ct_consumer_t *c = cons_find(ct, ti.id, p->consumer, p->consumer_len);
     if (c == NULL)
         return;
-    if (c->sub) {
-        ct_sub_t *s = c->sub;
+    ct_sub_t *members = c->members;
+    c->dirty = false;
+    cons_forget(ct, c); /* (every member lets go of it first) */
+    while (members) {
+        ct_sub_t *s = members;
+        members = s->mnext;
+        if (s->pull)
+            pull_fail(ct, s->pull, WSQ_ERR_NOTFOUND, "consumer deleted");
         send_close(ct, s->sid, WSQ_CLOSE_CONSUMER_GONE, "consumer deleted");
-        s->cons = NULL;
         sub_state(s, SUB_DEAD);
         sub_end(ct, s);
     }
-    c->dirty = false;
-    cons_forget(ct, c);
 }
 
 /* limits.consumer_ttl: deletes consumers nobody attached to for that long. Pages through the
@@ -1635,7 +2113,7 @@ static void expire_consumers(wsq_consumers_t *ct)
             if (ci->last_seen_ms >= ct->now_ms - ttl)
                 continue;
             ct_consumer_t *c = cons_find(ct, ci->topic_id, ci->name, strlen(ci->name));
-            if (c && c->sub)
+            if (c && c->members)
                 continue; /* attached: alive */
             wsq_wreq_t *r =
                 wsq_wreq_new(WSQ_WOP_CONSUMER_DELETE, NULL, 0, ci->name, strlen(ci->name), 0);
@@ -1658,6 +2136,138 @@ static void expire_consumers(wsq_consumers_t *ct)
         after[sizeof(after) - 1] = '\0';
         first = false;
     }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* HTTP pull: fetch, ack, nack */
+
+static ct_sub_t *pull_find(wsq_consumers_t *ct, const ct_sub_params_t *p)
+{
+    for (ct_sub_t *s = ct->pulls; s; s = s->pull->next)
+        if (s->state != SUB_DEAD && s->p->topic_len == p->topic_len &&
+            memcmp(s->p->topic, p->topic, p->topic_len) == 0 &&
+            s->p->consumer_len == p->consumer_len &&
+            memcmp(s->p->consumer, p->consumer, p->consumer_len) == 0)
+            return s;
+    return NULL;
+}
+
+/* POST /fetch: the consumer's pull member (opened first when there is none) leases up to
+ * cmd->count messages to session cmd->sid, waiting up to cmd->delay_ms for the first. */
+static void on_fetch(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_sub_params_t *p = cmd->sub;
+    pull_wait_t *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        pull_reply(ct, cmd->sid, WSQ_ERR_NOMEM, "out of memory", 13);
+        return;
+    }
+    w->sid = cmd->sid;
+    w->max = cmd->count;
+    w->deadline_ms = ct->now_ms + cmd->delay_ms;
+    ct_sub_t *s = pull_find(ct, p);
+    if (s != NULL) {
+        bool shared = s->cons ? s->cons->shared : s->p->shared;
+        if (shared != p->shared) {
+            char msg[224];
+            snprintf(msg, sizeof(msg),
+                     shared ? "consumer %s is shared: fetch with shared=true"
+                            : "consumer %s is exclusive: fetch without shared=true",
+                     p->consumer);
+            pull_reply(ct, cmd->sid, WSQ_ERR_CONFLICT, msg, strlen(msg));
+            free(w);
+            return;
+        }
+        *s->pull->tail = w;
+        s->pull->tail = &w->next;
+        if (s->state == SUB_LIVE) {
+            if (has_credit(s) && has_work(ct, s))
+                ready_add(ct, s);
+            else
+                (void)pull_poll(ct, s);
+        }
+        return;
+    }
+    pull_t *pl = calloc(1, sizeof(*pl));
+    if (pl == NULL) {
+        free(w);
+        pull_reply(ct, cmd->sid, WSQ_ERR_NOMEM, "out of memory", 13);
+        return;
+    }
+    wsq_buf_init(&pl->body);
+    wsq_buf_init(&pl->gaps);
+    pl->head = w;
+    pl->tail = &w->next;
+    p->pull = true;
+    cmd->sub = NULL;
+    s = sub_new(ct, 0, (1ull << 63) | ++ct->next_pull_id, p, pl);
+    if (s == NULL) { /* refused: the fetch was answered */
+        wsq_buf_fini(&pl->body);
+        wsq_buf_fini(&pl->gaps);
+        free(pl);
+    }
+}
+
+/* POST /ack and /nack: seqs of a consumer, from any worker. An ack counts whoever holds the
+ * message; a nack only for a message leased over HTTP (the pull member's). A consumer not in
+ * memory (nobody attached: after a restart, say) takes its acks in the store; its leases are
+ * gone with the broker that gave them, so a nack has nothing to hand back. */
+static void on_pull_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_sub_params_t *p = cmd->sub;
+    bool nack = cmd->kind == CT_PULL_NACK;
+    wsq_topic_info_t ti;
+    wsq_err err = wsq_store_topic_lookup(ct->store, p->topic, p->topic_len, &ti);
+    if (err != WSQ_OK) {
+        const char *m = err == WSQ_ERR_NOTFOUND ? "no such topic" : wsq_strerror(err);
+        pull_reply(ct, cmd->sid, err, m, strlen(m));
+        return;
+    }
+    ct_consumer_t *c = cons_find(ct, ti.id, p->consumer, p->consumer_len);
+    uint32_t n = 0;
+    if (c == NULL) {
+        wsq_cstate_t cs;
+        wsq_cstate_init(&cs);
+        err = wsq_store_consumer_get(ct->store, ti.id, p->consumer, p->consumer_len, &cs);
+        for (uint32_t i = 0; err == WSQ_OK && !nack && i < cmd->n_seqs; i++) {
+            uint64_t seq = cmd->seqs[i];
+            if (seq == 0 || seq > cs.delivered_upto || wsq_cstate_is_acked(&cs, seq))
+                continue;
+            wsq_wreq_t *r =
+                wsq_wreq_new(WSQ_WOP_CONSUMER_ACK, NULL, 0, p->consumer, p->consumer_len, 0);
+            if (r == NULL)
+                break;
+            r->topic_id = ti.id;
+            r->seq = seq;
+            if (wsq_store_submit(ct->store, r) != WSQ_OK) {
+                wsq_wreq_free(&r);
+                break;
+            }
+            (void)wsq_cstate_ack(&cs, seq, NULL); /* (a seq named twice counts once) */
+            n++;
+        }
+        wsq_cstate_fini(&cs);
+        if (err != WSQ_OK) {
+            const char *m = err == WSQ_ERR_NOTFOUND ? "no such consumer" : wsq_strerror(err);
+            pull_reply(ct, cmd->sid, err, m, strlen(m));
+            return;
+        }
+    } else if (!nack) {
+        for (uint32_t i = 0; i < cmd->n_seqs; i++)
+            n += ack_seq(ct, c, NULL, cmd->seqs[i]);
+        for (ct_sub_t *m = c->members; m; m = m->mnext)
+            if (m->cur->scan_next <= c->cs.ack_floor)
+                m->cur->scan_next = c->cs.ack_floor + 1;
+    } else {
+        ct_sub_t *pm = c->members;
+        while (pm && pm->pull == NULL)
+            pm = pm->mnext;
+        for (uint32_t i = 0; pm && i < cmd->n_seqs; i++)
+            n += nack_seq(ct, pm, cmd->seqs[i], cmd->delay_ms, cmd->term);
+    }
+    char body[64];
+    int len = snprintf(body, sizeof(body), "{\"%s\":%u}", nack ? "nacked" : "acked", n);
+    pull_reply(ct, cmd->sid, WSQ_OK, body, (size_t)len);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -1707,6 +2317,13 @@ static void process(wsq_consumers_t *ct, ct_cmd_t *cmd)
         break;
     case CT_DEAD:
         on_dead(ct, cmd);
+        break;
+    case CT_FETCH:
+        on_fetch(ct, cmd);
+        break;
+    case CT_PULL_ACK:
+    case CT_PULL_NACK:
+        on_pull_ack(ct, cmd);
         break;
     }
 }
@@ -1826,6 +2443,8 @@ void wsq__ct_destroy(wsq_consumers_t **ctp)
         for (ct_consumer_t *c = ct->consumers[b], *nx; c; c = nx) {
             nx = c->hnext;
             wsq_cstate_fini(&c->cs);
+            free(c->cur.redo.v);
+            free(c->dead);
             free(c);
         }
         for (ct_topic_t *t = ct->topics[b], *nx; t; t = nx) {

@@ -32,6 +32,9 @@ typedef enum {
     CT_OPENED,          /* WT finished a TOPIC_ENSURE/CONSUMER_OPEN for a subscription (req) */
     CT_CONSUMER_DELETE, /* admin: forget a consumer, closing its session (sub: names) */
     CT_DEAD,            /* WT finished a DEAD_LETTER of seq (req) */
+    CT_FETCH,           /* HTTP POST /fetch of session sid: count messages, wait delay_ms (sub) */
+    CT_PULL_ACK,        /* HTTP POST /ack of session sid: seqs of consumer (sub) */
+    CT_PULL_NACK,       /* HTTP POST /nack: seqs, delay_ms or term */
 } ct_kind_t;
 
 typedef struct {
@@ -47,7 +50,9 @@ typedef struct {
     uint32_t window;
     bool has_epoch;
     uint64_t epoch;
-    bool raw; /* raw-mode subscription: acked when written, gaps close the connection */
+    bool raw;    /* raw-mode subscription: acked when written, gaps close the connection */
+    bool shared; /* joins the shared consumer `consumer` (competing members) */
+    bool pull;   /* HTTP pull: the consumer's member that leases messages to POST /fetch */
 } ct_sub_params_t;
 
 typedef struct ct_cmd {
@@ -67,6 +72,8 @@ typedef struct ct_cmd {
     char *reply; /* CT_UNSUB: the frame answering the unsub (owned; NULL: none), sent once the
                   * subscription has ended, after everything sent for it */
     size_t reply_len;
+    uint64_t *seqs; /* CT_PULL_ACK, CT_PULL_NACK (owned) */
+    uint32_t n_seqs;
 } ct_cmd_t;
 
 wsq_err wsq__ct_create(wsq_server_t *srv, wsq_consumers_t **out);

@@ -103,6 +103,8 @@ static unsigned err_status(wsq_err e)
     case WSQ_ERR_NOTFOUND:
         return 404;
     case WSQ_ERR_TOPIC_FULL:
+    case WSQ_ERR_CONFLICT:
+    case WSQ_ERR_TAKEN_OVER:
         return 409;
     case WSQ_ERR_TOO_LARGE:
         return 413;
@@ -654,6 +656,11 @@ static void route_request(wsq_session_t *s, struct lws *wsi, const char *path)
     case WSQ_ROUTE_NOT_FOUND:
         wsq__http_error(s, WSQ_ERR_NOTFOUND, "no such endpoint");
         return;
+    case WSQ_ROUTE_FETCH:
+    case WSQ_ROUTE_ACK:
+    case WSQ_ROUTE_NACK:
+        wsq__pull_request(s, wsi, rt.kind);
+        return;
     case WSQ_ROUTE_HISTORY:
     case WSQ_ROUTE_PUBLISH:
         break;
@@ -708,6 +715,8 @@ static void handle_body(wsq_session_t *s)
     }
     if (h->op == H_IMPORT)
         wsq__admin_body(s);
+    else if (h->op == H_FETCH || h->op == H_ACK || h->op == H_NACK)
+        wsq__pull_body(s);
     else if (h->publish_body)
         publish_body(s);
     /* else e.g. an admin purge sent with a body: the body means nothing */
@@ -786,6 +795,7 @@ static void http_free(wsq_session_t *s)
     wsq_http_t *h = wsq__http(s);
     if (h == NULL)
         return;
+    wsq__pull_end(s);
     wsq_buf_fini(&h->body);
     wsq_buf_fini(&h->hdrs);
     wsq_buf_fini(&h->resp);
@@ -797,6 +807,7 @@ const wsq_fe_t wsq__fe_http = {
     .name = "http",
     .websocket = false,
     .confirm = http_confirm,
+    .answer = wsq__pull_answer,
     .free = http_free,
 };
 

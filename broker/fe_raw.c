@@ -48,17 +48,11 @@ static int raw_open(wsq_session_t *s, struct lws *wsi, char *detail, size_t deta
     snprintf(detail, detail_len, " topic=%s", t->topic);
     if (!wsq__allowed(&s->ident, WSQ_RIGHT_SUBSCRIBE, t->topic, t->topic_len))
         return 0; /* a publisher only */
-    ct_sub_params_t *p = calloc(1, sizeof(*p));
+    ct_sub_params_t *p =
+        wsq__sub_params(s->srv, t->topic, t->topic_len, t->consumer, t->consumer_len, t->shared,
+                        t->from, t->from_seq, t->from_time, s->srv->cfg->limits.default_window);
     if (p == NULL)
         return -1;
-    memcpy(p->topic, t->topic, t->topic_len + 1);
-    p->topic_len = t->topic_len;
-    memcpy(p->consumer, t->consumer, t->consumer_len + 1);
-    p->consumer_len = t->consumer_len;
-    p->from = t->from;
-    p->from_seq = t->from_seq;
-    p->from_time = t->from_time;
-    p->window = s->srv->cfg->limits.default_window;
     p->raw = true;
     if (wsq__sub_add(s, p) != WSQ_OK) {
         free(p);

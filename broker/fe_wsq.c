@@ -108,20 +108,14 @@ static void op_sub(wsq_session_t *s, const wsq_frame_t *f)
         send_err(s, f->ref, WSQ_ERR_LIMIT, buf);
         return;
     }
-    ct_sub_params_t *p = calloc(1, sizeof(*p));
+    ct_sub_params_t *p =
+        wsq__sub_params(s->srv, f->topic, f->topic_len, f->consumer, f->consumer_len, f->shared,
+                        f->from, f->from_seq, f->from_time, window);
     if (p == NULL) {
         send_err(s, f->ref, WSQ_ERR_NOMEM, NULL);
         return;
     }
-    memcpy(p->topic, f->topic, f->topic_len + 1);
-    p->topic_len = f->topic_len;
-    memcpy(p->consumer, f->consumer, f->consumer_len + 1);
-    p->consumer_len = f->consumer_len;
     snprintf(p->ref, sizeof(p->ref), "%s", f->ref);
-    p->from = f->from;
-    p->from_seq = f->from_seq;
-    p->from_time = f->from_time;
-    p->window = window;
     p->has_epoch = f->has_epoch;
     p->epoch = f->epoch;
     if (wsq__sub_add(s, p) != WSQ_OK) {
@@ -157,6 +151,12 @@ static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
     if (f->op == WSQ_OP_NACK && !sub->durable) {
         send_err(s, f->ref, WSQ_ERR_BAD_REQUEST,
                  "nack needs a durable consumer; this subscription is ephemeral");
+        return;
+    }
+    if (f->has_upto && sub->shared) {
+        send_err(s, f->ref, WSQ_ERR_BAD_REQUEST,
+                 "a shared consumer's members complete out of order: ack each \"seq\", not "
+                 "\"upto\"");
         return;
     }
     ct_kind_t k = f->op == WSQ_OP_NACK ? CT_NACK : f->has_upto ? CT_ACK_UPTO : CT_ACK;

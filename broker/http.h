@@ -14,12 +14,21 @@
 
 #include "auth.h"
 #include "core.h"
+#include "wsq/route.h"
 
 /* Appends a string literal (its length computed, never counted by hand). */
 #define WSQ_BUF_LIT(b, lit) wsq_buf_append((b), (lit), sizeof(lit) - 1)
 
 /* What a request's body and confirm are for. */
-typedef enum { H_PUBLISH = 0, H_PURGE, H_DELETE_CONSUMER, H_IMPORT } wsq_http_op_t;
+typedef enum {
+    H_PUBLISH = 0,
+    H_PURGE,
+    H_DELETE_CONSUMER,
+    H_IMPORT,
+    H_FETCH, /* pull.c: the delivery thread answers (ST_ANSWER) */
+    H_ACK,
+    H_NACK,
+} wsq_http_op_t;
 
 /* Where one request stands. The requests of a connection are served one at a time: the gate
  * (http_gate.c) hands lws one request, and the next only after wsq__gate_next(), which follows
@@ -58,7 +67,8 @@ typedef struct wsq_http {
     wsq_buf_t resp;  /* response body */
     unsigned status; /* response status, set with HP_ANSWER */
     bool too_large;
-    uint64_t body_cap; /* largest body this request may have */
+    uint64_t body_cap;      /* largest body this request may have */
+    wsq_pull_query_t *pull; /* H_FETCH, H_ACK, H_NACK: the query (owned) */
 } wsq_http_t;
 
 static inline wsq_http_t *wsq__http(wsq_session_t *s)
@@ -86,6 +96,15 @@ bool wsq__http_qarg(wsq_session_t *s, struct lws *wsi, const char *name, char *b
                     const char **out);
 /* Digits only, no overflow. */
 bool wsq__parse_u64(const char *s, uint64_t *out);
+
+/* pull.c: POST /fetch, /ack, /nack: the query and rights (answered when refused). */
+void wsq__pull_request(wsq_session_t *s, struct lws *wsi, wsq_route_kind_t kind);
+/* pull.c: the body is in: the delivery thread takes the request over. */
+void wsq__pull_body(wsq_session_t *s);
+/* pull.c: the delivery thread's answer (front-end hook `answer`). */
+void wsq__pull_answer(wsq_session_t *s, wsq_err err, char *body, size_t len);
+/* pull.c: the request's session ends: a waiting fetch is called off; frees h->pull. */
+void wsq__pull_end(wsq_session_t *s);
 
 /* admin.c: GET/POST /admin/<op>. */
 void wsq__admin_request(wsq_session_t *s, struct lws *wsi, const char *op, bool post);

@@ -1,5 +1,6 @@
 /*
- * Raw mode target parser: "/topics/<topic>" plus the query parameters consumer, from and token.
+ * Raw mode target parser: "/topics/<topic>" plus the query parameters consumer, shared, from and
+ * token.
  * Pure: no I/O, no globals, any thread. Every decoded size is capped by a fixed buffer or by
  * WSQ_TOKEN_MAX.
  */
@@ -103,25 +104,59 @@ static wsq_err parse_from(const char *v, size_t n, wsq_raw_target_t *t, char *er
     return WSQ_OK;
 }
 
+/* Splits one "name=value" query parameter (still percent-encoded) into its value's span and
+ * its name, decoded into name (cap bytes, NUL-terminated). pct_decode's errors for the name. */
+static wsq_err param_split(const char *p, size_t n, char *name, size_t cap, size_t *name_len,
+                           const char **val, size_t *vlen)
+{
+    const char *eq = memchr(p, '=', n);
+    size_t rname = eq ? (size_t)(eq - p) : n;
+    *val = eq ? eq + 1 : p + n;
+    *vlen = n - rname - (eq != NULL);
+    wsq_err e = pct_decode(p, rname, name, cap - 1, name_len);
+    name[e == WSQ_OK ? *name_len : 0] = '\0';
+    return e;
+}
+
+/* shared=true|false (decoded value v[0..n), e its decode result). */
+static wsq_err param_shared(wsq_err e, const char *v, size_t n, bool *out, char *errbuf,
+                            size_t errlen)
+{
+    if (e == WSQ_OK && (lit_eq(v, n, "true") || lit_eq(v, n, "false"))) {
+        *out = v[0] == 't';
+        return WSQ_OK;
+    }
+    return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "\"shared\" must be true or false");
+}
+
+/* consumer=<name> (decoded value v[0..n), e its decode result) into dst (129 bytes). */
+static wsq_err param_consumer(wsq_err e, const char *v, size_t n, char *dst, size_t *dlen,
+                              char *errbuf, size_t errlen)
+{
+    if (e != WSQ_OK || !wsq_consumer_valid(v, n))
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
+                        "\"consumer\" must be 1..128 characters of [A-Za-z0-9._-]");
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+    *dlen = n;
+    return WSQ_OK;
+}
+
 /* One "name=value" query parameter (raw, still percent-encoded). */
 static wsq_err parse_param(const char *p, size_t n, wsq_raw_target_t *t, unsigned *seen,
                            char *errbuf, size_t errlen)
 {
-    enum { SEEN_CONSUMER = 1, SEEN_FROM = 2, SEEN_TOKEN = 4 };
-    const char *eq = memchr(p, '=', n);
-    size_t rname = eq ? (size_t)(eq - p) : n;
-    const char *rval = eq ? eq + 1 : p + n;
-    size_t rvlen = n - rname - (eq != NULL);
-
+    enum { SEEN_CONSUMER = 1, SEEN_FROM = 2, SEEN_TOKEN = 4, SEEN_SHARED = 8 };
     char name[32];
     size_t name_len;
-    wsq_err e = pct_decode(p, rname, name, sizeof name - 1, &name_len);
+    const char *rval;
+    size_t rvlen;
+    wsq_err e = param_split(p, n, name, sizeof name, &name_len, &rval, &rvlen);
     if (e == WSQ_ERR_INVAL)
         return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "bad percent-encoding in query");
     if (e != WSQ_OK)
         return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "unknown query parameter \"%.*s\"",
-                        (int)(rname < 24 ? rname : 24), p);
-    name[name_len] = '\0';
+                        (int)strcspn(p, "=&") < 24 ? (int)strcspn(p, "=&") : 24, p);
 
     unsigned bit;
     if (lit_eq(name, name_len, "consumer"))
@@ -130,6 +165,8 @@ static wsq_err parse_param(const char *p, size_t n, wsq_raw_target_t *t, unsigne
         bit = SEEN_FROM;
     else if (lit_eq(name, name_len, "token"))
         bit = SEEN_TOKEN;
+    else if (lit_eq(name, name_len, "shared"))
+        bit = SEEN_SHARED;
     else
         return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "unknown query parameter \"%.*s\"",
                         (int)name_len, name);
@@ -164,15 +201,10 @@ static wsq_err parse_param(const char *p, size_t n, wsq_raw_target_t *t, unsigne
     if (e == WSQ_ERR_INVAL)
         return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "bad percent-encoding in \"%s\"",
                         name);
-    if (bit == SEEN_CONSUMER) {
-        if (e != WSQ_OK || !wsq_consumer_valid(val, vlen))
-            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
-                            "\"consumer\" must be 1..128 characters of [A-Za-z0-9._-]");
-        memcpy(t->consumer, val, vlen);
-        t->consumer[vlen] = '\0';
-        t->consumer_len = vlen;
-        return WSQ_OK;
-    }
+    if (bit == SEEN_CONSUMER)
+        return param_consumer(e, val, vlen, t->consumer, &t->consumer_len, errbuf, errlen);
+    if (bit == SEEN_SHARED)
+        return param_shared(e, val, vlen, &t->shared, errbuf, errlen);
     if (e != WSQ_OK)
         return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "\"from\" is too long");
     return parse_from(val, vlen, t, errbuf, errlen);
@@ -225,5 +257,123 @@ wsq_err wsq_raw_parse_target(const char *path, const char *query, wsq_raw_target
         }
         q += n + (amp != NULL);
     }
+    if (t->shared && t->consumer_len == 0) {
+        wsq_raw_target_clear(t);
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
+                        "\"shared=true\" needs a \"consumer\" (the consumer to share)");
+    }
     return WSQ_OK;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* HTTP pull: the query of /fetch, /ack and /nack */
+
+/* "250", "250ms", "5s", "1m" -> ms; false on anything else or beyond WSQ_PULL_WAIT_MAX. */
+static bool parse_wait(const char *v, size_t n, int64_t *ms)
+{
+    size_t d = 0;
+    while (d < n && v[d] >= '0' && v[d] <= '9')
+        d++;
+    uint64_t x;
+    if (d == 0 || d > 9 || !parse_u64(v, d, &x))
+        return false;
+    if (lit_eq(v + d, n - d, "s"))
+        x *= 1000;
+    else if (lit_eq(v + d, n - d, "m"))
+        x *= 60000;
+    else if (d != n && !lit_eq(v + d, n - d, "ms"))
+        return false;
+    if (x > WSQ_PULL_WAIT_MAX)
+        return false;
+    *ms = (int64_t)x;
+    return true;
+}
+
+static wsq_err pull_param(const char *p, size_t n, wsq_pull_query_t *q, unsigned *seen,
+                          char *errbuf, size_t errlen)
+{
+    enum { TOPIC = 1, CONSUMER = 2, SHARED = 4, FROM = 8, MAX = 16, WAIT = 32 };
+    char name[16];
+    size_t name_len, rvlen;
+    const char *rval;
+    if (param_split(p, n, name, sizeof name, &name_len, &rval, &rvlen) != WSQ_OK)
+        return WSQ_OK; /* not a name of ours: ignored, as every unknown parameter */
+    static const char *const names[] = {"topic", "consumer", "shared", "from", "max", "wait"};
+    unsigned bit = 0;
+    for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (lit_eq(name, name_len, names[i]))
+            bit = 1u << i;
+    if (bit == 0)
+        return WSQ_OK;
+    if (*seen & bit)
+        return WSQ_OK; /* of a repeated parameter the first counts, as everywhere in HTTP */
+    *seen |= bit;
+    char val[WSQ_TOPIC_MAX + 1];
+    size_t vlen;
+    wsq_err e = pct_decode(rval, rvlen, val, sizeof val - 1, &vlen);
+    if (e == WSQ_ERR_INVAL)
+        return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "bad percent-encoding in \"%s\"",
+                        name);
+    if (bit == TOPIC) {
+        if (e != WSQ_OK || !wsq_topic_valid(val, vlen))
+            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_TOPIC, "%s",
+                            wsq_strerror(WSQ_ERR_BAD_TOPIC));
+        memcpy(q->topic, val, vlen);
+        q->topic[vlen] = '\0';
+        q->topic_len = vlen;
+    } else if (bit == CONSUMER) {
+        return param_consumer(e, val, vlen, q->consumer, &q->consumer_len, errbuf, errlen);
+    } else if (bit == SHARED) {
+        return param_shared(e, val, vlen, &q->shared, errbuf, errlen);
+    } else if (bit == FROM) {
+        wsq_raw_target_t t; /* the same positions as raw mode's from= */
+        memset(&t, 0, sizeof t);
+        if (e != WSQ_OK)
+            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "\"from\" is too long");
+        if ((e = parse_from(val, vlen, &t, errbuf, errlen)) != WSQ_OK)
+            return e;
+        q->from = t.from;
+        q->from_seq = t.from_seq;
+        q->from_time = t.from_time;
+    } else if (bit == MAX) {
+        uint64_t x;
+        if (e != WSQ_OK || !parse_u64(val, vlen, &x) || x < 1 || x > WSQ_PULL_MAX)
+            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "\"max\" must be 1..%u",
+                            WSQ_PULL_MAX);
+        q->max = (uint32_t)x;
+    } else {
+        if (e != WSQ_OK || !parse_wait(val, vlen, &q->wait_ms))
+            return fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
+                            "\"wait\" must be a duration of 0 to 60s (\"500ms\", \"20s\", or "
+                            "milliseconds)");
+    }
+    return WSQ_OK;
+}
+
+wsq_err wsq_pull_parse_query(const char *query, wsq_pull_query_t *q, char *errbuf, size_t errlen)
+{
+    memset(q, 0, sizeof *q);
+    q->from = WSQ_FROM_DEFAULT;
+    q->max = 1;
+    if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+    unsigned seen = 0;
+    wsq_err e = WSQ_OK;
+    for (const char *s = query != NULL ? query : ""; *s != '\0' && e == WSQ_OK;) {
+        const char *amp = strchr(s, '&');
+        size_t n = amp ? (size_t)(amp - s) : strlen(s);
+        if (n > 0)
+            e = pull_param(s, n, q, &seen, errbuf, errlen);
+        s += n + (amp != NULL);
+    }
+    if (e == WSQ_OK && q->topic_len == 0)
+        e = fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST, "the query needs topic=<topic>");
+    else if (e == WSQ_OK && q->consumer_len == 0)
+        e = fail_msg(errbuf, errlen, WSQ_ERR_BAD_REQUEST,
+                     "the query needs consumer=<name> (a durable consumer)");
+    if (e != WSQ_OK) {
+        memset(q, 0, sizeof *q);
+        q->from = WSQ_FROM_DEFAULT;
+    }
+    return e;
 }

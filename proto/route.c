@@ -30,6 +30,13 @@ void wsq_http_route(const char *path, bool get, bool post, wsq_route_t *r)
                                    : WSQ_ROUTE_METRICS;
         return;
     }
+    if (strcmp(path, "/fetch") == 0 || strcmp(path, "/ack") == 0 || strcmp(path, "/nack") == 0) {
+        r->kind = !post            ? WSQ_ROUTE_BAD_METHOD
+                  : path[1] == 'f' ? WSQ_ROUTE_FETCH
+                  : path[1] == 'a' ? WSQ_ROUTE_ACK
+                                   : WSQ_ROUTE_NACK;
+        return;
+    }
     if (strncmp(path, "/admin/", 7) == 0) {
         r->kind = WSQ_ROUTE_ADMIN;
         r->admin_op = path + 7;

@@ -366,6 +366,15 @@ static wsq_err dec_sub(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *pe
     if (e != WSQ_OK)
         return e;
     f->window = (uint32_t)window;
+    const json_t *shared = json_object_get(root, "shared");
+    if (shared != NULL) {
+        if (!json_is_boolean(shared))
+            return set_err(perr, WSQ_ERR_BAD_TYPE, "\"shared\" must be true or false");
+        f->shared = json_is_true(shared);
+        if (f->shared && consumer == NULL)
+            return set_err(perr, WSQ_ERR_BAD_REQUEST,
+                           "\"shared\": true needs a \"consumer\" name (the consumer to share)");
+    }
     if (epoch != NULL) {
         if (!parse_hex64(json_string_value(epoch), json_string_length(epoch), &f->epoch))
             return set_err(perr, WSQ_ERR_BAD_REQUEST, "\"epoch\" must be 16 hex digits");
@@ -1067,6 +1076,8 @@ wsq_err wsq_proto_enc_subscribed(wsq_buf_t *out, const char *ref, const wsq_subs
     put_u64(&w, s->window);
     PUT_LIT(&w, ",\"resumed\":");
     put_bool(&w, s->resumed);
+    if (s->shared)
+        PUT_LIT(&w, ",\"shared\":true");
     PUT_LIT(&w, "}");
     return enc_end(&w);
 }
@@ -1098,9 +1109,10 @@ static void put_headers(enc_t *w, const void *headers, size_t headers_len)
         w->e = wsq_headers_json(w->b, headers, headers_len);
 }
 
-wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
-                          int64_t ts_ms, const void *data, size_t len, bool binary,
-                          uint32_t deliveries, const void *headers, size_t headers_len)
+static wsq_err enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
+                       int64_t ts_ms, const void *data, size_t len, bool binary,
+                       uint32_t deliveries, bool always_deliveries, const void *headers,
+                       size_t headers_len)
 {
     if (!topic_arg_ok(topic, topic_len) || (data == NULL && len > 0) ||
         (binary && len > SIZE_MAX / 2) || (headers == NULL && headers_len > 0))
@@ -1126,12 +1138,28 @@ wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, u
     }
     if (headers_len)
         put_headers(&w, headers, headers_len);
-    if (deliveries > 1) {
+    if (deliveries > 1 || always_deliveries) {
         PUT_LIT(&w, ",\"deliveries\":");
         put_u64(&w, deliveries);
     }
     PUT_LIT(&w, "}");
     return enc_end(&w);
+}
+
+wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
+                          int64_t ts_ms, const void *data, size_t len, bool binary,
+                          uint32_t deliveries, const void *headers, size_t headers_len)
+{
+    return enc_msg(out, topic, topic_len, seq, ts_ms, data, len, binary, deliveries, false, headers,
+                   headers_len);
+}
+
+wsq_err wsq_proto_enc_leased(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
+                             int64_t ts_ms, const void *data, size_t len, bool binary,
+                             uint32_t deliveries, const void *headers, size_t headers_len)
+{
+    return enc_msg(out, topic, topic_len, seq, ts_ms, data, len, binary, deliveries, true, headers,
+                   headers_len);
 }
 
 wsq_err wsq_proto_enc_dead(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
@@ -1272,6 +1300,11 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
         if (f->has_epoch) {
             PUT_LIT(&w, ",\"epoch\":");
             put_hex16(&w, f->epoch);
+        }
+        if (f->shared) {
+            if (f->consumer_len == 0)
+                return WSQ_ERR_INVAL;
+            PUT_LIT(&w, ",\"shared\":true");
         }
         break;
     case WSQ_OP_UNSUB:
@@ -1487,6 +1520,9 @@ static wsq_err srv_decode(const json_t *root, wsq_server_frame_t *f)
         e = srv_topic(root, false, f);
         if (e == WSQ_OK)
             e = srv_u64(root, "seq", false, UINT64_MAX, &f->seq);
+        if (e == WSQ_OK)
+            e = srv_check(root, "dup", false, true);
+        f->dup = json_is_true(json_object_get(root, "dup"));
     } else if (str_is(op, "err")) {
         const json_t *msg = json_object_get(root, "message");
         e = srv_word(root, "code", true, f->code, sizeof f->code);
@@ -1511,11 +1547,14 @@ static wsq_err srv_decode(const json_t *root, wsq_server_frame_t *f)
         if (e == WSQ_OK)
             e = srv_u64(root, "next_seq", true, UINT64_MAX, &f->next_seq);
         if (e == WSQ_OK)
-            e = srv_u64(root, "start_seq", true, UINT64_MAX, &unused);
+            e = srv_u64(root, "start_seq", true, UINT64_MAX, &f->start_seq);
         if (e == WSQ_OK)
             e = srv_u64(root, "window", true, UINT32_MAX, &unused);
         if (e == WSQ_OK)
             e = srv_check(root, "resumed", true, true);
+        if (e == WSQ_OK)
+            e = srv_check(root, "shared", false, true);
+        f->shared = json_is_true(json_object_get(root, "shared"));
     } else if (str_is(op, "msg")) {
         e = srv_msg(root, f);
     } else if (str_is(op, "gap")) {
@@ -1526,6 +1565,21 @@ static wsq_err srv_decode(const json_t *root, wsq_server_frame_t *f)
             e = srv_u64(root, "to", true, UINT64_MAX, &f->to);
         if (e == WSQ_OK)
             e = srv_word(root, "reason", true, f->reason, sizeof f->reason);
+    } else if (str_is(op, "dead")) {
+        const json_t *dt = json_object_get(root, "dead_topic");
+        e = srv_topic(root, true, f);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "seq", true, UINT64_MAX, &f->seq);
+        if (e == WSQ_OK)
+            e = srv_u64(root, "dead_seq", true, UINT64_MAX, &f->dead_seq);
+        if (e == WSQ_OK && dt == NULL)
+            e = WSQ_ERR_BAD_REQUEST;
+        if (e == WSQ_OK && !json_is_string(dt))
+            e = WSQ_ERR_BAD_TYPE;
+        if (e == WSQ_OK && !wsq_topic_valid(json_string_value(dt), json_string_length(dt)))
+            e = WSQ_ERR_BAD_TOPIC;
+        if (e == WSQ_OK)
+            memcpy(f->dead_topic, json_string_value(dt), json_string_length(dt) + 1);
     } else if (str_is(op, "reset")) {
         e = srv_topic(root, true, f);
         if (e == WSQ_OK)
@@ -1554,5 +1608,76 @@ wsq_err wsq_proto_decode_server(const void *json, size_t len, wsq_server_frame_t
     json_decref(root);
     if (e != WSQ_OK)
         wsq_server_frame_clear(f);
+    return e;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* HTTP pull: the body of /ack and /nack */
+
+wsq_err wsq_pull_parse_acks(const void *body, size_t len, bool nack, wsq_pull_acks_t *a,
+                            char *errbuf, size_t errlen)
+{
+    wsq_proto_error_t perr = {0};
+    json_error_t jerr;
+    memset(a, 0, sizeof(*a));
+    wsq_err e = WSQ_OK;
+    json_t *root = json_loadb(body != NULL ? body : "", body != NULL ? len : 0, JSON_FLAGS, &jerr);
+    if (root == NULL) {
+        e = set_err(&perr, WSQ_ERR_BAD_JSON, "invalid JSON at line %d column %d: %s", jerr.line,
+                    jerr.column, jerr.text);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        e = set_err(&perr, WSQ_ERR_BAD_REQUEST, "the body must be a JSON object");
+        goto out;
+    }
+    const json_t *seqs = json_object_get(root, "seqs");
+    if (seqs == NULL) {
+        e = set_err(&perr, WSQ_ERR_BAD_REQUEST, "\"seqs\" is required");
+        goto out;
+    }
+    if (!json_is_array(seqs)) {
+        e = set_err(&perr, WSQ_ERR_BAD_TYPE, "\"seqs\" must be an array of seqs");
+        goto out;
+    }
+    size_t n = json_array_size(seqs);
+    if (n == 0 || n > WSQ_PULL_MAX) {
+        e = set_err(&perr, WSQ_ERR_BAD_REQUEST, "\"seqs\" must name 1 to %u seqs", WSQ_PULL_MAX);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *v = json_array_get(seqs, i);
+        if (!json_is_integer(v)) {
+            e = set_err(&perr, WSQ_ERR_BAD_TYPE, "\"seqs\" must hold integers");
+            goto out;
+        }
+        if (json_integer_value(v) < 1) {
+            e = set_err(&perr, WSQ_ERR_BAD_REQUEST, "a seq is an integer >= 1");
+            goto out;
+        }
+        a->seqs[i] = (uint64_t)json_integer_value(v);
+    }
+    a->n = (uint32_t)n;
+    const json_t *term = json_object_get(root, "term");
+    const json_t *delay = json_object_get(root, "delay");
+    if (!nack && (term != NULL || delay != NULL)) {
+        e = set_err(&perr, WSQ_ERR_BAD_REQUEST, "\"delay\" and \"term\" belong to /nack");
+        goto out;
+    }
+    e = get_int(root, "delay", "delay", false, 0, NACK_DELAY_MAX, NULL, &a->delay_ms, &perr);
+    if (e == WSQ_OK && term != NULL) {
+        if (!json_is_boolean(term))
+            e = set_err(&perr, WSQ_ERR_BAD_TYPE, "\"term\" must be true or false");
+        else if ((a->term = json_is_true(term)) && delay != NULL)
+            e = set_err(&perr, WSQ_ERR_BAD_REQUEST,
+                        "\"term\" gives the messages up: it takes no \"delay\"");
+    }
+out:
+    json_decref(root);
+    if (e != WSQ_OK) {
+        memset(a, 0, sizeof(*a));
+        if (errbuf != NULL && errlen > 0)
+            snprintf(errbuf, errlen, "%s", perr.message);
+    }
     return e;
 }

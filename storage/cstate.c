@@ -6,7 +6,7 @@
 #include "bytes.h"
 
 /* Encoding, all little-endian:
- *   u32 version (1) | u32 n_acked | u32 n_pend | u32 reserved
+ *   u32 version (1) | u32 n_acked | u32 n_pend | u32 flags (WSQ_CSTATE_*; 0 before shared)
  *   u64 ack_floor | u64 delivered_upto | u64 topic_epoch | i64 created_ms | i64 last_seen_ms
  *   u64 acked[n_acked]
  *   { u64 seq | u32 count | u32 flags | i64 due_ms } pend[n_pend]
@@ -311,7 +311,7 @@ void wsq_cstate_encode(const wsq_cstate_t *cs, void *buf)
     wsq__put_le32(p, CSTATE_VERSION);
     wsq__put_le32(p + 4, cs->n_acked);
     wsq__put_le32(p + 8, cs->n_pend);
-    wsq__put_le32(p + 12, 0);
+    wsq__put_le32(p + 12, cs->flags);
     wsq__put_le64(p + 16, cs->ack_floor);
     wsq__put_le64(p + 24, cs->delivered_upto);
     wsq__put_le64(p + 32, cs->topic_epoch);
@@ -350,6 +350,9 @@ wsq_err wsq_cstate_decode(wsq_cstate_t *cs, const void *buf, size_t len)
         err = WSQ_ERR_NOMEM;
         goto fail;
     }
+    cs->flags = wsq__get_le32(p + 12);
+    if (cs->flags & ~WSQ_CSTATE_SHARED)
+        goto fail; /* a flag this version does not know changes what the state means */
     cs->ack_floor = wsq__get_le64(p + 16);
     cs->delivered_upto = wsq__get_le64(p + 24);
     cs->topic_epoch = wsq__get_le64(p + 32);

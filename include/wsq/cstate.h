@@ -32,12 +32,16 @@ typedef struct {
     int64_t due_ms; /* nack: do not redeliver before this broker time (ms); 0 = no delay */
 } wsq_cstate_pend_t;
 
+/* wsq_cstate_t.flags */
+#define WSQ_CSTATE_SHARED 1u /* a shared consumer (competing members); fixed at creation */
+
 typedef struct {
     uint64_t ack_floor;      /* every seq <= ack_floor is acknowledged */
     uint64_t delivered_upto; /* highest seq ever delivered (0 = none) */
     uint64_t topic_epoch;    /* epoch of the topic this consumer was created on */
     int64_t created_ms;      /* creation time, broker ms */
     int64_t last_seen_ms;    /* last subscribe/ack/unsubscribe, broker ms (for consumer_ttl) */
+    uint32_t flags;          /* WSQ_CSTATE_* */
     uint32_t n_acked;        /* entries in acked */
     uint32_t cap_acked;      /* allocated entries in acked */
     uint64_t *acked;         /* seqs acknowledged individually above ack_floor + 1, sorted */

@@ -51,7 +51,9 @@
     X(WSQ_ERR_INTERNAL, -33, "internal", "internal error")                                         \
     X(WSQ_ERR_STORAGE_FAILED, -34, "storage_failed",                                               \
       "storage failed: a write or fsync reported an I/O error; nothing after it was confirmed, "   \
-      "and wsqd restarts to re-read what is on disk")
+      "and wsqd restarts to re-read what is on disk")                                              \
+    X(WSQ_ERR_CONFLICT, -35, "conflict",                                                           \
+      "the consumer exists in the other mode (shared or exclusive)")
 
 typedef enum {
 #define WSQ__ERR_ENUM(e, v, name, msg) e = v,

@@ -101,6 +101,7 @@ typedef struct {
     int64_t from_time; /* WSQ_FROM_TIME, Unix ms */
     uint32_t window;   /* 0 = not given */
     bool has_epoch;
+    bool shared;    /* sub: "shared": true (a shared consumer; needs "consumer") */
     uint64_t epoch; /* "epoch" the client knows, 16 hex digits */
     /* ack / nack */
     bool has_seq;
@@ -189,10 +190,11 @@ typedef struct {
     uint64_t start_seq; /* first seq this subscription will deliver (before redeliveries) */
     uint32_t window;
     bool resumed; /* an existing consumer was resumed */
+    bool shared;  /* a shared consumer: "shared": true is added */
 } wsq_subscribed_t;
 /* {"op":"subscribed"[,"ref":R],"topic":T[,"consumer":C],"epoch":"<16 hex>","first_seq":F,
- * "next_seq":N,"start_seq":S,"window":W,"resumed":B}. WSQ_ERR_INVAL when s->topic is NULL or
- * its length is 0 or above WSQ_TOPIC_MAX (255). */
+ * "next_seq":N,"start_seq":S,"window":W,"resumed":B[,"shared":true]}. WSQ_ERR_INVAL when s->topic
+ * is NULL or its length is 0 or above WSQ_TOPIC_MAX (255). */
 wsq_err wsq_proto_enc_subscribed(wsq_buf_t *out, const char *ref, const wsq_subscribed_t *s);
 
 /* {"op":"msg","topic":T,"seq":N,"ts":MS,"data":...[,"enc":"base64"][,"headers":{...}]
@@ -206,6 +208,11 @@ wsq_err wsq_proto_enc_subscribed(wsq_buf_t *out, const char *ref, const wsq_subs
 wsq_err wsq_proto_enc_msg(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
                           int64_t ts_ms, const void *data, size_t len, bool binary,
                           uint32_t deliveries, const void *headers, size_t headers_len);
+
+/* The same object with "deliveries" always written: a message leased by POST /fetch. */
+wsq_err wsq_proto_enc_leased(wsq_buf_t *out, const char *topic, size_t topic_len, uint64_t seq,
+                             int64_t ts_ms, const void *data, size_t len, bool binary,
+                             uint32_t deliveries, const void *headers, size_t headers_len);
 
 /* Gap reasons */
 typedef enum { WSQ_GAP_RETENTION = 1, WSQ_GAP_PURGE, WSQ_GAP_CORRUPT } wsq_gap_reason_t;
@@ -232,7 +239,7 @@ wsq_err wsq_proto_enc_reset(wsq_buf_t *out, const char *topic, size_t topic_len,
 /* A decoded server frame (clients: wsqctl, wsq-bench, tests). Members the op does not carry are
  * zero. Strings are NUL-terminated. */
 typedef struct {
-    char op[16];               /* "ok", "err", "pong", "subscribed", "msg", "gap" or "reset" */
+    char op[16]; /* "ok", "err", "pong", "subscribed", "msg", "gap", "dead" or "reset" */
     char ref[WSQ_REF_MAX + 1]; /* the ref's JSON text, "" when absent */
     char topic[256];           /* a valid topic name, "" when absent */
     uint64_t seq, ts, from, to, first_seq, next_seq, epoch;
@@ -242,9 +249,14 @@ typedef struct {
     size_t data_len;
     unsigned char *headers; /* msg "headers" as a block (owned; NULL when absent or empty) */
     size_t headers_len;
-    char code[32];     /* err: the code */
-    char message[256]; /* err: the message, cut at a character boundary, up to a NUL */
-    char reason[32];   /* gap: the reason */
+    char code[32];        /* err: the code */
+    char message[256];    /* err: the message, cut at a character boundary, up to a NUL */
+    char reason[32];      /* gap: the reason */
+    uint64_t start_seq;   /* subscribed */
+    bool shared;          /* subscribed: "shared": true */
+    bool dup;             /* ok: "dup": true (an id seen within the dedup window) */
+    char dead_topic[256]; /* dead: where the message went (dead_seq); seq is the original's */
+    uint64_t dead_seq;
 } wsq_server_frame_t;
 /* Frees what f owns (data, headers) and zeroes it. Idempotent. */
 void wsq_server_frame_clear(wsq_server_frame_t *f);
@@ -256,7 +268,7 @@ void wsq_server_frame_clear(wsq_server_frame_t *f);
 wsq_err wsq_proto_decode_server(const void *json, size_t len, wsq_server_frame_t *f);
 
 /* ------------------------------------------------------------------------------------------- */
-/* Raw mode: ws://HOST:PORT/topics/<topic>?consumer=<name>&from=<spec>&token=<t>               */
+/* Raw mode: ws://HOST:PORT/topics/<topic>?consumer=<name>&shared=true&from=<spec>&token=<t>   */
 
 typedef struct {
     char topic[256]; /* a valid topic name, NUL-terminated */
@@ -266,6 +278,7 @@ typedef struct {
     wsq_from_t from; /* earliest|latest|resume, a seq number, or time:<ms> */
     uint64_t from_seq;
     int64_t from_time;
+    bool shared; /* shared=true: join the shared consumer `consumer` */
     char *token; /* NUL-terminated, owned by the target, or NULL */
 } wsq_raw_target_t;
 
@@ -275,7 +288,8 @@ void wsq_raw_target_clear(wsq_raw_target_t *t);
 /*
  * Parses a raw-mode request: path ("/topics/chat.room1", percent-decoded by this function) and
  * query (the query string without '?', may be NULL; still percent-encoded). Parameters are
- * consumer, from and token, each at most once; unknown ones are errors.
+ * consumer, shared (true|false; true needs consumer), from and token, each at most once; unknown
+ * ones are errors.
  *
  * t is overwritten (clear a previous target first). On success t->token is the caller's through
  * t (wsq_raw_target_clear). On error t is left cleared and errbuf[0..errlen) (errbuf may be NULL)
@@ -417,5 +431,52 @@ int wsq_hexval(int c);
  * input. */
 wsq_err wsq__proto_decode_full(const void *json, size_t len, size_t max_payload, wsq_frame_t *f,
                                wsq_proto_error_t *perr);
+
+/* ------------------------------------------------------------------------------------------- */
+/* HTTP pull: POST /fetch?topic=T&consumer=C[&shared=true][&from=F][&max=N][&wait=DUR],       */
+/* POST /ack?topic=T&consumer=C and POST /nack?topic=T&consumer=C with {"seqs":[...],...}       */
+
+#define WSQ_PULL_MAX 1000u      /* messages one fetch may lease, and seqs one ack/nack names */
+#define WSQ_PULL_WAIT_MAX 60000 /* longest wait of a fetch, ms */
+
+typedef struct {
+    char topic[256]; /* a valid topic name, NUL-terminated */
+    size_t topic_len;
+    char consumer[129]; /* a valid consumer name, NUL-terminated */
+    size_t consumer_len;
+    bool shared;     /* shared=true */
+    wsq_from_t from; /* from= (for a new consumer), as in raw mode; WSQ_FROM_DEFAULT if absent */
+    uint64_t from_seq;
+    int64_t from_time;
+    uint32_t max;    /* max=, 1..WSQ_PULL_MAX (default 1) */
+    int64_t wait_ms; /* wait=: milliseconds ("250", "250ms", "5s", "1m"), 0..WSQ_PULL_WAIT_MAX */
+} wsq_pull_query_t;
+
+/*
+ * Parses the query of a pull request (the query string without '?', percent-encoded; may be
+ * NULL). topic and consumer are required; shared, from, max and wait as above (max and wait
+ * only mean something to /fetch). Parameters it does not know (token, ...) are ignored and of a
+ * repeated one the first counts, as everywhere in HTTP. On error q is cleared and errbuf
+ * (may be NULL) holds a printable-ASCII message: WSQ_ERR_BAD_TOPIC for a bad topic,
+ * WSQ_ERR_BAD_REQUEST for anything else.
+ */
+wsq_err wsq_pull_parse_query(const char *query, wsq_pull_query_t *q, char *errbuf, size_t errlen);
+
+typedef struct {
+    uint64_t seqs[WSQ_PULL_MAX]; /* in the order given, each >= 1 */
+    uint32_t n;                  /* 1..WSQ_PULL_MAX */
+    int64_t delay_ms;            /* nack: "delay", 0..24 h (default 0) */
+    bool term;                   /* nack: "term": true (no "delay" with it) */
+} wsq_pull_acks_t;
+
+/*
+ * Parses the body of /ack ({"seqs":[N,...]}) or, with nack, of /nack ({"seqs":[...],
+ * "delay":MS} or {"seqs":[...],"term":true}). Members it does not know are ignored. Errors as
+ * wsq.v1 frames have them: WSQ_ERR_BAD_JSON (message with line and column), WSQ_ERR_BAD_TYPE,
+ * WSQ_ERR_BAD_REQUEST (no seqs, an empty list or more than WSQ_PULL_MAX, a seq of 0, delay or
+ * term on /ack, term with delay); the message goes to errbuf.
+ */
+wsq_err wsq_pull_parse_acks(const void *body, size_t len, bool nack, wsq_pull_acks_t *a,
+                            char *errbuf, size_t errlen);
 
 #endif

@@ -23,6 +23,9 @@ typedef enum {
     WSQ_ROUTE_ADMIN,         /* /admin/<op> (method checked by the admin handler) */
     WSQ_ROUTE_PUBLISH,       /* POST /topics/<topic> */
     WSQ_ROUTE_HISTORY,       /* GET /topics/<topic>/messages */
+    WSQ_ROUTE_FETCH,         /* POST /fetch (pull: topic and consumer in the query) */
+    WSQ_ROUTE_ACK,           /* POST /ack */
+    WSQ_ROUTE_NACK,          /* POST /nack */
 } wsq_route_kind_t;
 
 typedef struct {

@@ -267,7 +267,8 @@ struct wsq_wreq {
     const char *topic; /* in: topic name (points into the request; see wsq_wreq_new) */
     uint16_t topic_len;
     uint16_t consumer_len;
-    uint32_t flags;         /* in (APPEND): WSQ_MSG_* */
+    uint32_t flags;         /* in (APPEND): WSQ_MSG_*; in (CONSUMER_OPEN): WSQ_CSTATE_* of a NEW
+                             * consumer (an existing one keeps its own: the caller compares) */
     const char *consumer;   /* in (CONSUMER_*): consumer name */
     uint32_t topic_id;      /* out: id of topic */
     uint64_t topic_epoch;   /* out: epoch of topic */
@@ -429,6 +430,7 @@ typedef struct {
     uint32_t max_delivered; /* highest delivery count among unacked messages */
     int64_t created_ms;
     int64_t last_seen_ms;
+    bool shared; /* a shared consumer (WSQ_CSTATE_SHARED) */
 } wsq_consumer_info_t;
 
 /* Lists up to max consumers, ordered by (topic id, name), of one topic (topic_id != 0) or of all.

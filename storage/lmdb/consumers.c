@@ -129,6 +129,7 @@ wsq_err wsq__wcons_op(wsq__writer_t *w, wsq_wreq_t *r)
             c->cs.delivered_upto = c->cs.ack_floor;
             c->cs.topic_epoch = t->rec.epoch;
             c->cs.created_ms = now;
+            c->cs.flags = r->flags & WSQ_CSTATE_SHARED;
             c->exists = true;
             c->deleted = false;
             r->created = true;

@@ -285,6 +285,7 @@ static void consumer_info(wsq_consumer_info_t *ci, uint32_t topic_id, const MDB_
     ci->ack_floor = cs->ack_floor;
     ci->delivered_upto = cs->delivered_upto;
     ci->n_acked = cs->n_acked;
+    ci->shared = (cs->flags & WSQ_CSTATE_SHARED) != 0;
     if (t == NULL) { /* a consumer of a missing topic (check reports it): its state as it is */
         ci->pending = wsq_cstate_pending(cs);
         for (uint32_t i = 0; i < cs->n_pend; i++)

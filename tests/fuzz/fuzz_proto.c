@@ -11,6 +11,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t maxp = size && data[0] & 1 ? 16 : 1 << 20;
+    /* the same bytes as an /ack or /nack body */
+    static wsq_pull_acks_t acks;
+    char aerr[200];
+    if (wsq_pull_parse_acks(data, size, size && data[0] & 2, &acks, aerr, sizeof(aerr)) == WSQ_OK) {
+        if (acks.n < 1 || acks.n > WSQ_PULL_MAX || (acks.term && acks.delay_ms) ||
+            acks.delay_ms < 0)
+            abort();
+        for (uint32_t i = 0; i < acks.n; i++)
+            if (acks.seqs[i] == 0)
+                abort();
+    }
     wsq_frame_t a, b;
     wsq_proto_error_t ea, eb;
     wsq_err ra = wsq_proto_decode(data, size, maxp, &a, &ea);

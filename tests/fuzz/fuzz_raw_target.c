@@ -1,4 +1,5 @@
-/* Fuzz target: the raw-mode path and query parser. Input: path, '\n', query. */
+/* Fuzz target: the raw-mode path and query parser, and the HTTP pull query parser (the same
+ * query). Input: path, '\n', query. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!wsq_topic_valid(t.topic, t.topic_len) || strlen(t.topic) != t.topic_len)
             abort(); /* accepted targets name valid topics */
         wsq_raw_target_clear(&t);
+    }
+    wsq_pull_query_t q;
+    if (wsq_pull_parse_query(query, &q, err, sizeof(err)) == WSQ_OK) {
+        if (!wsq_topic_valid(q.topic, q.topic_len) || strlen(q.topic) != q.topic_len ||
+            !wsq_consumer_valid(q.consumer, q.consumer_len) || q.max < 1 || q.max > WSQ_PULL_MAX ||
+            q.wait_ms < 0 || q.wait_ms > WSQ_PULL_WAIT_MAX)
+            abort(); /* what is accepted is within its bounds */
     }
     free(buf);
     return 0;

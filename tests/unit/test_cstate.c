@@ -189,6 +189,16 @@ static void test_cstate_encode_decode_roundtrip(void **state)
     assert_int_equal(b.n_pend, a.n_pend);
     assert_int_equal(wsq_cstate_count(&b, 2), 2);
     assert_int_equal(wsq_cstate_due(&b, 3), 12345);
+    assert_int_equal(b.flags, 0);
+
+    /* the shared flag survives; a flag this version does not know is refused */
+    a.flags = WSQ_CSTATE_SHARED;
+    wsq_cstate_encode(&a, buf);
+    assert_int_equal(wsq_cstate_decode(&b, buf, len), WSQ_OK);
+    assert_int_equal(b.flags, WSQ_CSTATE_SHARED);
+    buf[12] = 2;
+    assert_int_equal(wsq_cstate_decode(&b, buf, len), WSQ_ERR_CORRUPT);
+    wsq_cstate_encode(&a, buf);
 
     /* truncated, bad version and broken invariants are refused */
     assert_int_equal(wsq_cstate_decode(&b, buf, len - 1), WSQ_ERR_CORRUPT);

@@ -234,7 +234,39 @@ static void test_proto_sub_full(void **state)
 
     decode_ok("{\"op\":\"sub\",\"topic\":\"o\",\"window\":2147483648}", &f);
     assert_int_equal(f.window, 2147483648u);
+    assert_false(f.shared);
     wsq_frame_clear(&f);
+}
+
+static void test_proto_sub_shared(void **state)
+{
+    (void)state;
+    wsq_frame_t f;
+    decode_ok("{\"op\":\"sub\",\"topic\":\"jobs\",\"consumer\":\"w\",\"shared\":true}", &f);
+    assert_true(f.shared);
+    /* it encodes back the same */
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    assert_int_equal(wsq_proto_encode_client(&f, &b), WSQ_OK);
+    assert_true(memmem(b.data, b.len, "\"shared\":true", 13) != NULL);
+    wsq_frame_clear(&f);
+    decode_ok("{\"op\":\"sub\",\"topic\":\"jobs\",\"consumer\":\"w\",\"shared\":false}", &f);
+    assert_false(f.shared);
+    /* the client encoder refuses shared without a consumer, as decode does */
+    f.shared = true;
+    f.consumer_len = 0;
+    f.consumer[0] = '\0';
+    b.len = 0;
+    assert_int_equal(wsq_proto_encode_client(&f, &b), WSQ_ERR_INVAL);
+    wsq_buf_fini(&b);
+    wsq_frame_clear(&f);
+    wsq_proto_error_t e =
+        decode_err("{\"op\":\"sub\",\"topic\":\"jobs\",\"shared\":true}", WSQ_ERR_BAD_REQUEST);
+    assert_true(contains(e.message, "consumer"));
+    decode_err("{\"op\":\"sub\",\"topic\":\"j\",\"consumer\":\"w\",\"shared\":1}",
+               WSQ_ERR_BAD_TYPE);
+    decode_err("{\"op\":\"sub\",\"topic\":\"j\",\"consumer\":\"w\",\"shared\":\"true\"}",
+               WSQ_ERR_BAD_TYPE);
 }
 
 static void test_proto_sub_from_variants(void **state)
@@ -1370,7 +1402,174 @@ static void test_proto_raw_target_good(void **state)
     /* empty segments are tolerated */
     assert_int_equal(raw("/topics/x", "&consumer=c&&", &t), WSQ_OK);
     assert_string_equal(t.consumer, "c");
+    assert_false(t.shared);
     wsq_raw_target_clear(&t);
+
+    /* shared, before or after the consumer */
+    assert_int_equal(raw("/topics/x", "shared=true&consumer=c", &t), WSQ_OK);
+    assert_true(t.shared);
+    wsq_raw_target_clear(&t);
+    assert_int_equal(raw("/topics/x", "consumer=c&shared=false", &t), WSQ_OK);
+    assert_false(t.shared);
+    wsq_raw_target_clear(&t);
+    assert_int_equal(raw("/topics/x", "shared=true", &t), WSQ_ERR_BAD_REQUEST);
+    assert_int_equal(raw("/topics/x", "consumer=c&shared=1", &t), WSQ_ERR_BAD_REQUEST);
+    assert_int_equal(raw("/topics/x", "consumer=c&shared", &t), WSQ_ERR_BAD_REQUEST);
+    assert_int_equal(raw("/topics/x", "consumer=c&shared=true&shared=true", &t),
+                     WSQ_ERR_BAD_REQUEST);
+}
+
+/* What the broker encodes for the work-queue features, its clients decode. */
+static void test_proto_server_dead_dup_shared(void **state)
+{
+    (void)state;
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    assert_int_equal(wsq_proto_enc_dead(&b, "jobs", 4, 7, "jobs.dlq", 8, 2), WSQ_OK);
+    wsq_server_frame_t s = decode_server_ok(&b);
+    assert_string_equal(s.op, "dead");
+    assert_string_equal(s.topic, "jobs");
+    assert_int_equal(s.seq, 7);
+    assert_string_equal(s.dead_topic, "jobs.dlq");
+    assert_int_equal(s.dead_seq, 2);
+    wsq_server_frame_clear(&s);
+    b.len = 0;
+    wsq_subscribed_t sd = {.topic = "jobs",
+                           .topic_len = 4,
+                           .consumer = "w",
+                           .first_seq = 1,
+                           .next_seq = 9,
+                           .start_seq = 3,
+                           .window = 5,
+                           .shared = true};
+    assert_int_equal(wsq_proto_enc_subscribed(&b, NULL, &sd), WSQ_OK);
+    s = decode_server_ok(&b);
+    assert_true(s.shared);
+    assert_int_equal(s.start_seq, 3);
+    wsq_server_frame_clear(&s);
+    wsq_buf_fini(&b);
+    assert_int_equal(decode_server_str("{\"op\":\"ok\",\"seq\":4,\"dup\":true}"), WSQ_OK);
+    assert_int_equal(decode_server_str("{\"op\":\"ok\",\"seq\":4,\"dup\":1}"), WSQ_ERR_BAD_TYPE);
+    assert_int_equal(
+        decode_server_str("{\"op\":\"dead\",\"topic\":\"a\",\"seq\":1,\"dead_seq\":1}"),
+        WSQ_ERR_BAD_REQUEST);
+    assert_int_equal(decode_server_str("{\"op\":\"dead\",\"topic\":\"a\",\"seq\":1,\"dead_seq\":1,"
+                                       "\"dead_topic\":\"a..b\"}"),
+                     WSQ_ERR_BAD_TOPIC);
+}
+
+static void test_proto_pull_query(void **state)
+{
+    (void)state;
+    wsq_pull_query_t q;
+    char err[200];
+    assert_int_equal(wsq_pull_parse_query("topic=a%2Fb&consumer=w&max=10&wait=5s&shared=true"
+                                          "&from=earliest&token=x",
+                                          &q, err, sizeof err),
+                     WSQ_OK);
+    assert_string_equal(q.topic, "a/b");
+    assert_string_equal(q.consumer, "w");
+    assert_int_equal(q.max, 10);
+    assert_int_equal(q.wait_ms, 5000);
+    assert_true(q.shared);
+    assert_int_equal(q.from, WSQ_FROM_EARLIEST);
+    assert_int_equal(wsq_pull_parse_query("consumer=w&topic=t", &q, err, sizeof err), WSQ_OK);
+    assert_int_equal(q.max, 1);
+    assert_int_equal(q.wait_ms, 0);
+    assert_false(q.shared);
+    assert_int_equal(q.from, WSQ_FROM_DEFAULT);
+    static const struct {
+        const char *wait;
+        int64_t ms;
+    } waits[] = {{"0", 0}, {"250", 250}, {"250ms", 250}, {"60s", 60000}, {"1m", 60000}};
+    for (size_t i = 0; i < sizeof waits / sizeof waits[0]; i++) {
+        char qs[64];
+        snprintf(qs, sizeof qs, "topic=t&consumer=w&wait=%s", waits[i].wait);
+        assert_int_equal(wsq_pull_parse_query(qs, &q, err, sizeof err), WSQ_OK);
+        assert_int_equal(q.wait_ms, waits[i].ms);
+    }
+    /* the first of a repeated parameter counts; unknown ones are ignored */
+    assert_int_equal(
+        wsq_pull_parse_query("topic=t&consumer=w&max=2&max=3&x=%zz", &q, err, sizeof err), WSQ_OK);
+    assert_int_equal(q.max, 2);
+    static const char *const bad[] = {
+        "",
+        "topic=t",
+        "consumer=w",
+        "topic=t&consumer=a+b",
+        "topic=t&consumer=w&max=0",
+        "topic=t&consumer=w&max=1001",
+        "topic=t&consumer=w&wait=61s",
+        "topic=t&consumer=w&wait=2m",
+        "topic=t&consumer=w&wait=5h",
+        "topic=t&consumer=w&wait=ms",
+        "topic=t&consumer=w&shared=1",
+        "topic=t&consumer=w&from=0",
+        "topic=t&consumer=%zz",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(wsq_pull_parse_query(bad[i], &q, err, sizeof err), WSQ_ERR_BAD_REQUEST);
+        assert_true(err[0] != '\0');
+        assert_int_equal(q.topic_len, 0);
+    }
+    assert_int_equal(wsq_pull_parse_query("topic=a..b&consumer=w", &q, err, sizeof err),
+                     WSQ_ERR_BAD_TOPIC);
+}
+
+static void test_proto_pull_acks(void **state)
+{
+    (void)state;
+    static wsq_pull_acks_t a;
+    char err[200];
+    const char *ok = "{\"seqs\":[3,1,2],\"x\":1}";
+    assert_int_equal(wsq_pull_parse_acks(ok, strlen(ok), false, &a, err, sizeof err), WSQ_OK);
+    assert_int_equal(a.n, 3);
+    assert_int_equal(a.seqs[0], 3);
+    const char *nd = "{\"seqs\":[7],\"delay\":500}";
+    assert_int_equal(wsq_pull_parse_acks(nd, strlen(nd), true, &a, err, sizeof err), WSQ_OK);
+    assert_int_equal(a.delay_ms, 500);
+    assert_false(a.term);
+    const char *nt = "{\"seqs\":[7],\"term\":true}";
+    assert_int_equal(wsq_pull_parse_acks(nt, strlen(nt), true, &a, err, sizeof err), WSQ_OK);
+    assert_true(a.term);
+    static const struct {
+        const char *body;
+        bool nack;
+        wsq_err want;
+    } bad[] = {
+        {"", false, WSQ_ERR_BAD_JSON},
+        {"{", false, WSQ_ERR_BAD_JSON},
+        {"{\"seqs\":[1],\"seqs\":[2]}", false, WSQ_ERR_BAD_JSON},
+        {"[]", false, WSQ_ERR_BAD_REQUEST},
+        {"{}", false, WSQ_ERR_BAD_REQUEST},
+        {"{\"seqs\":[]}", false, WSQ_ERR_BAD_REQUEST},
+        {"{\"seqs\":1}", false, WSQ_ERR_BAD_TYPE},
+        {"{\"seqs\":[\"1\"]}", false, WSQ_ERR_BAD_TYPE},
+        {"{\"seqs\":[0]}", false, WSQ_ERR_BAD_REQUEST},
+        {"{\"seqs\":[-1]}", false, WSQ_ERR_BAD_REQUEST},
+        {"{\"seqs\":[1],\"delay\":1}", false, WSQ_ERR_BAD_REQUEST},
+        {"{\"seqs\":[1],\"term\":true}", false, WSQ_ERR_BAD_REQUEST},
+        {"{\"seqs\":[1],\"term\":true,\"delay\":0}", true, WSQ_ERR_BAD_REQUEST},
+        {"{\"seqs\":[1],\"term\":\"yes\"}", true, WSQ_ERR_BAD_TYPE},
+        {"{\"seqs\":[1],\"delay\":86400001}", true, WSQ_ERR_BAD_REQUEST},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *b = bad[i].body;
+        assert_int_equal(wsq_pull_parse_acks(b, strlen(b), bad[i].nack, &a, err, sizeof err),
+                         bad[i].want);
+        assert_true(err[0] != '\0');
+        assert_int_equal(a.n, 0);
+    }
+    /* at most WSQ_PULL_MAX seqs */
+    wsq_buf_t big;
+    wsq_buf_init(&big);
+    wsq_buf_append(&big, "{\"seqs\":[", 9);
+    for (unsigned i = 0; i <= WSQ_PULL_MAX; i++)
+        wsq_buf_append(&big, i ? ",1" : "1", i ? 2 : 1);
+    wsq_buf_append(&big, "]}", 2);
+    assert_int_equal(wsq_pull_parse_acks(big.data, big.len, false, &a, err, sizeof err),
+                     WSQ_ERR_BAD_REQUEST);
+    wsq_buf_fini(&big);
 }
 
 static void test_proto_raw_target_percent(void **state)
@@ -1919,6 +2118,10 @@ int main(void)
         cmocka_unit_test(test_proto_pub_empty_payload),
         cmocka_unit_test(test_proto_pub_text_nul_and_escapes),
         cmocka_unit_test(test_proto_sub_full),
+        cmocka_unit_test(test_proto_sub_shared),
+        cmocka_unit_test(test_proto_server_dead_dup_shared),
+        cmocka_unit_test(test_proto_pull_query),
+        cmocka_unit_test(test_proto_pull_acks),
         cmocka_unit_test(test_proto_sub_from_variants),
         cmocka_unit_test(test_proto_sub_bad_values),
         cmocka_unit_test(test_proto_unsub),

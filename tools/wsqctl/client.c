@@ -1,10 +1,11 @@
 /*
- * pub and sub: a wsq.v1 client on the libwebsockets client API. One context, one connection, the
- * default poll loop, everything on the main thread (lws_cancel_service from the signal handler is
- * the one exception lws allows).
+ * pub, sub and redrive's loop: a wsq.v1 client on the libwebsockets client API. One context, one
+ * connection, the default poll loop, everything on the main thread (lws_cancel_service from the
+ * signal handler is the one exception lws allows). Each mode has its own frame handler.
  */
 #include <libwebsockets.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,10 @@
 #define MSG_MAX (256u << 20)              /* largest payload wsqctl publishes or accepts */
 #define FRAME_MAX (2u * MSG_MAX + 65536u) /* largest wsq.v1 frame accepted (PROTOCOL.md) */
 #define PUB_TIMEOUT_MS 30000
+#define REDRIVE_STALL_MS 30000 /* redrive: no frame from the broker for this long is an error */
+/* redrive: with nothing in flight and no message for this long, the rest of the dead-letter
+ * topic was acknowledged before (see redrive_done) */
+#define REDRIVE_QUIET_MS 2000
 
 /* A queued outgoing text frame, with LWS_PRE bytes of headroom before the payload. */
 typedef struct ofr {
@@ -22,9 +27,34 @@ typedef struct ofr {
     unsigned char data[];
 } ofr_t;
 
+typedef enum { CL_PUB, CL_SUB, CL_REDRIVE } cl_mode_t;
+
+/* A redrive publish waiting for its ok (confirms come back in publish order). */
+typedef struct rpub {
+    struct rpub *next;
+    uint64_t seq;    /* the dead letter's seq */
+    char topic[256]; /* where it was published */
+} rpub_t;
+
+/* redrive's position in the dead-letter topic. Dead letters arrive in seq order (a resumed
+ * consumer gets its unacknowledged messages first, in order), so one seq says what was seen. */
+typedef struct {
+    ctl_redrive_t *io; /* the command's parameters and results */
+    bool subscribed;   /* the subscribed reply came */
+    uint64_t epoch;    /* the topic's epoch: part of each publish id */
+    uint64_t end;      /* its next seq at subscribe time: redrive stops before it */
+    uint64_t last;     /* every seq up to here is handled, acknowledged before, or gone */
+    bool past_end;     /* a seq >= end arrived: every earlier one was delivered before it */
+    bool quiet;        /* REDRIVE_QUIET_MS passed with nothing in flight and no message */
+    uint64_t taken;    /* dead letters taken in this run (for --max) */
+    rpub_t *inflight, **inflight_tail; /* publishes waiting for their ok, oldest first */
+    bool finishing;                    /* the final ping was sent: close at its pong */
+    lws_sorted_usec_list_t quiet_sul;  /* fires REDRIVE_QUIET_MS after the last frame */
+} redrive_t;
+
 typedef struct {
     wsqctl_t *c;
-    bool sub; /* sub (else pub) */
+    cl_mode_t mode;
     struct lws_context *ctx;
     struct lws *wsi;
     ofr_t *q, **qt;             /* frames to send, in order */
@@ -36,7 +66,7 @@ typedef struct {
     int close_code;             /* its code */
     char close_reason[128];     /* and reason */
     int rc;                     /* exit code once done */
-    lws_sorted_usec_list_t sul; /* the --timeout */
+    lws_sorted_usec_list_t sul; /* the --timeout (redrive: REDRIVE_STALL_MS after each frame) */
     int64_t timeout_ms;         /* 0: none */
     /* pub */
     const char *topic;
@@ -46,6 +76,8 @@ typedef struct {
     uint64_t want; /* --count (0: unlimited) */
     uint64_t got;  /* messages printed */
     bool draining; /* --count reached: waiting for the pong that follows the last ack */
+    /* redrive */
+    redrive_t rd;
 } client_t;
 
 /* The signal handler's way to the loop: the only process-wide state, as signals require. */
@@ -85,6 +117,28 @@ static int queue_encoded(client_t *cl, const wsq_frame_t *fr)
                                          "cannot encode the frame: %s", wsq_strerror(e));
     wsq_buf_fini(&b);
     return rc;
+}
+
+/* A ping whose pong says that every frame sent before it was handled: acks included. */
+static void queue_done_ping(client_t *cl)
+{
+    wsq_frame_t p;
+    wsq_frame_init(&p);
+    p.op = WSQ_OP_PING;
+    snprintf(p.ref, sizeof(p.ref), "\"done\"");
+    queue_encoded(cl, &p);
+}
+
+static void queue_ack(client_t *cl, const char *topic, uint64_t seq)
+{
+    wsq_frame_t a;
+    wsq_frame_init(&a);
+    a.op = WSQ_OP_ACK;
+    a.topic_len = strlen(topic);
+    memcpy(a.topic, topic, a.topic_len + 1);
+    a.has_seq = true;
+    a.seq = seq;
+    queue_encoded(cl, &a);
 }
 
 static void close_soon(client_t *cl)
@@ -135,12 +189,266 @@ static void print_payload(client_t *cl, const wsq_server_frame_t *f)
     putchar('\n');
 }
 
+/* ---- redrive ---------------------------------------------------------------------------- */
+
+static void redrive_on_quiet(lws_sorted_usec_list_t *sul);
+static void on_timeout(lws_sorted_usec_list_t *sul);
+
+/* (Re)starts the stall timeout and the quiet timer: something arrived. */
+static void redrive_alive(client_t *cl)
+{
+    lws_sul_cancel(&cl->sul);
+    lws_sul_schedule(cl->ctx, 0, &cl->sul, on_timeout, REDRIVE_STALL_MS * LWS_US_PER_MS);
+    lws_sul_cancel(&cl->rd.quiet_sul);
+    lws_sul_schedule(cl->ctx, 0, &cl->rd.quiet_sul, redrive_on_quiet,
+                     REDRIVE_QUIET_MS * LWS_US_PER_MS);
+}
+
+/* Ends the run once nothing is in flight and one of these holds:
+ *   - caught up: every seq below the next seq at subscribe time was handled, was acknowledged
+ *     before (the subscription started past it) or is gone (a gap), or a later seq arrived;
+ *   - --max dead letters were taken;
+ *   - quiet: with nothing in flight, no message came for REDRIVE_QUIET_MS. A resumed consumer
+ *     gets its unacknowledged messages at once and in order, so what did not come was
+ *     acknowledged before (individually, above the ack floor: a previous run left a dead letter
+ *     it could not redrive below them).
+ * The acks sent so far are confirmed by a ping: its pong comes after them. */
+static void redrive_done(client_t *cl)
+{
+    redrive_t *r = &cl->rd;
+    if (!r->subscribed || r->finishing || r->inflight)
+        return;
+    r->io->max_reached = r->io->max && r->taken >= r->io->max;
+    if (!(r->last + 1 >= r->end || r->past_end || r->io->max_reached || r->quiet))
+        return;
+    queue_done_ping(cl);
+    r->finishing = true;
+}
+
+static void redrive_on_quiet(lws_sorted_usec_list_t *sul)
+{
+    client_t *cl = lws_container_of(sul, client_t, rd.quiet_sul);
+    if (cl->rd.inflight) /* waiting for confirms: the stall timeout watches those */
+        return;
+    cl->rd.quiet = true;
+    wsq__ctl_note(cl->c,
+                  "nothing came for %d ms: %s seqs %llu to %llu were acknowledged before (above a "
+                  "dead letter an earlier run could not redrive)",
+                  REDRIVE_QUIET_MS, cl->rd.io->dlq, (unsigned long long)(cl->rd.last + 1),
+                  (unsigned long long)(cl->rd.end - 1));
+    redrive_done(cl);
+}
+
+/* A dead letter that is not redriven: named on stderr, listed in the summary, not acknowledged. */
+static void redrive_fail_one(client_t *cl, uint64_t seq, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void redrive_fail_one(client_t *cl, uint64_t seq, const char *code, const char *fmt, ...)
+{
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "wsqctl: %s seq %llu: %s (not acknowledged)\n", cl->rd.io->dlq,
+            (unsigned long long)seq, msg);
+    json_array_append_new(cl->rd.io->failed, json_pack("{s:I,s:s,s:s}", "seq", (json_int_t)seq,
+                                                       "code", code, "message", msg));
+}
+
+/* The publish id of a dead letter: the same for every run over the same message, so that the
+ * destination's dedup window stores a message published again (a run interrupted between the
+ * ok and the ack) only once. The topic's name is cut to fit WSQ's 128 bytes; the epoch, random
+ * per topic, keeps the ids of two topics apart. */
+static void redrive_id(const redrive_t *r, uint64_t seq, char *out, size_t cap)
+{
+    char tail[64];
+    int tl = snprintf(tail, sizeof(tail), "/%016llx/%llu", (unsigned long long)r->epoch,
+                      (unsigned long long)seq);
+    size_t room = 128 - (sizeof("redrive/") - 1) - (size_t)tl;
+    size_t n = strlen(r->io->dlq);
+    snprintf(out, cap, "redrive/%.*s%s", (int)(n < room ? n : room), r->io->dlq, tail);
+}
+
+/* One dead letter: published to its topic with its own headers, acknowledged at the ok. */
+static void redrive_msg(client_t *cl, const wsq_server_frame_t *f)
+{
+    redrive_t *r = &cl->rd;
+    if (f->seq >= r->end) { /* published after the subscribe: the next run's */
+        r->past_end = true;
+        return;
+    }
+    if (f->seq <= r->last || (r->io->max && r->taken >= r->io->max))
+        return; /* a redelivery of one taken in this run, or beyond --max */
+    r->last = f->seq;
+    r->taken++;
+    const char *dest = r->io->to;
+    size_t dest_len = dest ? strlen(dest) : 0;
+    bool named = dest != NULL; /* --to, or a wsq-dead-topic header */
+    wsq_buf_t hb;
+    wsq_buf_init(&hb);
+    size_t off = 0;
+    wsq_header_t h;
+    wsq_err e = WSQ_OK;
+    while (e == WSQ_OK && f->headers && wsq_headers_next(f->headers, f->headers_len, &off, &h)) {
+        bool dead = h.key_len >= sizeof(CTL_DEAD_PREFIX) - 1 &&
+                    memcmp(h.key, CTL_DEAD_PREFIX, sizeof(CTL_DEAD_PREFIX) - 1) == 0;
+        if (!dead)
+            e = wsq_headers_add(&hb, h.key, h.key_len, h.value, h.value_len);
+        else if (!r->io->to && h.key_len == sizeof(CTL_DEAD_PREFIX "topic") - 1 &&
+                 memcmp(h.key, CTL_DEAD_PREFIX "topic", h.key_len) == 0)
+            dest = h.value, dest_len = h.value_len, named = true;
+    }
+    if (e != WSQ_OK) {
+        redrive_fail_one(cl, f->seq, wsq_errname(e), "its headers cannot be copied: %s",
+                         wsq_strerror(e));
+    } else if (!named) {
+        redrive_fail_one(cl, f->seq, "no_dead_topic",
+                         "no " CTL_DEAD_PREFIX "topic header says where it came from: pass --to "
+                         "TOPIC to redrive it");
+    } else if (!wsq_topic_valid(dest, dest_len)) { /* the header's whole value, never a cut */
+        redrive_fail_one(cl, f->seq, "bad_topic",
+                         "its " CTL_DEAD_PREFIX "topic '%.*s' is not a topic name: pass --to "
+                         "TOPIC",
+                         (int)(dest_len < 300 ? dest_len : 300), dest);
+    } else if (dest_len == strlen(r->io->dlq) && memcmp(dest, r->io->dlq, dest_len) == 0) {
+        redrive_fail_one(cl, f->seq, "bad_topic",
+                         "its " CTL_DEAD_PREFIX "topic is the dead-letter topic itself: pass --to "
+                         "TOPIC");
+    } else {
+        rpub_t *p = calloc(1, sizeof(*p));
+        char id[WSQ_REF_MAX + 1];
+        wsq_frame_t fr;
+        wsq_frame_init(&fr);
+        fr.op = WSQ_OP_PUB;
+        snprintf(fr.ref, sizeof(fr.ref), "%llu", (unsigned long long)f->seq);
+        fr.topic_len = dest_len;
+        memcpy(fr.topic, dest, dest_len);
+        fr.topic[dest_len] = '\0';
+        fr.data = f->data ? f->data : (unsigned char *)"";
+        fr.data_len = f->data_len;
+        fr.binary = f->binary;
+        fr.headers = hb.data;
+        fr.headers_len = hb.len;
+        redrive_id(r, f->seq, id, sizeof(id));
+        fr.id = id;
+        fr.id_len = strlen(id);
+        /* fr only borrows: never wsq_frame_clear'd */
+        if (p == NULL || queue_encoded(cl, &fr) != CTL_OK) {
+            free(p);
+            fail_close(cl, wsq__ctl_fail(cl->c, CTL_ERR, "nomem", "out of memory"));
+        } else {
+            p->seq = f->seq;
+            memcpy(p->topic, fr.topic, fr.topic_len + 1);
+            *r->inflight_tail = p;
+            r->inflight_tail = &p->next;
+        }
+    }
+    wsq_buf_fini(&hb);
+}
+
+/* The ok or err of the oldest publish in flight. */
+static void redrive_confirm(client_t *cl, const wsq_server_frame_t *f, const unsigned char *text,
+                            size_t len)
+{
+    redrive_t *r = &cl->rd;
+    rpub_t *p = r->inflight;
+    char ref[32];
+    snprintf(ref, sizeof(ref), "%llu", p ? (unsigned long long)p->seq : 0ull);
+    if (p == NULL || strcmp(f->ref, ref) != 0) {
+        fail_close(cl, wsq__ctl_fail(cl->c, CTL_ERR, "bad_response",
+                                     "the broker answered a publish wsqctl did not send "
+                                     "(ref %s)",
+                                     f->ref));
+        return;
+    }
+    r->inflight = p->next;
+    if (r->inflight == NULL)
+        r->inflight_tail = &r->inflight;
+    if (f->op[0] == 'e') {
+        redrive_fail_one(cl, p->seq, f->code, "publishing to %s: the broker said %s: %s", p->topic,
+                         f->code, f->message);
+    } else {
+        queue_ack(cl, r->io->dlq, p->seq);
+        r->io->redriven++;
+        json_t *j =
+            json_loadb((const char *)text, len, 0, NULL); /* wsq_server_frame_t has no "dup" */
+        if (json_is_true(json_object_get(j, "dup")))
+            r->io->dup++;
+        json_decref(j);
+        size_t i;
+        json_t *t;
+        bool known = false;
+        json_array_foreach(r->io->topics, i, t)
+        {
+            known = known || strcmp(json_string_value(t), p->topic) == 0;
+        }
+        if (!known)
+            json_array_append_new(r->io->topics, json_string(p->topic));
+    }
+    free(p);
+    redrive_done(cl);
+}
+
+static void redrive_subscribed(client_t *cl, const wsq_server_frame_t *f, const unsigned char *text,
+                               size_t len)
+{
+    redrive_t *r = &cl->rd;
+    json_t *j = json_loadb((const char *)text, len, 0, NULL), *st = json_object_get(j, "start_seq");
+    uint64_t start = json_is_integer(st) ? (uint64_t)json_integer_value(st) : f->first_seq;
+    json_decref(j);
+    r->subscribed = true;
+    r->io->subscribed = true;
+    r->epoch = f->epoch;
+    r->end = f->next_seq;
+    r->last = start ? start - 1 : 0; /* below its first unacknowledged seq: all acknowledged */
+    wsq__ctl_note(cl->c, "subscribed to %s as %s (seqs %llu to %llu to look at)", f->topic,
+                  CTL_REDRIVE_CONSUMER, (unsigned long long)start,
+                  (unsigned long long)(r->end - 1));
+    redrive_done(cl);
+}
+
+static void redrive_frame(client_t *cl, const wsq_server_frame_t *f, const unsigned char *text,
+                          size_t len)
+{
+    redrive_t *r = &cl->rd;
+    redrive_alive(cl);
+    if (r->finishing) {
+        if (strcmp(f->op, "pong") == 0 && strcmp(f->ref, "\"done\"") == 0)
+            close_soon(cl);
+        return; /* what still arrives is the next run's */
+    }
+    if (strcmp(f->op, "msg") == 0) {
+        redrive_msg(cl, f);
+    } else if (strcmp(f->op, "ok") == 0 ||
+               (strcmp(f->op, "err") == 0 && f->ref[0] && f->ref[0] != '"')) {
+        redrive_confirm(cl, f, text, len);
+        return;
+    } else if (strcmp(f->op, "subscribed") == 0) {
+        redrive_subscribed(cl, f, text, len);
+        return;
+    } else if (strcmp(f->op, "gap") == 0) { /* gone: counts as acknowledged */
+        if (f->to > r->last)
+            r->last = f->to;
+    } else if (strcmp(f->op, "err") == 0) { /* the subscribe, or an ack */
+        char doing[300];
+        snprintf(doing, sizeof(doing), "redriving %s", r->io->dlq);
+        fail_close(cl, err_frame(cl, f, doing));
+        return;
+    }
+    redrive_done(cl);
+}
+
 /* One complete frame from the broker. */
 static void on_frame(client_t *cl, const unsigned char *text, size_t len)
 {
     wsqctl_t *c = cl->c;
     wsq_server_frame_t f;
     wsq_err e = wsq_proto_decode_server(text, len, &f);
+    if (e == WSQ_ERR_UNKNOWN_OP) { /* an op of a newer wsq.v1 (or one this wsqctl reads not) */
+        wsq__ctl_note(c, "ignored a frame wsqctl does not know: %.120s", (const char *)text);
+        return;
+    }
     if (e != WSQ_OK) {
         wsq__ctl_fail(c, CTL_ERR, "bad_response",
                       "the broker sent a frame wsqctl cannot read "
@@ -149,7 +457,12 @@ static void on_frame(client_t *cl, const unsigned char *text, size_t len)
         fail_close(cl, CTL_ERR);
         return;
     }
-    if (!cl->sub) {
+    if (cl->mode == CL_REDRIVE) {
+        redrive_frame(cl, &f, text, len);
+        wsq_server_frame_clear(&f);
+        return;
+    }
+    if (cl->mode == CL_PUB) {
         if (strcmp(f.op, "ok") == 0 && strcmp(f.ref, "1") == 0) {
             if (c->json)
                 wsq__ctl_doc(c,
@@ -185,22 +498,11 @@ static void on_frame(client_t *cl, const unsigned char *text, size_t len)
             cl->got++;
             if (c->ack && c->consumer) {
                 /* acknowledged only once printed: at-least-once towards stdout */
-                wsq_frame_t a;
-                wsq_frame_init(&a);
-                a.op = WSQ_OP_ACK;
-                a.topic_len = strlen(cl->topic);
-                memcpy(a.topic, cl->topic, a.topic_len + 1);
-                a.has_seq = true;
-                a.seq = f.seq;
-                queue_encoded(cl, &a);
+                queue_ack(cl, cl->topic, f.seq);
             }
             if (cl->want && cl->got >= cl->want && !cl->draining) {
                 /* the pong comes after every ack sent before the ping: then close */
-                wsq_frame_t p;
-                wsq_frame_init(&p);
-                p.op = WSQ_OP_PING;
-                snprintf(p.ref, sizeof(p.ref), "\"done\"");
-                queue_encoded(cl, &p);
+                queue_done_ping(cl);
                 cl->draining = true;
             }
         }
@@ -221,7 +523,13 @@ static void on_timeout(lws_sorted_usec_list_t *sul)
 {
     client_t *cl = lws_container_of(sul, client_t, sul);
     wsqctl_t *c = cl->c;
-    if (!cl->sub)
+    if (cl->mode == CL_REDRIVE)
+        fail_close(cl, wsq__ctl_fail(c, CTL_ERR, "timeout",
+                                     "no answer from the broker at %s for %d s (redriven so far: "
+                                     "%llu of %s)",
+                                     c->url.base, REDRIVE_STALL_MS / 1000,
+                                     (unsigned long long)cl->rd.io->redriven, cl->rd.io->dlq));
+    else if (cl->mode == CL_PUB)
         fail_close(cl, wsq__ctl_fail(c, CTL_ERR, "timeout",
                                      "no confirm from the broker at %s within %s", c->url.base,
                                      c->timeout ? c->timeout : "30s"));
@@ -343,9 +651,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                                    "certificate trusted? (--insecure skips the check)",
                                    c->url.base, why);
         } else {
-            cl->rc = wsq__ctl_fail(c, CTL_UNREACHABLE, "unavailable",
-                                   "broker unreachable at %s (from %s): %s", c->url.base,
-                                   c->url.why ? c->url.why : "--url", why);
+            cl->rc = wsq__ctl_fail(
+                c, CTL_UNREACHABLE, "unavailable", "broker unreachable at %s (from %s): %s%s%s",
+                c->url.base, c->url.why ? c->url.why : "--url", why, c->need_broker ? "; " : "",
+                c->need_broker ? c->need_broker : "");
         }
         return 0;
     }
@@ -355,7 +664,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (cl->want_close)
             return 0; /* we closed: rc says how it went */
         if (cl->peer_closed) {
-            if (c->json && cl->sub) {
+            if (c->json && cl->mode == CL_SUB) {
                 json_t *j = json_pack("{s:s,s:i,s:s}", "op", "close", "code", cl->close_code,
                                       "reason", cl->close_reason);
                 json_dumpf(j, stdout, JSON_COMPACT);
@@ -443,6 +752,7 @@ static int run(client_t *cl)
     while (!cl->done && lws_service(cl->ctx, 0) >= 0)
         ;
     lws_sul_cancel(&cl->sul);
+    lws_sul_cancel(&cl->rd.quiet_sul);
     g_ctx = NULL;
     lws_context_destroy(cl->ctx);
     cl->ctx = NULL;
@@ -469,19 +779,11 @@ static int parse_timeout(wsqctl_t *c, int64_t *ms, int64_t dflt)
     return CTL_OK;
 }
 
-static int bad_topic(wsqctl_t *c, const char *t)
-{
-    return wsq__ctl_fail(c, CTL_USAGE, "bad_topic",
-                         "'%s' is not a topic name: 1-255 bytes of [A-Za-z0-9._/-], segments "
-                         "separated by '.' or '/', none empty",
-                         t);
-}
-
 int wsq__ctl_cmd_pub(wsqctl_t *c, int argc, char **argv)
 {
     const char *topic = argv[0];
     if (!wsq_topic_valid(topic, strlen(topic)))
-        return bad_topic(c, topic);
+        return wsq__ctl_bad_topic(c, topic);
     client_t cl;
     memset(&cl, 0, sizeof(cl));
     cl.c = c;
@@ -542,11 +844,11 @@ int wsq__ctl_cmd_sub(wsqctl_t *c, int argc, char **argv)
     (void)argc;
     const char *topic = argv[0];
     if (!wsq_topic_valid(topic, strlen(topic)))
-        return bad_topic(c, topic);
+        return wsq__ctl_bad_topic(c, topic);
     client_t cl;
     memset(&cl, 0, sizeof(cl));
     cl.c = c;
-    cl.sub = true;
+    cl.mode = CL_SUB;
     cl.qt = &cl.q;
     cl.topic = topic;
     wsq_buf_init(&cl.rx);
@@ -611,4 +913,36 @@ int wsq__ctl_cmd_sub(wsqctl_t *c, int argc, char **argv)
     if (rc != CTL_OK)
         return rc;
     return run(&cl);
+}
+
+int wsq__ctl_redrive_run(wsqctl_t *c, ctl_redrive_t *io)
+{
+    client_t cl;
+    memset(&cl, 0, sizeof(cl));
+    cl.c = c;
+    cl.mode = CL_REDRIVE;
+    cl.qt = &cl.q;
+    cl.topic = io->dlq;
+    cl.timeout_ms = REDRIVE_STALL_MS;
+    cl.rd.io = io;
+    cl.rd.inflight_tail = &cl.rd.inflight;
+    wsq_buf_init(&cl.rx);
+    wsq_frame_t fr;
+    wsq_frame_init(&fr);
+    fr.op = WSQ_OP_SUB;
+    snprintf(fr.ref, sizeof(fr.ref), "\"sub\"");
+    fr.topic_len = strlen(io->dlq);
+    memcpy(fr.topic, io->dlq, fr.topic_len + 1);
+    fr.consumer_len = strlen(CTL_REDRIVE_CONSUMER);
+    memcpy(fr.consumer, CTL_REDRIVE_CONSUMER, fr.consumer_len + 1);
+    fr.from = WSQ_FROM_EARLIEST; /* a new consumer starts at the first dead letter */
+    int rc = queue_encoded(&cl, &fr);
+    if (rc == CTL_OK)
+        rc = run(&cl);
+    while (cl.rd.inflight) { /* the connection ended before their ok: not acknowledged */
+        rpub_t *n = cl.rd.inflight->next;
+        free(cl.rd.inflight);
+        cl.rd.inflight = n;
+    }
+    return rc;
 }

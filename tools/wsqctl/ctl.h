@@ -9,7 +9,9 @@
  * broker at the URL (--url, else -c's first listener, else $WSQ_URL, else the default) who it is.
  * When a wsqd answers, wsqctl uses it: changes go through its admin API, reads open its store
  * read-only (on this machine). When none answers, the local store is used (--data, else -c's
- * storage.path, else ./data). pub and sub always talk to the broker.
+ * storage.path, else ./data). dlq reads through the broker's HTTP history when one answers (so
+ * it also works for a broker on another machine). pub, sub and redrive always talk to the
+ * broker.
  *
  * Output rules:
  *   - Inspect commands read the store through the storage API, one short read transaction per
@@ -81,18 +83,22 @@ typedef struct {
     const char *window;     /* sub --window */
     bool binary;            /* pub --binary */
     const char *timeout;    /* pub, sub --timeout DUR */
+    const char *to;         /* redrive --to TOPIC */
+    const char *max;        /* redrive --max N */
 
     /* resolved state */
-    wsq_config_t *cfg;   /* loaded -c config, or NULL */
-    char *data_dir;      /* store directory (malloc'd), NULL until located */
-    bool data_explicit;  /* data_dir came from --data, -c or the broker, not the default */
-    ctl_url_t url;       /* the broker to ask (always set once main() parsed the options) */
-    bool url_explicit;   /* the URL came from --url or -c (a named broker must answer) */
-    const char *cmd;     /* command name, for messages */
-    json_t *doc;         /* the --json document of the command (owned) */
-    int fail_code;       /* exit code of the first failure, 0 when none */
-    char fail_name[32];  /* stable error code of it ("not_found") */
-    char fail_msg[1024]; /* human message of it */
+    wsq_config_t *cfg;       /* loaded -c config, or NULL */
+    char *data_dir;          /* store directory (malloc'd), NULL until located */
+    bool data_explicit;      /* data_dir came from --data, -c or the broker, not the default */
+    ctl_url_t url;           /* the broker to ask (always set once main() parsed the options) */
+    bool url_explicit;       /* the URL came from --url or -c (a named broker must answer) */
+    const char *cmd;         /* command name, for messages */
+    const char *need_broker; /* why the command needs a broker, added to "broker unreachable"
+                              * messages (NULL: nothing to add) */
+    json_t *doc;             /* the --json document of the command (owned) */
+    int fail_code;           /* exit code of the first failure, 0 when none */
+    char fail_name[32];      /* stable error code of it ("not_found") */
+    char fail_msg[1024];     /* human message of it */
 } wsqctl_t;
 
 /* ---- errors and output (util.c) ---- */
@@ -118,6 +124,14 @@ const char *wsq__ctl_time(int64_t ms, char *buf, size_t len);     /* ISO 8601 UT
 
 /* Parses a decimal u64 (no sign, no junk). */
 bool wsq__ctl_parse_u64(const char *s, uint64_t *out);
+
+/* peek's and dlq's arguments: checks TOPIC's name and parses --from and --limit (1..1000000) into
+ * *from and *limit, which keep their defaults when the option is absent. Records a usage failure
+ * and returns CTL_USAGE when one is bad. */
+int wsq__ctl_list_args(wsqctl_t *c, const char *topic, uint64_t *from, uint64_t *limit);
+
+/* Records the usage failure for a name that is not a topic name and returns CTL_USAGE. */
+int wsq__ctl_bad_topic(wsqctl_t *c, const char *name);
 
 /* A text table printed with aligned columns. */
 typedef struct {
@@ -196,6 +210,9 @@ typedef enum {
     CTL_NEED_READ,    /* reads the store files (topics, stats, peek, consumers, check, export) */
     CTL_NEED_WRITE,   /* changes the store (purge, delete-consumer, import) */
     CTL_NEED_OFFLINE, /* compact: reads the whole store in one transaction; no wsqd may run */
+    CTL_NEED_HISTORY, /* dlq: reads the broker's HTTP history when one answers, and its store
+                         too when it is on this machine (t->store, else NULL, never an error);
+                         else the local store read-only */
 } ctl_need_t;
 
 typedef enum { CTL_VIA_BROKER, CTL_VIA_STORE } ctl_via_t;
@@ -213,11 +230,58 @@ typedef struct {
  * recorded and nothing is held. */
 int wsq__ctl_target(wsqctl_t *c, ctl_need_t need, bool create, ctl_target_t *t);
 
+/* The broker's store (t->via is CTL_VIA_BROKER), opened read-only, when it is on this machine:
+ * its data-dir lock is held by the broker's pid. NULL otherwise, and when it cannot be opened;
+ * records nothing. The caller closes it. */
+wsq_store_t *wsq__ctl_broker_store(wsqctl_t *c, const ctl_target_t *t);
+
 /* Stops and closes t->store (when any). Idempotent. */
 void wsq__ctl_target_fini(ctl_target_t *t);
 
 /* Read commands: the rule, then the store opened read-only (the caller closes it). */
 int wsq__ctl_open_ro(wsqctl_t *c, wsq_store_t **out);
+
+/* ---- messages (inspect.c) ---- */
+
+/* Looks a topic up in the store; an invalid name is CTL_USAGE and an unknown topic CTL_NOTFOUND
+ * with an actionable message (both recorded). */
+int wsq__ctl_topic_lookup(wsqctl_t *c, wsq_store_t *s, const char *name, wsq_topic_info_t *ti);
+
+/* A message as peek --json shows it (and HTTP history, without "op" and "topic"):
+ * {"seq","ts","size","data"[,"enc":"base64"][,"headers"]}. Text that is not valid UTF-8 goes as
+ * base64 too. headers is a block (wsq/proto.h) or NULL. NULL when out of memory. */
+json_t *wsq__ctl_msg_json(uint64_t seq, int64_t ts, uint32_t flags, const void *data, size_t len,
+                          const void *headers, size_t headers_len);
+
+/* ---- dead letters (dlq.c, client.c) ---- */
+
+/* The durable consumer redrive reads a dead-letter topic with: a dead letter it acknowledged
+ * was redriven. */
+#define CTL_REDRIVE_CONSUMER "wsq-redrive"
+/* The headers the broker adds to a dead letter all begin with this. */
+#define CTL_DEAD_PREFIX "wsq-dead-"
+
+/* redrive's loop over wsq.v1 (client.c): the consumer wsq-redrive reads the dead-letter topic
+ * from its first unacknowledged message up to the topic's next seq at subscribe time; each dead
+ * letter is published with its own headers (not the wsq-dead-* ones) and a publish id made of
+ * the topic, its epoch and the seq, then acknowledged once the broker confirmed the publish. */
+typedef struct {
+    /* in */
+    const char *dlq; /* the dead-letter topic */
+    const char *to;  /* --to, or NULL: each dead letter's wsq-dead-topic */
+    uint64_t max;    /* --max, 0: no limit */
+    /* out (the caller creates the arrays and frees them) */
+    bool subscribed;   /* the subscription was made: the counts below mean something */
+    uint64_t redriven; /* published (confirmed) and acknowledged */
+    uint64_t dup;      /* of which the destination had already stored (its publish id was seen) */
+    bool max_reached;  /* stopped at --max */
+    json_t *topics;    /* the topics published to, in first-use order */
+    json_t *failed;    /* [{"seq","code","message"}]: not redriven, not acknowledged */
+} ctl_redrive_t;
+
+/* Connects, runs the loop and returns an exit code; a failure of the connection or the
+ * subscription is recorded, a dead letter that was not redriven only listed in io->failed. */
+int wsq__ctl_redrive_run(wsqctl_t *c, ctl_redrive_t *io);
 
 /* ---- commands ---- */
 
@@ -233,5 +297,7 @@ int wsq__ctl_cmd_delete_consumer(wsqctl_t *c, int argc, char **argv);
 int wsq__ctl_cmd_import(wsqctl_t *c, int argc, char **argv);
 int wsq__ctl_cmd_pub(wsqctl_t *c, int argc, char **argv);
 int wsq__ctl_cmd_sub(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_dlq(wsqctl_t *c, int argc, char **argv);
+int wsq__ctl_cmd_redrive(wsqctl_t *c, int argc, char **argv);
 
 #endif

@@ -5,8 +5,10 @@
 
 #include "ctl.h"
 
-/* Largest response body accepted: admin answers are small JSON objects. */
-#define RESP_MAX (1u << 20)
+/* Largest response body accepted. Admin answers are small JSON objects; a history page (dlq) holds
+ * about 4 MiB of payload, which base64 or JSON escapes of control characters make up to 6 times
+ * longer. */
+#define RESP_MAX (32u << 20)
 
 void wsq__ctl_http_global(bool init)
 {
@@ -99,6 +101,9 @@ static xfer_t perform(wsqctl_t *c, const char *method, const char *path, const v
     xfer_t x = XFER_OK;
     if (cc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+    } else if (cc == CURLE_WRITE_ERROR) { /* on_data refused the body */
+        snprintf(why, whylen, "the answer is larger than %u bytes, or out of memory", RESP_MAX);
+        x = XFER_OTHER;
     } else {
         snprintf(why, whylen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
         if (cc == CURLE_PEER_FAILED_VERIFICATION)
@@ -128,8 +133,8 @@ int wsq__ctl_http(wsqctl_t *c, const char *method, const char *path, const void 
                              c->url.base, why);
     case XFER_UNREACHABLE:
         return wsq__ctl_fail(c, CTL_UNREACHABLE, wsq_errname(WSQ_ERR_UNAVAILABLE),
-                             "broker unreachable at %s (from %s): %s", c->url.base, c->url.why,
-                             why);
+                             "broker unreachable at %s (from %s): %s%s%s", c->url.base, c->url.why,
+                             why, c->need_broker ? "; " : "", c->need_broker ? c->need_broker : "");
     default:
         return wsq__ctl_fail(c, CTL_ERR, "io_error", "HTTP %s %s%s failed: %s", method, c->url.base,
                              path, why);

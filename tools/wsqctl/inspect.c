@@ -33,19 +33,10 @@ static json_t *jhex(uint64_t v)
     return json_string(b);
 }
 
-static int bad_topic(wsqctl_t *c, const char *t)
-{
-    return wsq__ctl_fail(c, CTL_USAGE, "bad_topic",
-                         "'%s' is not a topic name: 1-255 bytes of [A-Za-z0-9._/-], segments "
-                         "separated by '.' or '/', none empty",
-                         t);
-}
-
-/* Looks a topic up; unknown topics are CTL_NOTFOUND with an actionable message. */
-static int lookup(wsqctl_t *c, wsq_store_t *s, const char *name, wsq_topic_info_t *ti)
+int wsq__ctl_topic_lookup(wsqctl_t *c, wsq_store_t *s, const char *name, wsq_topic_info_t *ti)
 {
     if (!wsq_topic_valid(name, strlen(name)))
-        return bad_topic(c, name);
+        return wsq__ctl_bad_topic(c, name);
     wsq_err err = wsq_store_topic_lookup(s, name, strlen(name), ti);
     if (err == WSQ_ERR_NOTFOUND)
         return wsq__ctl_fail(c, CTL_NOTFOUND, "not_found",
@@ -271,17 +262,57 @@ typedef struct {
     int64_t ts;
     uint32_t flags;
     size_t len;          /* payload length */
-    unsigned char *data; /* the first kept bytes of the payload */
+    unsigned char *data; /* the first kept bytes of the payload (table) */
     size_t kept;         /* bytes in data */
-    json_t *headers;     /* an object, or NULL when the message has none */
+    json_t *json;        /* the message as --json shows it (--json), else NULL */
 } peek_msg_t;
 
 typedef struct {
     peek_msg_t *msgs;
     size_t n, cap;
     size_t keep; /* payload bytes to copy per message (SIZE_MAX: all) */
+    bool json;   /* build each message's JSON (--json) instead of copying its payload */
     bool nomem;
 } peek_t;
+
+json_t *wsq__ctl_msg_json(uint64_t seq, int64_t ts, uint32_t flags, const void *data, size_t len,
+                          const void *headers, size_t headers_len)
+{
+    json_t *o = json_object(), *d = NULL, *h = NULL;
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "seq", ju64(seq));
+    json_object_set_new(o, "ts", json_integer(ts));
+    json_object_set_new(o, "size", ju64(len));
+    if (!(flags & WSQ_MSG_BINARY))
+        d = json_stringn(len ? (const char *)data : "", len);
+    if (d == NULL) { /* binary (or text that is not UTF-8): base64 */
+        char *b64 = malloc(wsq_base64_enc_len(len) + 1);
+        if (b64) {
+            wsq_base64_encode(data, len, b64);
+            d = json_stringn(b64, wsq_base64_enc_len(len));
+            free(b64);
+        }
+        if (d == NULL || json_object_set_new(o, "data", d) != 0 ||
+            json_object_set_new(o, "enc", json_string("base64")) != 0)
+            goto fail;
+    } else if (json_object_set_new(o, "data", d) != 0) {
+        goto fail;
+    }
+    if (headers_len) {
+        wsq_buf_t b;
+        wsq_buf_init(&b);
+        if (wsq_headers_json(&b, headers, headers_len) == WSQ_OK)
+            h = json_loadb((const char *)b.data, b.len, JSON_ALLOW_NUL, NULL);
+        wsq_buf_fini(&b);
+        if (h == NULL || json_object_set_new(o, "headers", h) != 0)
+            goto fail;
+    }
+    return o;
+fail:
+    json_decref(o);
+    return NULL;
+}
 
 static int peek_one(void *arg, const wsq_msg_view_t *m)
 {
@@ -297,10 +328,21 @@ static int peek_one(void *arg, const wsq_msg_view_t *m)
         p->cap = cap;
     }
     peek_msg_t *o = &p->msgs[p->n];
+    memset(o, 0, sizeof(*o));
     o->seq = m->seq;
     o->ts = m->ts_ms;
     o->flags = m->flags;
     o->len = m->len;
+    if (p->json) {
+        o->json = wsq__ctl_msg_json(m->seq, m->ts_ms, m->flags, m->data, m->len, m->headers,
+                                    m->headers_len);
+        if (o->json == NULL) {
+            p->nomem = true;
+            return 1;
+        }
+        p->n++;
+        return 0;
+    }
     o->kept = m->len < p->keep ? m->len : p->keep;
     o->data = malloc(o->kept + 1);
     if (o->data == NULL) {
@@ -309,19 +351,6 @@ static int peek_one(void *arg, const wsq_msg_view_t *m)
     }
     if (o->kept)
         memcpy(o->data, m->data, o->kept);
-    o->headers = NULL;
-    if (m->headers_len) {
-        wsq_buf_t b;
-        wsq_buf_init(&b);
-        if (wsq_headers_json(&b, m->headers, m->headers_len) != WSQ_OK ||
-            (o->headers = json_loadb((const char *)b.data, b.len, JSON_ALLOW_NUL, NULL)) == NULL) {
-            wsq_buf_fini(&b);
-            free(o->data);
-            p->nomem = true;
-            return 1;
-        }
-        wsq_buf_fini(&b);
-    }
     p->n++;
     return 0;
 }
@@ -383,26 +412,21 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
     (void)argc;
     const char *topic = argv[0];
     uint64_t from = 0, limit = PEEK_DEFAULT;
-    if (!wsq_topic_valid(topic, strlen(topic)))
-        return bad_topic(c, topic);
-    if (c->from && (!wsq__ctl_parse_u64(c->from, &from) || from == 0))
-        return wsq__ctl_fail(c, CTL_USAGE, "usage", "--from must be a seq (1 or more), not '%s'",
-                             c->from);
-    if (c->limit && (!wsq__ctl_parse_u64(c->limit, &limit) || limit == 0 || limit > 1000000))
-        return wsq__ctl_fail(c, CTL_USAGE, "usage", "--limit must be 1..1000000, not '%s'",
-                             c->limit);
+    int rc = wsq__ctl_list_args(c, topic, &from, &limit);
+    if (rc != CTL_OK)
+        return rc;
     wsq_store_t *s;
-    int rc = wsq__ctl_open_ro(c, &s);
+    rc = wsq__ctl_open_ro(c, &s);
     if (rc != CTL_OK)
         return rc;
     wsq_topic_info_t ti;
-    if ((rc = lookup(c, s, topic, &ti)) != CTL_OK) {
+    if ((rc = wsq__ctl_topic_lookup(c, s, topic, &ti)) != CTL_OK) {
         wsq_store_close(s);
         return rc;
     }
     if (from == 0)
         from = ti.first_seq;
-    peek_t p = {NULL, 0, 0, (c->json || c->full) ? SIZE_MAX : PEEK_SHOW, false};
+    peek_t p = {NULL, 0, 0, c->full ? SIZE_MAX : PEEK_SHOW, c->json, false};
     wsq_read_info_t first_info, info;
     memset(&first_info, 0, sizeof(first_info));
     bool first = true;
@@ -439,29 +463,8 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
     if (c->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < p.n; i++) {
-            peek_msg_t *m = &p.msgs[i];
-            json_t *o = json_object();
-            json_object_set_new(o, "seq", ju64(m->seq));
-            json_object_set_new(o, "ts", json_integer(m->ts));
-            json_object_set_new(o, "size", ju64(m->len));
-            json_t *d = NULL;
-            if (!(m->flags & WSQ_MSG_BINARY))
-                d = json_stringn((const char *)m->data, m->len);
-            if (d == NULL) { /* binary (or text that is not UTF-8): base64 */
-                char *b64 = malloc(wsq_base64_enc_len(m->len) + 1);
-                if (b64) {
-                    wsq_base64_encode(m->data, m->len, b64);
-                    d = json_stringn(b64, wsq_base64_enc_len(m->len));
-                    free(b64);
-                }
-                json_object_set_new(o, "data", d ? d : json_null());
-                json_object_set_new(o, "enc", json_string("base64"));
-            } else {
-                json_object_set_new(o, "data", d);
-            }
-            if (m->headers)
-                json_object_set(o, "headers", m->headers);
-            json_array_append_new(arr, o);
+            json_array_append_new(arr, p.msgs[i].json);
+            p.msgs[i].json = NULL;
         }
         json_t *doc = json_object();
         json_object_set_new(doc, "topic", json_string(ti.name));
@@ -504,7 +507,7 @@ int wsq__ctl_cmd_peek(wsqctl_t *c, int argc, char **argv)
 done:
     for (size_t i = 0; i < p.n; i++) {
         free(p.msgs[i].data);
-        json_decref(p.msgs[i].headers);
+        json_decref(p.msgs[i].json);
     }
     free(p.msgs);
     wsq_store_close(s);
@@ -517,21 +520,21 @@ int wsq__ctl_cmd_consumers(wsqctl_t *c, int argc, char **argv)
 {
     const char *topic = argc > 0 ? argv[0] : NULL;
     if (topic && !wsq_topic_valid(topic, strlen(topic)))
-        return bad_topic(c, topic);
+        return wsq__ctl_bad_topic(c, topic);
     wsq_store_t *s;
     int rc = wsq__ctl_open_ro(c, &s);
     if (rc != CTL_OK)
         return rc;
     wsq_topic_info_t ti = {0};
-    if (topic && (rc = lookup(c, s, topic, &ti)) != CTL_OK) {
+    if (topic && (rc = wsq__ctl_topic_lookup(c, s, topic, &ti)) != CTL_OK) {
         wsq_store_close(s);
         return rc;
     }
-    static const char *head[] = {"TOPIC", "CONSUMER", "ACK-FLOOR", "DELIVERED", "PENDING",
-                                 "LAG",   "GAP",      "MAX-DELIV", "LAST-SEEN"};
-    static const bool right[] = {false, false, true, true, true, true, true, true, true};
+    static const char *head[] = {"TOPIC",   "CONSUMER", "MODE", "ACK-FLOOR", "DELIVERED",
+                                 "PENDING", "LAG",      "GAP",  "MAX-DELIV", "LAST-SEEN"};
+    static const bool right[] = {false, false, false, true, true, true, true, true, true, true};
     ctl_table_t t;
-    wsq__ctl_table_init(&t, 9, head, right);
+    wsq__ctl_table_init(&t, 10, head, right);
     json_t *arr = json_array();
     wsq_consumer_info_t *page = malloc(PAGE * sizeof(*page));
     uint32_t after_topic = 0, name_id = 0;
@@ -572,6 +575,7 @@ int wsq__ctl_cmd_consumers(wsqctl_t *c, int argc, char **argv)
             json_object_set_new(o, "topic", json_string(tname));
             json_object_set_new(o, "topic_id", ju64(ci->topic_id));
             json_object_set_new(o, "name", json_string(ci->name));
+            json_object_set_new(o, "shared", json_boolean(ci->shared));
             json_object_set_new(o, "ack_floor", ju64(ci->ack_floor));
             json_object_set_new(o, "delivered_upto", ju64(ci->delivered_upto));
             json_object_set_new(o, "pending", ju64(ci->pending));
@@ -598,7 +602,9 @@ int wsq__ctl_cmd_consumers(wsqctl_t *c, int argc, char **argv)
             u64s(lag, sizeof(lag), ci->lag);
             u64s(md, sizeof(md), ci->max_delivered);
             wsq__ctl_age(now - ci->last_seen_ms, seen, sizeof(seen));
-            const char *row[] = {tname, ci->name, fl, dl, pe, lag, gp, md, seen};
+            const char *row[] = {
+                tname, ci->name, ci->shared ? "shared" : "exclusive", fl, dl, pe, lag, gp,
+                md,    seen};
             wsq__ctl_table_add(&t, row);
         }
         if (n < PAGE)
@@ -786,7 +792,7 @@ int wsq__ctl_cmd_export(wsqctl_t *c, int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
         if (!wsq_topic_valid(argv[i], strlen(argv[i])))
-            return bad_topic(c, argv[i]);
+            return wsq__ctl_bad_topic(c, argv[i]);
     wsq_store_t *s;
     int rc = wsq__ctl_open_ro(c, &s);
     if (rc != CTL_OK)
@@ -803,10 +809,10 @@ int wsq__ctl_cmd_export(wsqctl_t *c, int argc, char **argv)
     if (argc > 0) {
         /* every named topic must exist before the first line is written */
         for (int i = 0; i < argc; i++)
-            if ((rc = lookup(c, s, argv[i], &page[0])) != CTL_OK)
+            if ((rc = wsq__ctl_topic_lookup(c, s, argv[i], &page[0])) != CTL_OK)
                 goto done;
         for (int i = 0; i < argc && rc == CTL_OK; i++) {
-            if ((rc = lookup(c, s, argv[i], &page[0])) == CTL_OK) {
+            if ((rc = wsq__ctl_topic_lookup(c, s, argv[i], &page[0])) == CTL_OK) {
                 rc = export_topic(c, s, &page[0], &x);
                 topics++;
             }

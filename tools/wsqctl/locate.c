@@ -322,6 +322,11 @@ int wsq__ctl_target(wsqctl_t *c, ctl_need_t need, bool create, ctl_target_t *t)
                                  "admin: true",
                                  l.who.identity, c->url.base);
         return CTL_OK;
+    case CTL_NEED_HISTORY:
+        if (!l.broker)
+            return open_ro(c, &t->store);
+        t->store = wsq__ctl_broker_store(c, t); /* NULL: what only the store knows is unknown */
+        return CTL_OK;
     case CTL_NEED_OFFLINE: {
         char who[64], holder[400];
         long pid = l.broker ? l.who.pid : wsq__ctl_lock_holder(c->data_dir, who, sizeof(who));
@@ -343,6 +348,21 @@ int wsq__ctl_target(wsqctl_t *c, ctl_need_t need, bool create, ctl_target_t *t)
     }
     }
     return CTL_OK;
+}
+
+wsq_store_t *wsq__ctl_broker_store(wsqctl_t *c, const ctl_target_t *t)
+{
+    wsq_store_t *s = NULL;
+    if (t->via != CTL_VIA_BROKER || c->data_dir == NULL ||
+        wsq__ctl_lock_holder(c->data_dir, NULL, 0) != t->who.pid)
+        return NULL;
+    wsq_store_opts_t o;
+    wsq_store_opts_init(&o);
+    o.path = c->data_dir;
+    o.flags = WSQ_STORE_READONLY;
+    if (c->cfg)
+        o.max_readers = c->cfg->storage.max_readers;
+    return wsq_store_open(&o, &s, NULL) == WSQ_OK ? s : NULL;
 }
 
 void wsq__ctl_target_fini(ctl_target_t *t)

@@ -23,9 +23,12 @@ enum {
     O_WINDOW = 1u << 10,
     O_BINARY = 1u << 11,
     O_TIMEOUT = 1u << 12,
+    O_TO = 1u << 13,
+    O_MAX = 1u << 14,
 };
 
 typedef struct {
+    const char *group; /* the --help heading this command starts, or NULL */
     const char *name;
     int (*fn)(wsqctl_t *c, int argc, char **argv);
     unsigned opts;
@@ -35,36 +38,44 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
-    {"topics", wsq__ctl_cmd_topics, 0, 0, 0, "topics",
+    {"Inspect (read-only, short read transactions; safe while wsqd runs):", "topics",
+     wsq__ctl_cmd_topics, 0, 0, 0, "topics",
      "name, first and last seq, count, bytes, age of the oldest message"},
-    {"stats", wsq__ctl_cmd_stats, 0, 0, 0, "stats",
+    {NULL, "stats", wsq__ctl_cmd_stats, 0, 0, 0, "stats",
      "map used/max, pages, readers, format version, data-dir size"},
-    {"peek", wsq__ctl_cmd_peek, O_FROM | O_LIMIT | O_BASE64 | O_FULL, 1, 1,
+    {NULL, "peek", wsq__ctl_cmd_peek, O_FROM | O_LIMIT | O_BASE64 | O_FULL, 1, 1,
      "peek TOPIC [--from SEQ] [--limit K] [--base64] [--full]",
      "messages of TOPIC: seq, time, size, payload (default: the first 10)"},
-    {"consumers", wsq__ctl_cmd_consumers, 0, 0, 1, "consumers [TOPIC]",
+    {NULL, "consumers", wsq__ctl_cmd_consumers, 0, 0, 1, "consumers [TOPIC]",
      "ack floor, pending, lag, delivery counts, last seen"},
-    {"check", wsq__ctl_cmd_check, 0, 0, 0, "check",
+    {NULL, "check", wsq__ctl_cmd_check, 0, 0, 0, "check",
      "verify the store's invariants; exit 4 and list every violation"},
-    {"purge", wsq__ctl_cmd_purge, O_ALL | O_BEFORE | O_OLDER, 1, 1,
+    {NULL, "dlq", wsq__ctl_cmd_dlq, O_FROM | O_LIMIT, 1, 1, "dlq TOPIC [--from SEQ] [--limit N]",
+     "dead letters of TOPIC: origin, consumer, deliveries, reason, redriven"},
+    {"Mutate (through the broker; without one, on the local store, holding its\n"
+     "lock so that no wsqd can start meanwhile):",
+     "purge", wsq__ctl_cmd_purge, O_ALL | O_BEFORE | O_OLDER, 1, 1,
      "purge TOPIC (--all | --before SEQ | --older-than DUR)",
      "remove messages from the head of TOPIC (the next seq never changes)"},
-    {"delete-consumer", wsq__ctl_cmd_delete_consumer, 0, 2, 2, "delete-consumer TOPIC NAME",
+    {NULL, "delete-consumer", wsq__ctl_cmd_delete_consumer, 0, 2, 2, "delete-consumer TOPIC NAME",
      "delete a durable consumer (its live session is closed with 4014)"},
-    {"export", wsq__ctl_cmd_export, 0, 0, -1, "export [TOPIC...]",
-     "write messages as JSON Lines to stdout (all topics by default)"},
-    {"import", wsq__ctl_cmd_import, 0, 1, 1, "import FILE|-",
+    {"Backup (compact only while no wsqd runs on the store):", "export", wsq__ctl_cmd_export, 0, 0,
+     -1, "export [TOPIC...]", "write messages as JSON Lines to stdout (all topics by default)"},
+    {NULL, "import", wsq__ctl_cmd_import, 0, 1, 1, "import FILE|-",
      "append the messages of a JSON Lines file (they get new seqs)"},
-    {"compact", wsq__ctl_cmd_compact, 0, 1, 1, "compact DEST",
+    {NULL, "compact", wsq__ctl_cmd_compact, 0, 1, 1, "compact DEST",
      "write a compacted copy of the store into the new directory DEST"},
-    {"pub", wsq__ctl_cmd_pub, O_BINARY | O_TIMEOUT, 1, 2,
-     "pub TOPIC [MESSAGE|-] [--binary] [--timeout DUR]",
+    {"Client (wsq.v1 to the broker; needs one):", "pub", wsq__ctl_cmd_pub, O_BINARY | O_TIMEOUT, 1,
+     2, "pub TOPIC [MESSAGE|-] [--binary] [--timeout DUR]",
      "publish one message (- or none: stdin) and print its seq once committed"},
-    {"sub", wsq__ctl_cmd_sub,
+    {NULL, "sub", wsq__ctl_cmd_sub,
      O_CONSUMER | O_FROM | O_ACK | O_COUNT | O_WINDOW | O_BASE64 | O_TIMEOUT, 1, 1,
      "sub TOPIC [--consumer NAME] [--from POS] [--ack] [--count N] [--window N] [--base64] "
      "[--timeout DUR]",
      "print messages as they arrive, one per line"},
+    {NULL, "redrive", wsq__ctl_cmd_redrive, O_TO | O_MAX, 1, 1,
+     "redrive DLQ_TOPIC [--to TOPIC] [--max N]",
+     "publish dead letters back to their topic (or TOPIC), acknowledging each"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -77,18 +88,10 @@ static void usage(FILE *f)
                "http://127.0.0.1:8080) who it is. When a wsqd answers, wsqctl uses it:\n"
                "mutations go through its admin API, and reads open its store read-only (which\n"
                "must be on this machine). When none answers, wsqctl uses the local store\n"
-               "(--data, else storage.path of -c, else ./data). -v says which was used.\n"
-               "\n"
-               "Inspect (read-only, short read transactions; safe while wsqd runs):\n");
+               "(--data, else storage.path of -c, else ./data). -v says which was used.\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
-        if (i == 5)
-            fprintf(f,
-                    "\nMutate (through the broker; without one, on the local store, holding its\n"
-                    "lock so that no wsqd can start meanwhile):\n");
-        if (i == 7)
-            fprintf(f, "\nBackup (compact only while no wsqd runs on the store):\n");
-        if (i == 10)
-            fprintf(f, "\nClient (wsq.v1 to the broker; needs one):\n");
+        if (commands[i].group)
+            fprintf(f, "\n%s\n", commands[i].group);
         fprintf(f, "  %s\n      %s\n", commands[i].usage, commands[i].summary);
     }
     fprintf(f, "\n"
@@ -101,15 +104,17 @@ static void usage(FILE *f)
                "                      no --data or -c, it must answer\n"
                "      --token TOKEN   bearer token for the broker (default: $WSQ_TOKEN)\n"
                "      --insecure      do not verify the broker's TLS certificate\n"
-               "      --json          machine output: one JSON document per command\n"
+               "      --json          machine output: one JSON document per command (export,\n"
+               "                      sub and dlq: one per line)\n"
                "  -v, --verbose       say what wsqctl does (first: the broker or store it uses)\n"
                "  -h, --help          this help (wsqctl COMMAND --help: that command)\n"
                "  -V, --version       print versions\n"
                "\n"
                "Command options:\n"
-               "      --from POS      peek: first seq; sub: earliest, latest, resume, SEQ or\n"
-               "                      time:UNIX_MS\n"
-               "      --limit K       peek: at most K messages (default 10)\n"
+               "      --from POS      peek, dlq: first seq; sub: earliest, latest, resume, SEQ\n"
+               "                      or time:UNIX_MS\n"
+               "      --limit K       peek: at most K messages (default 10); dlq: at most K\n"
+               "                      dead letters (default 100)\n"
                "      --base64        peek, sub: binary payloads as base64 (default hex)\n"
                "      --full          peek: do not shorten long payloads in the table\n"
                "      --all | --before SEQ | --older-than DUR\n"
@@ -122,6 +127,9 @@ static void usage(FILE *f)
                "      --binary        pub: publish a binary message\n"
                "      --timeout DUR   pub: wait this long for the confirm (default 30s);\n"
                "                      sub: stop after DUR\n"
+               "      --to TOPIC      redrive: publish every dead letter to TOPIC (default: the\n"
+               "                      topic its wsq-dead-topic header names)\n"
+               "      --max N         redrive: at most N dead letters\n"
                "\n"
                "Exit status:\n"
                "  0  success\n"
@@ -132,8 +140,8 @@ static void usage(FILE *f)
                "  3  topic or consumer not found\n"
                "  4  check found violations; peek or export met corrupt messages (they\n"
                "     are named on stderr and left out; the rest was written)\n"
-               "  5  broker unreachable (pub, sub; a broker named by --url or -c that\n"
-               "     the command needs)\n"
+               "  5  broker unreachable (pub, sub, redrive; a broker named by --url or -c\n"
+               "     that the command needs)\n"
                "\n"
                "Environment: WSQ_TOKEN (default for --token), WSQ_URL (the broker when\n"
                "neither --url nor -c names one).\n"
@@ -206,6 +214,8 @@ int main(int argc, char **argv)
         OPT_WINDOW,
         OPT_BINARY,
         OPT_TIMEOUT,
+        OPT_TO,
+        OPT_MAX,
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, 'd'},
@@ -230,6 +240,8 @@ int main(int argc, char **argv)
         {"window", required_argument, NULL, OPT_WINDOW},
         {"binary", no_argument, NULL, OPT_BINARY},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"to", required_argument, NULL, OPT_TO},
+        {"max", required_argument, NULL, OPT_MAX},
         {NULL, 0, NULL, 0},
     };
     wsqctl_t ctl;
@@ -308,6 +320,12 @@ int main(int argc, char **argv)
         case OPT_TIMEOUT:
             c->timeout = optarg, given |= O_TIMEOUT;
             break;
+        case OPT_TO:
+            c->to = optarg, given |= O_TO;
+            break;
+        case OPT_MAX:
+            c->max = optarg, given |= O_MAX;
+            break;
         case ':':
             if (!bad_opt)
                 bad_opt = argv[optind - 1];
@@ -350,10 +368,10 @@ int main(int argc, char **argv)
         unsigned extra = given & ~cmd->opts;
         int nargs = argc - optind - 1;
         if (extra) {
-            static const char *names[] = {"--from",   "--limit",  "--base64",     "--full",
-                                          "--all",    "--before", "--older-than", "--consumer",
-                                          "--ack",    "--count",  "--window",     "--binary",
-                                          "--timeout"};
+            static const char *names[] = {"--from",    "--limit",  "--base64",     "--full",
+                                          "--all",     "--before", "--older-than", "--consumer",
+                                          "--ack",     "--count",  "--window",     "--binary",
+                                          "--timeout", "--to",     "--max"};
             unsigned bit = 0;
             while (!(extra & (1u << bit)))
                 bit++;
@@ -415,9 +433,14 @@ int main(int argc, char **argv)
      * holds everything else, and an export stays a file import takes) */
     if (rc != CTL_OK && rc != CTL_VIOLATIONS && c->fail_code == 0)
         wsq__ctl_fail(c, rc, "internal", "%s failed", c->cmd ? c->cmd : "wsqctl");
-    if (c->fail_code == CTL_VIOLATIONS && c->json && c->doc) {
-        /* check's report is its document; the violations are in it */
+    if (c->fail_code && c->json && c->doc) {
+        /* A command that failed after doing work keeps its document: check's report (the
+         * violations are in it), redrive's summary (with the error added). */
         fprintf(stderr, "wsqctl: %s\n", c->fail_msg);
+        if (c->fail_code != CTL_VIOLATIONS)
+            json_object_set_new(c->doc, "error",
+                                json_pack("{s:s,s:s,s:i}", "code", c->fail_name, "message",
+                                          c->fail_msg, "exit", c->fail_code));
         json_dumpf(c->doc, stdout, JSON_COMPACT);
         fputc('\n', stdout);
         rc = c->fail_code;

@@ -39,14 +39,6 @@ static bool consumer_valid(const char *s)
     return true;
 }
 
-static int bad_topic(wsqctl_t *c, const char *t)
-{
-    return wsq__ctl_fail(c, CTL_USAGE, "bad_topic",
-                         "'%s' is not a topic name: 1-255 bytes of [A-Za-z0-9._/-], segments "
-                         "separated by '.' or '/', none empty",
-                         t);
-}
-
 /* Explains a not_found: the topic or the consumer. Reads the store when it is here: the local
  * one, or the broker's when its lock is held by the broker's pid (it may be on another machine). */
 static int not_found(wsqctl_t *c, ctl_target_t *t, const char *topic, const char *consumer)
@@ -54,13 +46,8 @@ static int not_found(wsqctl_t *c, ctl_target_t *t, const char *topic, const char
     bool topic_exists = true;
     wsq_store_t *s = t->store;
     bool opened = false;
-    if (s == NULL && c->data_dir && wsq__ctl_lock_holder(c->data_dir, NULL, 0) == t->who.pid) {
-        wsq_store_opts_t o;
-        wsq_store_opts_init(&o);
-        o.path = c->data_dir;
-        o.flags = WSQ_STORE_READONLY;
-        opened = wsq_store_open(&o, &s, NULL) == WSQ_OK;
-    }
+    if (s == NULL)
+        opened = (s = wsq__ctl_broker_store(c, t)) != NULL;
     if (s) {
         wsq_topic_info_t ti;
         topic_exists = wsq_store_topic_lookup(s, topic, strlen(topic), &ti) != WSQ_ERR_NOTFOUND;
@@ -83,7 +70,7 @@ int wsq__ctl_cmd_purge(wsqctl_t *c, int argc, char **argv)
     (void)argc;
     const char *topic = argv[0];
     if (!wsq_topic_valid(topic, strlen(topic)))
-        return bad_topic(c, topic);
+        return wsq__ctl_bad_topic(c, topic);
     int modes = (c->all ? 1 : 0) + (c->before ? 1 : 0) + (c->older_than ? 1 : 0);
     if (modes != 1)
         return wsq__ctl_fail(c, CTL_USAGE, "usage",
@@ -184,7 +171,7 @@ int wsq__ctl_cmd_delete_consumer(wsqctl_t *c, int argc, char **argv)
     (void)argc;
     const char *topic = argv[0], *name = argv[1];
     if (!wsq_topic_valid(topic, strlen(topic)))
-        return bad_topic(c, topic);
+        return wsq__ctl_bad_topic(c, topic);
     if (!consumer_valid(name))
         return wsq__ctl_fail(c, CTL_USAGE, "usage",
                              "'%s' is not a consumer name: 1-128 bytes of [A-Za-z0-9._-]", name);

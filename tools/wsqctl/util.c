@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "ctl.h"
+#include "wsq/topic.h"
 
 int wsq__ctl_fail(wsqctl_t *c, int exit, const char *name, const char *fmt, ...)
 {
@@ -135,6 +136,27 @@ bool wsq__ctl_parse_u64(const char *s, uint64_t *out)
         return false;
     *out = v;
     return true;
+}
+
+int wsq__ctl_list_args(wsqctl_t *c, const char *topic, uint64_t *from, uint64_t *limit)
+{
+    if (!wsq_topic_valid(topic, strlen(topic)))
+        return wsq__ctl_bad_topic(c, topic);
+    if (c->from && (!wsq__ctl_parse_u64(c->from, from) || *from == 0))
+        return wsq__ctl_fail(c, CTL_USAGE, "usage", "--from must be a seq (1 or more), not '%s'",
+                             c->from);
+    if (c->limit && (!wsq__ctl_parse_u64(c->limit, limit) || *limit == 0 || *limit > 1000000))
+        return wsq__ctl_fail(c, CTL_USAGE, "usage", "--limit must be 1..1000000, not '%s'",
+                             c->limit);
+    return CTL_OK;
+}
+
+int wsq__ctl_bad_topic(wsqctl_t *c, const char *name)
+{
+    return wsq__ctl_fail(c, CTL_USAGE, "bad_topic",
+                         "'%s' is not a topic name: 1-255 bytes of [A-Za-z0-9._/-], segments "
+                         "separated by '.' or '/', none empty",
+                         name);
 }
 
 /* ---- tables ---- */

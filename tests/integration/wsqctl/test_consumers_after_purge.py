@@ -31,9 +31,9 @@ class ConsumersAfterPurge(c.CtlTestCase):
     def row(self):
         out, _ = self.ctl_ok("-c", self.wsqd.conf, "consumers", "cp.t")
         head, row = out.splitlines()
-        self.assertEqual(head.split(), ["TOPIC", "CONSUMER", "ACK-FLOOR", "DELIVERED", "PENDING",
-                                        "LAG", "GAP", "MAX-DELIV", "LAST-SEEN"])
-        return row.split()[:8]
+        self.assertEqual(head.split(), ["TOPIC", "CONSUMER", "MODE", "ACK-FLOOR", "DELIVERED",
+                                        "PENDING", "LAG", "GAP", "MAX-DELIV", "LAST-SEEN"])
+        return row.split()[:9]
 
     def test_pending_lag_and_gap_after_purges(self):
         d = self.wsqd
@@ -57,7 +57,7 @@ class ConsumersAfterPurge(c.CtlTestCase):
         self.assertEqual((c["ack_floor"], c["delivered_upto"], c["pending"], c["lag"]),
                          (1, 4, 2, 3))
         self.assertEqual(c.get("gap"), {"from": 2, "to": 2, "reason": "purge"})
-        self.assertEqual(self.row(), ["cp.t", "c", "1", "4", "2", "3", "2-2", "1"])
+        self.assertEqual(self.row(), ["cp.t", "c", "exclusive", "1", "4", "2", "3", "2-2", "1"])
 
         # purge --all: nothing pending, nothing to catch up on; a gap of 2-5 when it resumes
         res = self.ctl_json(*C, "purge", "cp.t", "--all")
@@ -65,7 +65,7 @@ class ConsumersAfterPurge(c.CtlTestCase):
         c = self.consumer()
         self.assertEqual((c["pending"], c["lag"], c["max_deliveries"]), (0, 0, 0))
         self.assertEqual(c.get("gap"), {"from": 2, "to": 5, "reason": "purge"})
-        self.assertEqual(self.row(), ["cp.t", "c", "1", "4", "0", "0", "2-5", "0"])
+        self.assertEqual(self.row(), ["cp.t", "c", "exclusive", "1", "4", "0", "0", "2-5", "0"])
         # the same from the store directly, and check has nothing to say about it
         c2 = self.ctl_json("--data", d.data, "consumers")["consumers"][0]
         self.assertEqual((c2["pending"], c2["lag"], c2.get("gap")), (0, 0, c.get("gap")))
@@ -95,7 +95,7 @@ class ConsumersAfterPurge(c.CtlTestCase):
         c = self.consumer(ack_floor=6)
         self.assertEqual((c["pending"], c["lag"], c.get("gap")), (0, 0, None))
         row = self.row()
-        self.assertEqual(row, ["cp.t", "c", "6", "6", "0", "0", "-", "0"])
+        self.assertEqual(row, ["cp.t", "c", "exclusive", "6", "6", "0", "0", "-", "0"])
         ws.close()
 
 

@@ -145,9 +145,10 @@ class Inspect(c.CtlTestCase):
         out, _ = self.ctl_ok("-c", conf, "consumers", "ins.text")
         lines = columns_aligned(self, out, {"ACK-FLOOR", "DELIVERED", "PENDING", "LAG", "GAP",
                                             "MAX-DELIV", "LAST-SEEN"})
-        self.assertEqual(lines[0].split(), ["TOPIC", "CONSUMER", "ACK-FLOOR", "DELIVERED",
+        self.assertEqual(lines[0].split(), ["TOPIC", "CONSUMER", "MODE", "ACK-FLOOR", "DELIVERED",
                                             "PENDING", "LAG", "GAP", "MAX-DELIV", "LAST-SEEN"])
-        self.assertRegex(lines[1], r"^ins\.text\s+c1\s+3\s+5\s+2\s+2\s+-\s+\d+\s+\d+s$")
+        self.assertRegex(lines[1],
+                         r"^ins\.text\s+c1\s+exclusive\s+3\s+5\s+2\s+2\s+-\s+\d+\s+\d+s$")
 
         # -- check, live
         ck = self.ctl_json("-c", conf, "check")
