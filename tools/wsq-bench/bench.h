@@ -81,6 +81,7 @@ typedef struct {
     int consumers; /* drain */
     int ack_every;
     bool resume; /* drain: create the consumers before the preload, resume them after */
+    bool shared; /* drain: the consumers are the members of ONE shared consumer (a work queue) */
     double rate; /* fanout, latency: publishes per second */
     int subs;    /* fanout, latency */
     enum flavor sub_mode, pub_mode;
@@ -146,6 +147,7 @@ typedef struct conn {
     bool ready, counted, close_sent, confirms, durable, check_order, want_out, sub_pending;
     bool resume_unsub; /* drain --resume: the setup subscription is followed by unsub */
     bool drained;
+    bool shared;     /* a member of a shared consumer: acks each seq, its seqs have holes */
     uint32_t evmask; /* events registered with epoll */
     unsigned char mask[4];
     uint64_t mask64;
@@ -185,6 +187,10 @@ typedef struct conn {
     uint64_t received;
     bool have_seq, have_ctr;
     uint64_t first_ns, last_ns, sub_sent_ns;
+    /* shared member: every seq delivered, in arrival order (main.c checks them across the
+     * members after the run); seqs[0, nacked) have been acked */
+    uint64_t *seqs;
+    size_t nseqs, seqcap, nacked;
 } conn_t;
 
 /* ------------------------------------------------------------------------------------------- */
@@ -237,6 +243,8 @@ typedef struct driver {
     bool (*unsubscribe)(conn_t *c);
     /* Cumulative acknowledgement of everything up to seq (durable subscriptions). */
     bool (*ack)(conn_t *c, uint64_t upto);
+    /* Acknowledgement of one message (a shared consumer's member). NULL: not supported. */
+    bool (*ack_seq)(conn_t *c, uint64_t seq);
     void (*release)(conn_t *c);
 } driver_t;
 
@@ -282,6 +290,10 @@ typedef struct {
     conn_t *conns;
     _Atomic uint64_t final_ctr; /* fanout/latency: the last payload counter published */
     _Atomic int final_known;
+    /* drain --shared: the backlog [lo, hi) the members' "subscribed" replies announce (the
+     * lowest start_seq, the highest next_seq), and how many members have replied */
+    _Atomic uint64_t shared_lo, shared_hi;
+    _Atomic int shared_subscribed;
     char run_id[32];
 } global_t;
 

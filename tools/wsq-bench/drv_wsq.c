@@ -108,9 +108,9 @@ static bool wsq_subscribe(conn_t *c, bool resume)
     int n;
     if (c->consumer[0])
         n = snprintf(b, sizeof(b),
-                     "{\"op\":\"sub\",\"topic\":\"%s\",\"consumer\":\"%s\",\"from\":\"%s\","
+                     "{\"op\":\"sub\",\"topic\":\"%s\",\"consumer\":\"%s\",%s\"from\":\"%s\","
                      "\"window\":%d,\"ref\":\"s\"}",
-                     c->topic, c->consumer, from, g.o.window);
+                     c->topic, c->consumer, c->shared ? "\"shared\":true," : "", from, g.o.window);
     else
         n = snprintf(
             b, sizeof(b),
@@ -130,14 +130,13 @@ static bool wsq_unsubscribe(conn_t *c)
     return n > 0 && (size_t)n < sizeof(b) && send_text(c, b, (size_t)n);
 }
 
-static bool wsq_ack(conn_t *c, uint64_t upto)
+/* {"op":"ack","topic":"T<mid>N}: mid is ","upto": or ","seq": */
+static bool ack_frame(conn_t *c, const char *mid, size_t mid_len, uint64_t v)
 {
-    /* {"op":"ack","topic":"T","upto":N} */
     static const char a[] = "{\"op\":\"ack\",\"topic\":\"";
-    static const char b[] = "\",\"upto\":";
     char digits[20];
-    size_t dl = u64_dec(digits, upto);
-    size_t n = sizeof(a) - 1 + c->topic_len + sizeof(b) - 1 + dl + 1;
+    size_t dl = u64_dec(digits, v);
+    size_t n = sizeof(a) - 1 + c->topic_len + mid_len + dl + 1;
     uint8_t *p = ws_frame_begin(c, 1, n), *q = p;
     if (p == NULL)
         return false;
@@ -145,13 +144,26 @@ static bool wsq_ack(conn_t *c, uint64_t upto)
     q += sizeof(a) - 1;
     memcpy(q, c->topic, c->topic_len);
     q += c->topic_len;
-    memcpy(q, b, sizeof(b) - 1);
-    q += sizeof(b) - 1;
+    memcpy(q, mid, mid_len);
+    q += mid_len;
     memcpy(q, digits, dl);
     q += dl;
     *q = '}';
     ws_frame_end(c, p, n);
     return true;
+}
+
+static bool wsq_ack(conn_t *c, uint64_t upto)
+{
+    static const char m[] = "\",\"upto\":";
+    return ack_frame(c, m, sizeof(m) - 1, upto);
+}
+
+/* A shared consumer refuses "upto" (its members complete out of order): one ack per message. */
+static bool wsq_ack_seq(conn_t *c, uint64_t seq)
+{
+    static const char m[] = "\",\"seq\":";
+    return ack_frame(c, m, sizeof(m) - 1, seq);
 }
 
 static void wsq_on_open(conn_t *c)
@@ -293,6 +305,7 @@ const driver_t drv_wsq = {
     .subscribe = wsq_subscribe,
     .unsubscribe = wsq_unsubscribe,
     .ack = wsq_ack,
+    .ack_seq = wsq_ack_seq,
     .release = wsq_release,
 };
 

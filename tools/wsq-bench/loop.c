@@ -50,6 +50,22 @@ size_t u64_dec(char *dst, uint64_t v)
     return n;
 }
 
+/* A buffer p of *cap elements of elem bytes, grown by doubling (from first) to hold need. Returns
+ * p itself when it is big enough, else the grown buffer (p is gone) with *cap updated, or NULL
+ * when memory ran out (p and *cap unchanged). Not per message: buffers only grow. */
+static void *grow(void *p, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap)
+        return p;
+    size_t nc = *cap ? *cap : first;
+    while (nc < need)
+        nc *= 2;
+    void *np = realloc(p, nc * elem);
+    if (np != NULL)
+        *cap = nc;
+    return np;
+}
+
 /* ------------------------------------------------------------------------------------------- */
 /* Payloads                                                                                     */
 
@@ -605,6 +621,13 @@ static void rate_tick(thr_t *t)
 
 static void sub_after_read(conn_t *c)
 {
+    if (c->shared) { /* one ack per message; what finds no room goes out on the next call */
+        while (c->nacked < c->nseqs && c->drv->ack_seq(c, c->seqs[c->nacked])) {
+            c->nacked++;
+            ST_ADD(c->t, acks, 1);
+        }
+        return;
+    }
     if (c->durable && c->flavor == FL_V1 && c->have_seq && c->last_seq > c->acked &&
         (c->last_seq - c->acked >= (uint64_t)g.o.ack_every || c->drained)) {
         if (c->drv->ack(c, c->last_seq)) {
@@ -636,8 +659,9 @@ static void on_open(conn_t *c)
 
 static void check_drained(conn_t *c)
 {
-    if (g.o.scenario != SC_DRAIN || c->role != R_SUB || c->drained || c->t->phase < PH_MEASURE)
-        return;
+    if (g.o.scenario != SC_DRAIN || c->role != R_SUB || c->drained || c->shared ||
+        c->t->phase < PH_MEASURE)
+        return; /* (a shared consumer is drained as a whole: main.c's drain_done) */
     bool done;
     if (c->end_seq > 0)
         done = c->end_seq <= c->start_seq || (c->have_seq && c->last_seq >= c->end_seq - 1);
@@ -647,6 +671,14 @@ static void check_drained(conn_t *c)
         c->drained = true;
         ST_ADD(c->t, drained, 1);
     }
+}
+
+/* *a = min(*a, v) (min) or max(*a, v); any thread. */
+static void atomic_bound(_Atomic uint64_t *a, uint64_t v, bool min)
+{
+    uint64_t cur = atomic_load(a);
+    while ((min ? v < cur : v > cur) && !atomic_compare_exchange_weak(a, &cur, v))
+        ;
 }
 
 void ev_ready(conn_t *c, uint64_t start_seq, uint64_t end_seq)
@@ -663,6 +695,11 @@ void ev_ready(conn_t *c, uint64_t start_seq, uint64_t end_seq)
             c->last_seq = start_seq - 1;
             c->acked = c->last_seq;
             c->have_seq = g.o.scenario == SC_DRAIN;
+        }
+        if (c->shared) {
+            atomic_bound(&g.shared_lo, start_seq, true);
+            atomic_bound(&g.shared_hi, end_seq, false);
+            atomic_fetch_add(&g.shared_subscribed, 1);
         }
     }
     mark_ready(c);
@@ -724,6 +761,30 @@ void ev_gap(conn_t *c, uint64_t from, uint64_t to)
         c->last_seq = to;
 }
 
+/* A shared consumer's member: the members share out the backlog, so its own seqs have holes but
+ * still increase (nothing is redelivered while no member leaves and acks come in time). Every
+ * seq is logged, for its ack and for main.c's check that the members got each one once. */
+static void member_delivery(conn_t *c, uint64_t seq)
+{
+    thr_t *t = c->t;
+    if (c->have_seq && seq <= c->last_seq) {
+        ST_ADD(t, order_errors, 1);
+        note(t, "conn %u: member got seq %llu after %llu", c->idx, (unsigned long long)seq,
+             (unsigned long long)c->last_seq);
+    } else {
+        c->last_seq = seq;
+        c->have_seq = true;
+    }
+    uint64_t *ns = grow(c->seqs, &c->seqcap, c->nseqs + 1, sizeof(*ns), 1024);
+    if (ns == NULL) {
+        ev_proto_error(c, "out of memory logging seqs");
+        conn_finish(c);
+        return;
+    }
+    c->seqs = ns;
+    c->seqs[c->nseqs++] = seq;
+}
+
 void ev_delivery(conn_t *c, uint64_t seq, const uint8_t *p, size_t len)
 {
     thr_t *t = c->t;
@@ -743,7 +804,9 @@ void ev_delivery(conn_t *c, uint64_t seq, const uint8_t *p, size_t len)
     bool stamped = payload_read(p, len, &ts, &ctr);
     if (stamped && measuring(t) && g.o.scenario != SC_DRAIN)
         hist_add(&t->dlat, t->now > ts ? t->now - ts : 0);
-    if (seq > 0) {
+    if (seq > 0 && c->shared) {
+        member_delivery(c, seq);
+    } else if (seq > 0) {
         if (c->have_seq && seq <= c->last_seq) {
             ST_ADD(t, dups, 1);
         } else {
@@ -784,19 +847,13 @@ void ev_delivery(conn_t *c, uint64_t seq, const uint8_t *p, size_t len)
 
 static void frag_append(conn_t *c, const uint8_t *p, size_t n)
 {
-    if (c->flen + n > c->fcap) {
-        size_t nc = c->fcap ? c->fcap : 4096;
-        while (nc < c->flen + n)
-            nc *= 2;
-        uint8_t *nb = realloc(c->frag, nc);
-        if (nb == NULL) {
-            ev_proto_error(c, "out of memory reassembling a message");
-            conn_finish(c);
-            return;
-        }
-        c->frag = nb;
-        c->fcap = nc;
+    uint8_t *nb = grow(c->frag, &c->fcap, c->flen + n, 1, 4096);
+    if (nb == NULL) {
+        ev_proto_error(c, "out of memory reassembling a message");
+        conn_finish(c);
+        return;
     }
+    c->frag = nb;
     memcpy(c->frag + c->flen, p, n);
     c->flen += n;
 }
@@ -904,19 +961,13 @@ static size_t ws_consume(conn_t *c, const uint8_t *buf, size_t len)
 static void conn_read(thr_t *t, conn_t *c)
 {
     size_t have = c->rlen;
-    if (t->rcap < have + 65536) {
-        size_t nc = t->rcap;
-        while (nc < have + 65536)
-            nc *= 2;
-        uint8_t *nb = realloc(t->rbuf, nc);
-        if (nb == NULL) {
-            ev_proto_error(c, "out of memory");
-            conn_finish(c);
-            return;
-        }
-        t->rbuf = nb;
-        t->rcap = nc;
+    uint8_t *rbuf = grow(t->rbuf, &t->rcap, have + 65536, 1, READ_BUF);
+    if (rbuf == NULL) {
+        ev_proto_error(c, "out of memory");
+        conn_finish(c);
+        return;
     }
+    t->rbuf = rbuf;
     if (have)
         memcpy(t->rbuf, c->rb, have);
     ssize_t n = recv(c->fd, t->rbuf + have, t->rcap - have, MSG_DONTWAIT);
@@ -948,19 +999,13 @@ static void conn_read(thr_t *t, conn_t *c)
 keep:
     if (off < len) {
         size_t rest = len - off;
-        if (c->rcap < rest) {
-            size_t nc = c->rcap ? c->rcap : 256;
-            while (nc < rest)
-                nc *= 2;
-            uint8_t *nb = realloc(c->rb, nc);
-            if (nb == NULL) {
-                ev_proto_error(c, "out of memory");
-                conn_finish(c);
-                return;
-            }
-            c->rb = nb;
-            c->rcap = nc;
+        uint8_t *rb = grow(c->rb, &c->rcap, rest, 1, 256);
+        if (rb == NULL) {
+            ev_proto_error(c, "out of memory");
+            conn_finish(c);
+            return;
         }
+        c->rb = rb;
         memcpy(c->rb, t->rbuf + off, rest);
         c->rlen = rest;
     }
@@ -1108,9 +1153,13 @@ static void *thr_main(void *arg)
                 conn_read(t, c);
             if (c->state == CS_DONE)
                 continue;
-            if (e & EPOLLOUT) {
-                if (conn_flush(c) == 0 && c->role == R_PUB)
+            if (e & EPOLLOUT && conn_flush(c) == 0) {
+                if (c->role == R_PUB) {
                     pub_fill(c);
+                } else if (c->shared) { /* the acks that found the send buffer full */
+                    sub_after_read(c);
+                    conn_flush(c);
+                }
             }
         }
     }
@@ -1139,6 +1188,10 @@ static int conn_init(conn_t *c)
         break;
     case R_SUB:
         cap = SUB_WBUF;
+        if (c->shared) { /* a read may bring a whole window, each message acked on its own */
+            size_t acks = (size_t)g.o.window * (frame_hdr_len(64) + 64 + c->topic_len);
+            cap = cap > acks ? cap : acks;
+        }
         break;
     default:
         cap = IDLE_WBUF;
@@ -1159,6 +1212,12 @@ static int conn_init(conn_t *c)
         c->mask[0] = 0x5a;
     memcpy(&c->mask64, c->mask, 4);
     memcpy((uint8_t *)&c->mask64 + 4, c->mask, 4);
+    if (c->shared) { /* room for an even share of the backlog, and some; it grows if need be */
+        c->seqcap = (size_t)(g.o.preload / g.o.consumers) * 5 / 4 + (size_t)g.o.window;
+        c->seqs = malloc(c->seqcap * sizeof(uint64_t));
+        if (c->seqs == NULL)
+            return -1;
+    }
     if (c->role == R_PUB || c->role == R_RATE) {
         uint64_t n = c->role == R_RATE ? RATE_RING : 1;
         while (n < c->window + 1u)

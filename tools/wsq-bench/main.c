@@ -7,6 +7,7 @@
 #include <math.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,8 @@ static void usage(FILE *f)
         "            msgs/s and publish->confirm latency (--mode raw: no confirms; sent msgs/s,\n"
         "            and with --verify the delivered msgs/s and publish->deliver latency)\n"
         "  drain     preload K messages, then C durable consumers drain them from earliest,\n"
-        "            acking cumulatively; drained msgs/s, count and order checked\n"
+        "            acking cumulatively; drained msgs/s, count and order checked (--shared:\n"
+        "            C members of one work queue; each message delivered once, to one member)\n"
         "  fanout    one publisher at a fixed rate, M subscribers on its topic; deliveries/s\n"
         "            and publish->deliver latency\n"
         "  latency   fixed rate, one publisher, one subscriber; publish->deliver latency\n"
@@ -75,6 +77,13 @@ static void usage(FILE *f)
         "  --ack-every N         drain: cumulative ack after N messages (window/4)\n"
         "  --resume              drain: create the consumers before the preload, so the\n"
         "                        drain resumes existing consumers (wsq.v1 only)\n"
+        "  --shared              drain, wsq driver, wsq.v1: the C consumers are members of ONE\n"
+        "                        shared consumer and ack every message by seq (a shared\n"
+        "                        consumer refuses cumulative acks, so --ack-every > 1 is an\n"
+        "                        error); checks that across the members each preloaded message\n"
+        "                        came exactly once and each member's seqs increase; reports\n"
+        "                        the per-member counts (with --resume: the consumer exists\n"
+        "                        before the preload, and C fresh members join its backlog)\n"
         "  --rate R              fanout, latency: publishes per second (1000; latency 10000)\n"
         "  --burst B             token bucket depth in messages (rate/10, at least 1)\n"
         "  --subs M              fanout, latency: subscribers (1000; latency 1)\n"
@@ -194,8 +203,30 @@ enum {
     O_JSON,
     O_QUIET,
     O_HELP,
-    O_PUB_TOKEN
+    O_PUB_TOKEN,
+    O_SHARED
 };
+
+/* --shared is a drain of one wsq shared consumer, acked message by message. */
+static int shared_usage(opts_t *o)
+{
+    const char *why = NULL;
+    if (o->scenario != SC_DRAIN)
+        why = "--shared applies to drain only";
+    else if (strcmp(o->driver, "wsq") != 0)
+        why = "--shared is implemented for --driver wsq only";
+    else if (o->sub_mode != FL_V1)
+        why = "--shared needs --sub-mode wsq (members ack each message by seq)";
+    else if (o->ack_every > 1)
+        why = "--shared acks every message by seq (a shared consumer refuses cumulative acks): "
+              "drop --ack-every";
+    if (why) {
+        fprintf(stderr, "wsq-bench: %s\n", why);
+        return -1;
+    }
+    o->ack_every = 1;
+    return 0;
+}
 
 static int parse_opts(int argc, char **argv, opts_t *o, bool *selftest)
 {
@@ -280,6 +311,7 @@ static int parse_opts(int argc, char **argv, opts_t *o, bool *selftest)
         {"quiet", 0, 0, O_QUIET},
         {"help", 0, 0, O_HELP},
         {"pub-token", 1, 0, O_PUB_TOKEN},
+        {"shared", 0, 0, O_SHARED},
         {0, 0, 0, 0},
     };
     optind = 2;
@@ -345,6 +377,9 @@ static int parse_opts(int argc, char **argv, opts_t *o, bool *selftest)
         case O_RESUME:
             o->resume = true;
             break;
+        case O_SHARED:
+            o->shared = true;
+            break;
         case O_RATE:
             ok = num(optarg, 0.001, 1e8, &o->rate);
             break;
@@ -394,6 +429,8 @@ static int parse_opts(int argc, char **argv, opts_t *o, bool *selftest)
         fprintf(stderr, "wsq-bench: unexpected argument \"%s\"\n", argv[optind]);
         return -1;
     }
+    if (o->shared && shared_usage(o) < 0)
+        return -1;
     if (o->ack_every == 0)
         o->ack_every = o->window / 4 > 0 ? o->window / 4 : 1;
     if (o->burst == 0)
@@ -508,10 +545,15 @@ static int plan(void)
                 if (q == 0)
                     c->role = R_IDLE;
             }
+        atomic_store(&g.shared_lo, UINT64_MAX);
         for (int i = 0; i < o->consumers; i++) {
             conn_t *c = add_conn(&n, R_SUB, o->sub_mode, o->topic);
             c->ridx = (uint32_t)i;
-            snprintf(c->consumer, sizeof(c->consumer), "wsqb-%s-%d", g.run_id, i);
+            if (o->shared)
+                snprintf(c->consumer, sizeof(c->consumer), "wsqb-%s-shared", g.run_id);
+            else
+                snprintf(c->consumer, sizeof(c->consumer), "wsqb-%s-%d", g.run_id, i);
+            c->shared = o->shared;
             c->durable = true;
             c->check_order = true;
             c->sub_pending = true;
@@ -648,6 +690,13 @@ static uint64_t errors_now(void)
            SUM(order_errors) + SUM(gaps);
 }
 
+/* A shared consumer's backlog, once every member has announced its start: hi - lo. */
+static uint64_t shared_backlog(void)
+{
+    uint64_t lo = atomic_load(&g.shared_lo), hi = atomic_load(&g.shared_hi);
+    return hi > lo ? hi - lo : 0;
+}
+
 /* ------------------------------------------------------------------------------------------- */
 /* Phases and progress                                                                            */
 
@@ -684,7 +733,10 @@ static void progress(bool force)
             fprintf(stderr, "  delivered %.0f/s", (double)(s.delivered - prog_last.delivered) / dt);
         if (s.echoed > prog_last.echoed)
             fprintf(stderr, "  echoed %.0f/s", (double)(s.echoed - prog_last.echoed) / dt);
-        if (g.o.scenario == SC_DRAIN && ph >= PH_MEASURE)
+        if (g.o.scenario == SC_DRAIN && ph >= PH_MEASURE && g.o.shared)
+            fprintf(stderr, "  drained %llu/%llu msgs", (unsigned long long)SUM(delivered),
+                    (unsigned long long)shared_backlog());
+        else if (g.o.scenario == SC_DRAIN && ph >= PH_MEASURE)
             fprintf(stderr, "  drained %llu/%d", (unsigned long long)SUM(drained), g.o.consumers);
         if (s.broker_ticks >= 0 && prog_last.broker_ticks >= 0)
             fprintf(stderr, "  broker cpu %.0f%%",
@@ -739,7 +791,12 @@ static bool preload_done(void)
 static bool drain_done(void)
 {
     /* done, or a connection was lost (the drain cannot complete then) */
-    return SUM(drained) >= (uint64_t)g.o.consumers || SUM(closed) > 0;
+    if (SUM(closed) > 0)
+        return true;
+    if (g.o.shared) /* the total over the members; main() checks each came once */
+        return atomic_load(&g.shared_subscribed) >= g.o.consumers &&
+               SUM(delivered) >= shared_backlog();
+    return SUM(drained) >= (uint64_t)g.o.consumers;
 }
 
 static bool stop_done(void)
@@ -865,6 +922,15 @@ static int selftest(void)
         f.op != WSQ_OP_ACK || !f.has_upto || f.upto != 987654321 || f.has_seq)
         rc = selftest_fail("ack fields");
     wsq_frame_clear(&f);
+    /* ack of one seq (shared consumers) */
+    if (!drv_wsq.ack_seq(&c, 1234567890123))
+        return selftest_fail("ack seq");
+    n = take_frame(&c, buf, sizeof(buf));
+    if (n == (size_t)-1 || wsq_proto_decode(buf, n, 1 << 20, &f, &pe) != WSQ_OK ||
+        f.op != WSQ_OP_ACK || !f.has_seq || f.seq != 1234567890123 || f.has_upto ||
+        strcmp(f.topic, "self.test") != 0)
+        rc = selftest_fail("ack seq fields");
+    wsq_frame_clear(&f);
     /* sub, durable */
     snprintf(c.consumer, sizeof(c.consumer), "wsqb-x-1");
     g.o.scenario = SC_DRAIN;
@@ -873,8 +939,18 @@ static int selftest(void)
     n = take_frame(&c, buf, sizeof(buf));
     if (n == (size_t)-1 || wsq_proto_decode(buf, n, 1 << 20, &f, &pe) != WSQ_OK ||
         f.op != WSQ_OP_SUB || strcmp(f.consumer, "wsqb-x-1") != 0 || f.window != 77 ||
-        f.from != WSQ_FROM_EARLIEST)
+        f.from != WSQ_FROM_EARLIEST || f.shared)
         rc = selftest_fail("sub fields");
+    wsq_frame_clear(&f);
+    /* sub, a shared consumer's member */
+    c.shared = true;
+    if (!drv_wsq.subscribe(&c, true))
+        return selftest_fail("shared sub");
+    n = take_frame(&c, buf, sizeof(buf));
+    if (n == (size_t)-1 || wsq_proto_decode(buf, n, 1 << 20, &f, &pe) != WSQ_OK ||
+        f.op != WSQ_OP_SUB || strcmp(f.consumer, "wsqb-x-1") != 0 || !f.shared ||
+        f.from != WSQ_FROM_RESUME)
+        rc = selftest_fail("shared sub fields");
     wsq_frame_clear(&f);
     /* server frames through the scanner */
     wsq_buf_t b;
@@ -971,8 +1047,73 @@ static const char *fl_name(enum flavor f)
 
 static uint64_t total_errors(const result_t *r)
 {
+    /* a duplicate is an error where nothing may be redelivered: a shared drain, no one killed */
     return r->err_frames + r->unexpected_closes + r->proto_errors + r->failed + r->order_errors +
-           r->gaps + r->missing + (r->incomplete ? 1 : 0);
+           r->gaps + r->missing + (g.o.shared ? r->dups : 0) + (r->incomplete ? 1 : 0);
+}
+
+static void first_err(result_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void first_err(result_t *r, const char *fmt, ...)
+{
+    if (r->first_err[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->first_err, sizeof(r->first_err), fmt, ap);
+    va_end(ap);
+}
+
+/* drain --shared: every seq of the backlog [lo, hi) reached exactly one member, once. Counts
+ * duplicates, missing seqs, and seqs outside the backlog (protocol errors). */
+static void shared_check(result_t *r)
+{
+    uint64_t lo = atomic_load(&g.shared_lo), n = shared_backlog();
+    r->expected = n;
+    uint8_t *seen = calloc(n / 8 + 1, 1);
+    if (seen == NULL) {
+        r->proto_errors++;
+        first_err(r, "no memory to check %llu seqs", (unsigned long long)n);
+        return;
+    }
+    uint64_t distinct = 0;
+    for (size_t i = 0; i < g.nconns; i++) {
+        const conn_t *c = &g.conns[i];
+        for (size_t k = 0; c->shared && k < c->nseqs; k++) {
+            uint64_t s = c->seqs[k], b = s - lo;
+            if (s < lo || b >= n) {
+                r->proto_errors++;
+                first_err(r, "member %u got seq %llu, outside the backlog %llu-%llu", c->ridx,
+                          (unsigned long long)s, (unsigned long long)lo,
+                          (unsigned long long)(lo + n - 1));
+            } else if (seen[b / 8] & 1u << (b % 8)) {
+                r->dups++;
+                first_err(r, "seq %llu delivered twice (member %u)", (unsigned long long)s,
+                          c->ridx);
+            } else {
+                seen[b / 8] |= (uint8_t)(1u << (b % 8));
+                distinct++;
+            }
+        }
+    }
+    free(seen);
+    r->missing = n - distinct;
+    if (r->missing)
+        first_err(r, "%llu of %llu seqs reached no member", (unsigned long long)r->missing,
+                  (unsigned long long)n);
+    r->drained = r->missing == 0 ? (uint64_t)g.o.consumers : 0;
+}
+
+/* drain --shared: how many messages each member received, in member order. */
+static void print_members(FILE *f, const char *pre, const char *sep, const char *post)
+{
+    fputs(pre, f);
+    const char *s = "";
+    for (size_t i = 0; i < g.nconns; i++)
+        if (g.conns[i].shared) {
+            fprintf(f, "%s%llu", s, (unsigned long long)g.conns[i].received);
+            s = sep;
+        }
+    fputs(post, f);
 }
 
 static void report(result_t *r)
@@ -1024,12 +1165,13 @@ static void report(result_t *r)
                 ",\"params\":{\"conns\":%d,\"window\":%d,\"size\":%d,\"seconds\":%g,"
                 "\"warmup\":%g,\"mode\":\"%s\",\"topics\":%d,\"verify\":%s,\"preload\":%lld,"
                 "\"preload_conns\":%d,\"preload_window\":%d,\"consumers\":%d,\"ack_every\":%d,"
-                "\"resume\":%s,\"rate\":%g,\"burst\":%d,\"subs\":%d,\"sub_mode\":\"%s\","
-                "\"pub_mode\":\"%s\",\"threads\":%d}",
+                "\"resume\":%s,\"shared\":%s,\"rate\":%g,\"burst\":%d,\"subs\":%d,"
+                "\"sub_mode\":\"%s\",\"pub_mode\":\"%s\",\"threads\":%d}",
                 o->conns, o->window, o->size, o->seconds, o->warmup, fl_name(o->mode), o->topics,
                 o->verify ? "true" : "false", o->preload, o->preload_conns, o->preload_window,
-                o->consumers, o->ack_every, o->resume ? "true" : "false", o->rate, o->burst,
-                o->subs, fl_name(o->sub_mode), fl_name(o->pub_mode), o->threads);
+                o->consumers, o->ack_every, o->resume ? "true" : "false",
+                o->shared ? "true" : "false", o->rate, o->burst, o->subs, fl_name(o->sub_mode),
+                fl_name(o->pub_mode), o->threads);
         fprintf(f,
                 ",\"result\":{\"%s\":%.1f,\"duration_s\":%.3f,\"sent\":%llu,\"confirmed\":%llu,"
                 "\"delivered\":%llu,\"sent_per_s\":%.1f,\"confirmed_per_s\":%.1f,"
@@ -1054,6 +1196,8 @@ static void report(result_t *r)
                     r->preload_secs, r->preload_rate, (unsigned long long)r->expected,
                     (unsigned long long)r->received, (unsigned long long)r->drained, r->drain_secs,
                     r->first_msg_ms, r->cons_min, r->cons_max);
+        if (o->shared)
+            print_members(f, ",\"members\":[", ",", "]");
         if (o->scenario == SC_IDLE)
             fprintf(f,
                     ",\"setup_s\":%.3f,\"broker_rss_before_kb\":%lld,\"broker_rss_ready_kb\":%lld,"
@@ -1113,15 +1257,24 @@ static void report(result_t *r)
         printf("  preload %lld msgs (%d conns x window %d, %d B) in %.2f s = %.0f msgs/s\n",
                o->preload, o->preload_conns, o->preload_window, o->size, r->preload_secs,
                r->preload_rate);
-        printf("  %d %s consumer%s, window %d, ack every %d%s\n", o->consumers,
-               fl_name(o->sub_mode), o->consumers > 1 ? "s" : "", o->window, o->ack_every,
-               o->resume ? ", resumed" : "");
+        if (o->shared)
+            printf("  %d %s member%s of one shared consumer, window %d each, acking each "
+                   "message%s\n",
+                   o->consumers, fl_name(o->sub_mode), o->consumers > 1 ? "s" : "", o->window,
+                   o->resume ? ", resumed" : "");
+        else
+            printf("  %d %s consumer%s, window %d, ack every %d%s\n", o->consumers,
+                   fl_name(o->sub_mode), o->consumers > 1 ? "s" : "", o->window, o->ack_every,
+                   o->resume ? ", resumed" : "");
         printf("  drained     %12.0f msgs/s   (%llu of %llu in %.3f s; first message after "
                "%.1f ms)\n",
                primary, (unsigned long long)r->received, (unsigned long long)r->expected,
                r->drain_secs, r->first_msg_ms);
         if (o->consumers > 1)
-            printf("  per consumer %.0f .. %.0f msgs/s\n", r->cons_min, r->cons_max);
+            printf("  per %s %.0f .. %.0f msgs/s\n", o->shared ? "member" : "consumer", r->cons_min,
+                   r->cons_max);
+        if (o->shared)
+            print_members(stdout, "  members     ", " ", " msgs\n");
         break;
     case SC_FANOUT:
     case SC_LATENCY:
@@ -1346,16 +1499,17 @@ int main(int argc, char **argv)
                 r.missing += want - c->received;
         }
         if (o->scenario == SC_DRAIN) {
-            uint64_t exp = c->end_seq > c->start_seq ? c->end_seq - c->start_seq
-                                                     : (c->end_seq ? 0 : (uint64_t)o->preload);
-            r.expected += exp;
             r.received += c->received;
-            r.drained += c->drained;
-            if (c->received != exp && !r.incomplete) {
-                r.incomplete = true;
-                if (r.first_err[0] == 0)
-                    snprintf(r.first_err, sizeof(r.first_err), "consumer %s received %llu of %llu",
-                             c->consumer, (unsigned long long)c->received, (unsigned long long)exp);
+            if (!o->shared) { /* (a shared consumer's backlog is the members' together) */
+                uint64_t exp = c->end_seq > c->start_seq ? c->end_seq - c->start_seq
+                                                         : (c->end_seq ? 0 : (uint64_t)o->preload);
+                r.expected += exp;
+                r.drained += c->drained;
+                if (c->received != exp && !r.incomplete) {
+                    r.incomplete = true;
+                    first_err(&r, "consumer %s received %llu of %llu", c->consumer,
+                              (unsigned long long)c->received, (unsigned long long)exp);
+                }
             }
             if (c->first_ns) {
                 if (c->first_ns < first)
@@ -1374,6 +1528,8 @@ int main(int argc, char **argv)
             }
         }
     }
+    if (o->shared)
+        shared_check(&r);
     if (o->scenario == SC_DRAIN && last > first)
         r.drain_secs = (double)(last - first) / 1e9;
     if (!isfinite(r.cons_min))

@@ -3,7 +3,7 @@
 # and prints the median and spread of each. Results: one JSON object per run in OUT/<name>.jsonl.
 #
 # Usage: tools/wsq-bench/run-wsq.sh [-n RUNS] [-o OUTDIR] [NAME...]
-#   NAME: t1 t1raw t2 t3 t3raw t4 t5 t5raw (default: all)
+#   NAME: t1 t1raw t2 wq t3 t3raw t4 t5 t5raw (default: all)
 # Env:  WSQD (default build/bin/wsqd), WSQ_BENCH (default build/bin/wsq-bench),
 #       SYNC (storage.sync, default full), BENCH_ARGS (extra wsq-bench arguments for every run)
 set -eu
@@ -19,7 +19,7 @@ while getopts n:o: opt; do
     esac
 done
 shift $((OPTIND - 1))
-NAMES=${*:-t1 t1raw t2 t3 t3raw t4 t5 t5raw}
+NAMES=${*:-t1 t1raw t2 wq t3 t3raw t4 t5 t5raw}
 WSQD=${WSQD:-build/bin/wsqd}
 BENCH=${WSQ_BENCH:-build/bin/wsq-bench}
 SYNC=${SYNC:-full}
@@ -31,6 +31,10 @@ args() {
     t1) echo "publish --conns 16 --window 256 --size 128 --seconds 5 --warmup 1" ;;
     t1raw) echo "publish --mode raw --pub-token benchpub --verify --conns 16 --size 128 --seconds 10 --warmup 2" ;;
     t2) echo "drain --preload 1000000 --resume --consumers 1 --window 1000 --ack-every 250 --size 128 --seconds 30" ;;
+    # t2 as a work queue: the same 1M backlog (the shared consumer is created before the
+    # preload) drained by 8 fresh members, 8 x 125 = t2's 1000 in flight, each message acked
+    # on its own (a shared consumer takes no cumulative acks, hence no --ack-every)
+    wq) echo "drain --preload 1000000 --resume --shared --consumers 8 --window 125 --size 128 --seconds 30" ;;
     t3) echo "fanout --rate 1000 --subs 1000 --size 128 --seconds 10 --warmup 2" ;;
     t3raw) echo "fanout --rate 1000 --subs 1000 --sub-mode raw --size 128 --seconds 10 --warmup 2" ;;
     t4) echo "latency --rate 10000 --size 128 --seconds 10 --warmup 2" ;;

@@ -3,12 +3,13 @@
 
 A short run of each broker scenario: publish (confirms counted, none lost), publish in raw mode
 with --verify (every sent message delivered, in order), drain (a preload drained in order by a
-durable consumer), fanout (deliveries = publishes x subscribers) and latency. Every run must exit
-0 (no errors counted) and report non-zero work; the rates themselves are benchmarks, recorded in
-docs/BENCHMARKS.md, never asserted here. Fanout's counts are the test's own: the publishes are
-what the topic holds afterwards (its history), the test's own subscriber receives every one of
-them, and wsqd's wsq_delivered_total grows by publishes x (subscribers + 1), and by nothing
-else (no other client is connected).
+durable consumer), drain --shared (a preload shared out among the members of one shared
+consumer, each message to one member, once), fanout (deliveries = publishes x subscribers) and
+latency. Every run must exit 0 (no errors counted) and report non-zero work; the rates
+themselves are benchmarks, recorded in docs/BENCHMARKS.md, never asserted here. Fanout's counts
+are the test's own: the publishes are what the topic holds afterwards (its history), the test's
+own subscriber receives every one of them, and wsqd's wsq_delivered_total grows by publishes x
+(subscribers + 1), and by nothing else (no other client is connected).
 
 Usage: python3 test_bench.py /path/to/wsqd  (WSQ_BENCH: the wsq-bench binary)
 """
@@ -67,6 +68,22 @@ auth:
                            "--seconds", "60")
         self.assertEqual((r["expected"], r["received"], r["drained_consumers"]), (5000, 5000, 1),
                          r)
+
+    def test_drain_shared_each_message_once(self):
+        d = self.wsqd
+        preload, members = 6000, 4
+        r = self.run_bench("drain", "--preload", str(preload), "--resume", "--shared",
+                           "--consumers", str(members), "--window", "100", "--seconds", "60")
+        # wsq-bench's own check (exit 0, no errors) covers duplicates and order per member
+        self.assertEqual(len(r["members"]), members, r)
+        self.assertEqual(sum(r["members"]), preload, r)
+        self.assertEqual((r["expected"], r["received"]), (preload, preload), r)
+        # wsqd's counts (a fresh wsqd, no other client): each message written once, acked once
+        h.wait_until(lambda: d.metrics()["wsq_acked_total"] >= preload,
+                     what="wsq_acked_total to reach %d" % preload)
+        m = d.metrics()
+        self.assertEqual((m["wsq_delivered_total"], m["wsq_redelivered_total"],
+                          m["wsq_acked_total"]), (preload, 0, preload), m)
 
     def test_fanout_deliveries_are_publishes_times_subscribers(self):
         d = self.wsqd
