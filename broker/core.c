@@ -399,6 +399,33 @@ wsq_sub_t *wsq__sub_by_topic(wsq_session_t *s, const char *topic, size_t len)
     return NULL;
 }
 
+wsq_sub_t *wsq__sub_for_message(wsq_session_t *s, const char *topic, size_t len)
+{
+    wsq_sub_t *sub = wsq__sub_by_topic(s, topic, len);
+    for (uint32_t i = 0; sub == NULL && i < s->nsubs; i++)
+        if (s->subs[i].pattern && wsq_topic_match(s->subs[i].topic, topic, len))
+            sub = &s->subs[i];
+    return sub;
+}
+
+wsq_err wsq__rights_copy(const wsq_identity_t *id, char **out, size_t *len)
+{
+    const wsq_strlist_t *l = id->rights ? &id->rights->subscribe : NULL;
+    size_t n = 0;
+    for (size_t i = 0; l && i < l->n; i++)
+        n += strlen(l->items[i]) + 1;
+    *out = malloc(n ? n : 1);
+    if (*out == NULL)
+        return WSQ_ERR_NOMEM;
+    *len = 0;
+    for (size_t i = 0; l && i < l->n; i++) {
+        size_t k = strlen(l->items[i]) + 1;
+        memcpy(*out + *len, l->items[i], k);
+        *len += k;
+    }
+    return WSQ_OK;
+}
+
 static wsq_sub_t *sub_by_id(wsq_session_t *s, uint64_t id)
 {
     for (uint32_t i = 0; i < s->nsubs; i++)
@@ -476,6 +503,7 @@ wsq_err wsq__sub_add(wsq_session_t *s, ct_sub_params_t *p)
     sub->id = cmd->sub_id;
     sub->durable = p->consumer_len > 0;
     sub->shared = p->shared;
+    sub->pattern = p->pattern;
     cmd->sub = p;
     wsq__ct_defer(s->srv, cmd);
     return WSQ_OK;
@@ -574,6 +602,21 @@ static void reauthorize(wsq_session_t *s)
         return;
     }
     for (uint32_t i = 0; i < s->nsubs; i++) {
+        if (s->subs[i].pattern) {
+            /* a pattern reads the topics the identity may read: the delivery thread takes the
+             * new rights and leaves out what they no longer allow */
+            ct_cmd_t *cmd = wsq__ct_cmd(CT_REAUTH, s->id, s->subs[i].id);
+            ct_sub_params_t *p = cmd ? calloc(1, sizeof(*p)) : NULL;
+            if (p && wsq__rights_copy(&s->ident, &p->rights, &p->rights_len) == WSQ_OK) {
+                cmd->sub = p;
+                wsq__ct_defer(s->srv, cmd);
+            } else {
+                free(p);
+                if (cmd)
+                    wsq__ct_cmd_free(cmd);
+            }
+            continue;
+        }
         if (!wsq__allowed(&s->ident, WSQ_RIGHT_SUBSCRIBE, s->subs[i].topic, s->subs[i].topic_len)) {
             wsq_info_log("revoked", "sid=%llu identity=%s reason=subscribe topic=%s",
                          (unsigned long long)s->id, s->ident.name, s->subs[i].topic);

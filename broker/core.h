@@ -156,6 +156,7 @@ typedef struct {
     uint64_t id;  /* sub id, shared with the delivery thread */
     bool durable; /* has a consumer name */
     bool shared;  /* of a shared consumer: acks are per seq */
+    bool pattern; /* topic is a pattern: one subscription per matching topic (delivery.c) */
 } wsq_sub_t;
 
 struct wsq_session {
@@ -240,6 +241,11 @@ bool wsq__rate_ok(wsq_session_t *s);
 /* Subscriptions of s (the service thread's view). wsq__sub_add hands p (owned on success) to
  * the delivery thread; wsq__sub_end tells it the subscription ended. */
 wsq_sub_t *wsq__sub_by_topic(wsq_session_t *s, const char *topic, size_t len);
+/* The subscription a message of topic came through: the one on topic, else the first pattern
+ * that matches it. NULL: none. */
+wsq_sub_t *wsq__sub_for_message(wsq_session_t *s, const char *topic, size_t len);
+/* The identity's subscribe patterns, each NUL-terminated, into a new buffer (*out, *len). */
+wsq_err wsq__rights_copy(const wsq_identity_t *id, char **out, size_t *len);
 wsq_err wsq__sub_add(wsq_session_t *s, ct_sub_params_t *p);
 /* New subscription parameters (the rest zero): topic, consumer (consumer_len 0: ephemeral),
  * mode, where a new consumer starts, and the window; "latest" is fixed now (the topic's next

@@ -177,7 +177,33 @@ typedef struct ct_sub {
     struct ct_sub *mnext; /* its consumer's members */
     uint64_t vtime;       /* shared: virtual time, for sharing out work (deliver_shared) */
     pull_t *pull;         /* the HTTP pull member (sid 0), else NULL */
+    struct ct_wild *wild; /* a topic of this pattern subscription (a "kid"), else NULL */
+    struct ct_sub *knext; /* the pattern's kids with the same name hash */
+    char *kid_name;       /* kid: its topic's name (owned), kid_len bytes */
+    size_t kid_len;
+    bool kid_earliest; /* kid: a new consumer starts at the topic's first message */
 } ct_sub_t;
+
+/* A subscription to a topic pattern is one subscription per readable topic it matches: its
+ * kids, ordinary subscriptions (durable ones with a consumer of the pattern's name on their
+ * topic: one position per topic) whose frames go out under the pattern's id. Kids come into
+ * being when the pattern is subscribed (durable: every matching topic; ephemeral: those with
+ * messages to deliver from where it starts) and when a matching topic is created or, for an
+ * ephemeral pattern from "latest", first gets a message. Which topics match is decided once
+ * per topic (match), never per message. */
+#define KID_BUCKETS 256u
+typedef struct ct_wild {
+    uint64_t id; /* the ST's sub id: items of every kid carry it */
+    uint64_t sid;
+    ct_sub_params_t *p; /* p->topic is the pattern; the kids share it */
+    bool resumed;       /* durable: its consumers existed: new topics' start at their first */
+    uint32_t *match;    /* ids of the readable topics it matches (open addressing, 0 = free) */
+    uint32_t nmatch, capmatch;
+    ct_sub_t *kids[KID_BUCKETS]; /* by topic name (knext) */
+    uint32_t nkids;
+    uint64_t queued_bytes; /* all kids' bytes queued in the ST: one bound for the pattern */
+    struct ct_wild *next;  /* ct->wilds */
+} ct_wild_t;
 
 struct wsq_consumers {
     wsq_server_t *srv;
@@ -200,6 +226,8 @@ struct wsq_consumers {
     int64_t next_timer_ms;
     int64_t next_expiry_ms; /* next consumer_ttl sweep */
     ct_sub_t *pulls;        /* pull members (pull->next) */
+    ct_wild_t *wilds;       /* pattern subscriptions (next) */
+    uint64_t next_kid_id;   /* kids' sub ids: (1 << 62) | n */
     uint64_t next_pull_id;  /* pull members' sub ids: (1 << 63) | n, apart from the ST's */
 };
 
@@ -216,9 +244,17 @@ ct_cmd_t *wsq__ct_cmd(ct_kind_t kind, uint64_t sid, uint64_t sub_id)
     return c;
 }
 
+void wsq__ct_params_free(ct_sub_params_t *p)
+{
+    if (p)
+        free(p->rights);
+    free(p);
+}
+
 void wsq__ct_cmd_free(ct_cmd_t *c)
 {
-    free(c->sub);
+    wsq__ct_params_free(c->sub);
+    free(c->topic);
     wsq_wreq_free(&c->req);
     free(c->topics);
     free(c->reply);
@@ -630,6 +666,12 @@ static void ready_add(wsq_consumers_t *ct, ct_sub_t *s)
     ct->ready_tail = &s->rnext;
 }
 
+/* The ST's id of the subscription s delivers for: its own, or its pattern's. */
+static uint64_t item_id(const ct_sub_t *s)
+{
+    return s->wild ? s->wild->id : s->id;
+}
+
 static bool durable_wsq(const ct_sub_t *s)
 {
     return s->cons != NULL && !s->p->raw;
@@ -640,6 +682,8 @@ static bool has_credit(const ct_sub_t *s)
     if (s->pull) /* a fetch waits, its answer has room, and the consumer may lease more */
         return s->pull->head && s->pull->n < s->pull->head->max && s->pull->body.len < PULL_BYTES &&
                s->infl.n < PULL_LEASES;
+    if (s->queued_bytes >= SUB_QUEUE_BYTES || (s->wild && s->wild->queued_bytes >= SUB_QUEUE_BYTES))
+        return false;
     if (durable_wsq(s))
         return s->infl.n < s->window;
     return s->queued < s->window;
@@ -806,6 +850,33 @@ static void member_release(wsq_consumers_t *ct, ct_sub_t *s)
 
 static void sub_end(wsq_consumers_t *ct, ct_sub_t *s);
 
+static uint32_t name_bucket(const char *name, size_t len)
+{
+    return hash_cons(0, name, len) % KID_BUCKETS;
+}
+
+/* The kid of pattern w on topic name[0..len), or NULL. */
+static ct_sub_t *kid_find(const ct_wild_t *w, const char *name, size_t len)
+{
+    for (ct_sub_t *k = w->kids[name_bucket(name, len)]; k; k = k->knext)
+        if (k->kid_len == len && memcmp(k->kid_name, name, len) == 0)
+            return k;
+    return NULL;
+}
+
+static void kid_unlink(ct_sub_t *s)
+{
+    ct_wild_t *w = s->wild;
+    for (ct_sub_t **pp = &w->kids[name_bucket(s->kid_name, s->kid_len)]; *pp; pp = &(*pp)->knext)
+        if (*pp == s) {
+            *pp = s->knext;
+            w->nkids--;
+            break;
+        }
+    w->queued_bytes -= s->queued_bytes < w->queued_bytes ? s->queued_bytes : w->queued_bytes;
+    free(s->kid_name);
+}
+
 #define PULL_IDLE_MS 10000 /* a pull member without fetch or lease leaves after this */
 
 /* Fetches whose wait ran out with nothing to lease get an empty answer; a pull member idle for
@@ -847,7 +918,13 @@ static bool pull_poll(wsq_consumers_t *ct, ct_sub_t *s)
  * the error answer of every fetch waiting at a pull member). */
 static void sub_refuse(wsq_consumers_t *ct, ct_sub_t *s, wsq_err err, const char *msg)
 {
-    if (s->pull)
+    if (s->wild) { /* one topic of a pattern: an err frame names it; the pattern goes on */
+        char m[400];
+        snprintf(m, sizeof(m), "%s%s%s", s->topic ? s->topic->name : "", s->topic ? ": " : "", msg);
+        ct->scratch.len = 0;
+        wsq_proto_enc_err(&ct->scratch, "", err, m);
+        send_control(ct, s->sid, item_id(s), ST_DELIVER);
+    } else if (s->pull)
         pull_fail(ct, s->pull, err, msg);
     else
         sub_fail(ct, s->sid, s->id, s->p->ref, s->p->raw, err, msg);
@@ -893,11 +970,14 @@ static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
     }
     if (s->pull)
         pull_free(ct, s);
+    if (s->wild)
+        kid_unlink(s);
     ct_topic_t *t = s->topic;
     free(s->own.redo.v);
     free(s->infl.v);
     free(s->unw);
-    free(s->p);
+    if (s->wild == NULL) /* (a pattern's topics share its parameters) */
+        wsq__ct_params_free(s->p);
     free(s);
     topic_release(ct, t);
 }
@@ -917,71 +997,93 @@ static void opened_done(wsq_wreq_t *req, void *arg)
     wsq__ct_push(ct, c);
 }
 
-/* A new subscription of session sid (0 for a pull member, pull set) opens: its topic and
- * consumer are opened by the writer (on_opened follows). Takes p. NULL when refused (its client
- * was told). */
-static ct_sub_t *sub_new(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, ct_sub_params_t *p,
-                         pull_t *pull)
+/* A subscription of session sid with parameters p (taken), linked into the tables, OPENING.
+ * NULL when out of memory (p is not taken then). */
+static ct_sub_t *sub_alloc(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, ct_sub_params_t *p)
 {
     ct_sub_t *s = calloc(1, sizeof(*s));
-    bool durable = p->consumer_len > 0;
-    wsq_wreq_t *r = wsq_wreq_new(durable ? WSQ_WOP_CONSUMER_OPEN : WSQ_WOP_TOPIC_ENSURE, p->topic,
-                                 p->topic_len, durable ? p->consumer : NULL, p->consumer_len, 0);
-    if (s == NULL || r == NULL) {
-        free(s);
-        wsq_wreq_free(&r);
-        if (pull)
-            pull_fail(ct, pull, WSQ_ERR_NOMEM, "out of memory");
-        else
-            sub_fail(ct, sid, sub_id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
-        free(p);
+    if (s == NULL)
         return NULL;
-    }
     s->id = sub_id;
     s->sid = sid;
     sub_state(s, SUB_OPENING);
     s->p = p;
     s->window = p->window;
     s->cur = &s->own;
-    if (pull) {
-        s->pull = pull;
-        pull->next = ct->pulls;
-        ct->pulls = s;
-    }
     uint32_t b = hash64(s->id);
     s->hnext = ct->subs[b];
     ct->subs[b] = s;
     b = hash64(s->sid);
     s->snext = ct->by_sid[b];
     ct->by_sid[b] = s;
+    return s;
+}
 
-    /* Where a NEW consumer starts; an existing one resumes whatever is asked. Earliest and
-     * time are refined once the topic is known. */
-    switch (p->from) {
-    case WSQ_FROM_SEQ:
-        r->seq = p->from_seq ? p->from_seq - 1 : 0;
-        break;
-    case WSQ_FROM_EARLIEST:
-    case WSQ_FROM_TIME:
-        r->seq = 0;
-        break;
-    default:
-        r->seq = p->latest_seq ? p->latest_seq - 1 : 0;
+/* The writer opens s's topic (topic[0..len), created if missing) and, for a durable one, its
+ * consumer, created with its ack floor at `floor` when new; on_opened follows. false: refused
+ * (its client was told; s ended). */
+static bool sub_open(wsq_consumers_t *ct, ct_sub_t *s, const char *topic, size_t len,
+                     uint64_t floor)
+{
+    const ct_sub_params_t *p = s->p;
+    bool durable = p->consumer_len > 0;
+    wsq_wreq_t *r = wsq_wreq_new(durable ? WSQ_WOP_CONSUMER_OPEN : WSQ_WOP_TOPIC_ENSURE, topic, len,
+                                 durable ? p->consumer : NULL, p->consumer_len, 0);
+    wsq_err err = WSQ_ERR_NOMEM;
+    if (r != NULL) {
+        r->seq = floor;
+        if (p->shared)
+            r->flags = WSQ_CSTATE_SHARED; /* (for a new consumer; an existing one keeps its mode) */
+        r->user[0] = s->sid;
+        r->user[1] = s->id;
+        r->done = opened_done;
+        r->arg = ct;
+        err = wsq_store_submit(ct->store, r);
     }
-    if (p->shared)
-        r->flags = WSQ_CSTATE_SHARED; /* (for a new consumer; an existing one keeps its mode) */
-    r->user[0] = s->sid;
-    r->user[1] = s->id;
-    r->done = opened_done;
-    r->arg = ct;
-    wsq_err err = wsq_store_submit(ct->store, r);
     if (err != WSQ_OK) {
         wsq_wreq_free(&r);
         sub_refuse(ct, s, err, wsq_strerror(err));
         sub_end(ct, s);
+        return false;
+    }
+    return true;
+}
+
+/* A new subscription of session sid (0 for a pull member, pull set) opens: its topic and
+ * consumer are opened by the writer (on_opened follows). Takes p. NULL when refused (its client
+ * was told). */
+static ct_sub_t *sub_new(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, ct_sub_params_t *p,
+                         pull_t *pull)
+{
+    ct_sub_t *s = sub_alloc(ct, sid, sub_id, p);
+    if (s == NULL) {
+        if (pull)
+            pull_fail(ct, pull, WSQ_ERR_NOMEM, "out of memory");
+        else
+            sub_fail(ct, sid, sub_id, p->ref, p->raw, WSQ_ERR_NOMEM, "out of memory");
+        wsq__ct_params_free(p);
         return NULL;
     }
-    return s;
+    if (pull) {
+        s->pull = pull;
+        pull->next = ct->pulls;
+        ct->pulls = s;
+    }
+    /* Where a NEW consumer starts; an existing one resumes whatever is asked. Earliest and
+     * time are refined once the topic is known. */
+    uint64_t floor;
+    switch (p->from) {
+    case WSQ_FROM_SEQ:
+        floor = p->from_seq ? p->from_seq - 1 : 0;
+        break;
+    case WSQ_FROM_EARLIEST:
+    case WSQ_FROM_TIME:
+        floor = 0;
+        break;
+    default:
+        floor = p->latest_seq ? p->latest_seq - 1 : 0;
+    }
+    return sub_open(ct, s, p->topic, p->topic_len, floor) ? s : NULL;
 }
 
 static void on_sub(wsq_consumers_t *ct, ct_cmd_t *cmd)
@@ -1013,7 +1115,9 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
     s->tnext = t->subs;
     t->subs = s;
 
-    bool reset = p->has_epoch && p->epoch != t->epoch;
+    bool reset = p->has_epoch && p->epoch != t->epoch && s->wild == NULL;
+    /* (a pattern's new topic starts at its first message) */
+    wsq_from_t from = s->kid_earliest ? WSQ_FROM_EARLIEST : p->from;
     uint64_t start;
     bool resumed = false;
     if (p->consumer_len) {
@@ -1089,9 +1193,9 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
         resumed = !r->created;
         if (r->created) {
             uint64_t floor = c->cs.ack_floor;
-            if (p->from == WSQ_FROM_EARLIEST)
+            if (from == WSQ_FROM_EARLIEST)
                 floor = t->first_seq - 1;
-            else if (p->from == WSQ_FROM_TIME) {
+            else if (from == WSQ_FROM_TIME) {
                 uint64_t seq = t->next_seq;
                 if (wsq_store_seq_at_time(ct->store, t->id, p->from_time, &seq) == WSQ_OK)
                     floor = seq - 1;
@@ -1136,11 +1240,11 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
         s->cur->scan_next = 1;
         s->cur->scan_end = 0;
     }
-    if (p->from == WSQ_FROM_TIME && (p->consumer_len == 0 || r->created))
+    if (from == WSQ_FROM_TIME && (p->consumer_len == 0 || r->created))
         s->min_ts = p->from_time;
     sub_state(s, SUB_LIVE);
 
-    if (!p->raw && !p->pull) {
+    if (!p->raw && !p->pull && s->wild == NULL) {
         if (reset) {
             ct->scratch.len = 0;
             wsq_proto_enc_reset(&ct->scratch, t->name, t->name_len, t->epoch, t->first_seq,
@@ -1205,9 +1309,11 @@ static bool ack_seq(wsq_consumers_t *ct, ct_consumer_t *c, ct_sub_t *s, uint64_t
     return changed;
 }
 
+static ct_sub_t *cmd_sub(wsq_consumers_t *ct, const ct_cmd_t *cmd);
+
 static void on_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
-    ct_sub_t *s = sub_find(ct, cmd->sub_id);
+    ct_sub_t *s = cmd_sub(ct, cmd);
     if (s == NULL || s->state != SUB_LIVE || s->cons == NULL)
         return; /* ephemeral: acks are accepted and mean nothing */
     ct_consumer_t *c = s->cons;
@@ -1284,7 +1390,7 @@ static bool nack_seq(wsq_consumers_t *ct, ct_sub_t *s, uint64_t seq, int64_t del
 
 static void on_nack(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
-    ct_sub_t *s = sub_find(ct, cmd->sub_id);
+    ct_sub_t *s = cmd_sub(ct, cmd);
     if (s != NULL && s->state == SUB_LIVE && s->cons != NULL)
         (void)nack_seq(ct, s, cmd->seq, cmd->delay_ms, cmd->term);
 }
@@ -1295,7 +1401,10 @@ static void on_written(wsq_consumers_t *ct, ct_cmd_t *cmd)
     if (s == NULL)
         return;
     s->queued = s->queued > cmd->count ? s->queued - cmd->count : 0;
-    s->queued_bytes = s->queued_bytes > cmd->bytes ? s->queued_bytes - cmd->bytes : 0;
+    uint64_t freed = s->queued_bytes > cmd->bytes ? cmd->bytes : s->queued_bytes;
+    s->queued_bytes -= freed;
+    if (s->wild)
+        s->wild->queued_bytes -= freed;
     atomic_fetch_add_explicit(&ct->srv->metrics.delivered, cmd->count, memory_order_relaxed);
     if (s->p->raw && s->cons && cmd->count && s->state != SUB_OPENING) {
         /* raw mode: a message counts as acknowledged once written to the socket. Also when the
@@ -1321,6 +1430,8 @@ static void on_written(wsq_consumers_t *ct, ct_cmd_t *cmd)
         ready_add(ct, s);
 }
 
+static void wild_free(wsq_consumers_t *ct, ct_wild_t *w);
+
 static void on_session_gone(wsq_consumers_t *ct, uint64_t sid)
 {
     for (ct_sub_t *s = ct->pulls; s; s = s->pull->next) { /* a fetch whose client left */
@@ -1337,6 +1448,11 @@ static void on_session_gone(wsq_consumers_t *ct, uint64_t sid)
             free(w);
         }
     }
+    for (ct_wild_t *w = ct->wilds, *nx; w; w = nx) {
+        nx = w->next;
+        if (w->sid == sid)
+            wild_free(ct, w); /* (ends its kids) */
+    }
     ct_sub_t **pp = &ct->by_sid[hash64(sid)];
     while (*pp) {
         ct_sub_t *s = *pp;
@@ -1347,10 +1463,14 @@ static void on_session_gone(wsq_consumers_t *ct, uint64_t sid)
     }
 }
 
+static void wild_commit(wsq_consumers_t *ct, const wsq_commit_topic_t *ti);
+
 static void on_commit(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
     for (uint32_t i = 0; i < cmd->n_topics; i++) {
         const wsq_commit_topic_t *ti = &cmd->topics[i];
+        if (ct->wilds && (ti->created || ti->appended))
+            wild_commit(ct, ti);
         ct_topic_t *t = topic_find(ct, ti->id);
         if (t == NULL)
             continue;
@@ -1360,6 +1480,8 @@ static void on_commit(wsq_consumers_t *ct, ct_cmd_t *cmd)
                 ct_sub_t *s = t->subs;
                 if (s->pull)
                     pull_fail(ct, s->pull, WSQ_ERR_NOTFOUND, "topic was deleted");
+                else if (s->wild)
+                    sub_refuse(ct, s, WSQ_ERR_NOTFOUND, "topic was deleted");
                 else /* (no ref: this answers no request) */
                     sub_fail(ct, s->sid, s->id, "", s->p->raw, WSQ_ERR_NOTFOUND,
                              "topic was deleted");
@@ -1425,7 +1547,7 @@ static bool gap_out(wsq_consumers_t *ct, ct_sub_t *s, uint64_t from, uint64_t to
         snprintf(reason, sizeof(reason), "gap %llu-%llu %s", (unsigned long long)from,
                  (unsigned long long)to, wsq_gap_reason_name(why));
         /* what was read before the gap goes out first */
-        st_item_t *it = wsq__st_item(ST_DELIVER, s->sid, s->id);
+        st_item_t *it = wsq__st_item(ST_DELIVER, s->sid, item_id(s));
         if (it) {
             it->chunks = wsq__outlist_take(out);
             out_push(ct, it);
@@ -1601,7 +1723,7 @@ static void on_dead(wsq_consumers_t *ct, ct_cmd_t *cmd)
         ct->scratch.len = 0;
         if (wsq_proto_enc_dead(&ct->scratch, s->topic->name, s->topic->name_len, seq, r->topic,
                                r->topic_len, r->seq) == WSQ_OK)
-            send_control(ct, s->sid, s->id, ST_DELIVER);
+            send_control(ct, s->sid, item_id(s), ST_DELIVER);
     }
     if (s)
         ready_add(ct, s); /* its window slot is free */
@@ -1744,6 +1866,8 @@ static int deliver_one(void *arg, const wsq_msg_view_t *m)
     rd->sent++;
     s->queued++;
     s->queued_bytes += rd->out->bytes - before;
+    if (s->wild)
+        s->wild->queued_bytes += rd->out->bytes - before;
     if (--rd->budget == 0 || rd->bytes >= READ_BYTES || !has_credit(s))
         return 1;
     return rd->only_seq ? 1 : 0;
@@ -1974,7 +2098,7 @@ static uint32_t deliver_sub(wsq_consumers_t *ct, ct_sub_t *s, uint32_t cap)
             break;
     }
     if (out.bytes || out.head || out.cur) {
-        st_item_t *it = wsq__st_item(ST_DELIVER, s->sid, s->id);
+        st_item_t *it = wsq__st_item(ST_DELIVER, s->sid, item_id(s));
         if (it) {
             it->chunks = wsq__outlist_take(&out);
             out_push(ct, it);
@@ -2139,6 +2263,312 @@ static void expire_consumers(wsq_consumers_t *ct)
 }
 
 /* ------------------------------------------------------------------------------------------- */
+/* topic patterns */
+
+static bool idset_has(const ct_wild_t *w, uint32_t id)
+{
+    if (w->capmatch == 0)
+        return false;
+    for (uint32_t i = hash64(id) % w->capmatch;; i = (i + 1) % w->capmatch) {
+        if (w->match[i] == id)
+            return true;
+        if (w->match[i] == 0)
+            return false;
+    }
+}
+
+static bool idset_add(ct_wild_t *w, uint32_t id)
+{
+    if (id == 0 || idset_has(w, id))
+        return true;
+    if (2 * (w->nmatch + 1) > w->capmatch) { /* at most half full */
+        uint32_t cap = w->capmatch ? 2 * w->capmatch : 64;
+        uint32_t *m = calloc(cap, sizeof(*m));
+        if (m == NULL)
+            return false;
+        for (uint32_t i = 0; i < w->capmatch; i++) {
+            if (w->match[i] == 0)
+                continue;
+            uint32_t j = hash64(w->match[i]) % cap;
+            while (m[j])
+                j = (j + 1) % cap;
+            m[j] = w->match[i];
+        }
+        free(w->match);
+        w->match = m;
+        w->capmatch = cap;
+    }
+    uint32_t j = hash64(id) % w->capmatch;
+    while (w->match[j])
+        j = (j + 1) % w->capmatch;
+    w->match[j] = id;
+    w->nmatch++;
+    return true;
+}
+
+/* Does w's pattern match topic name[0..len) and may its identity read it? */
+static bool wild_wants(const ct_wild_t *w, const char *name, size_t len)
+{
+    if (!wsq_topic_match(w->p->topic, name, len))
+        return false;
+    for (size_t off = 0; off < w->p->rights_len; off += strlen(w->p->rights + off) + 1)
+        if (wsq_topic_match(w->p->rights + off, name, len))
+            return true;
+    return false;
+}
+
+static ct_wild_t *wild_find(wsq_consumers_t *ct, uint64_t id)
+{
+    for (ct_wild_t *w = ct->wilds; w; w = w->next)
+        if (w->id == id)
+            return w;
+    return NULL;
+}
+
+/* A kid of w on topic `ti`. Durable: its consumer is opened by the writer (a new one at the
+ * pattern's from, or at the topic's first message with earliest). Ephemeral: live at once,
+ * delivering from seq start. false when it could not be (out of memory: logged). */
+static bool kid_new(wsq_consumers_t *ct, ct_wild_t *w, const wsq_topic_info_t *ti, bool earliest,
+                    uint64_t start)
+{
+    size_t len = strlen(ti->name);
+    ct_sub_t *s = sub_alloc(ct, w->sid, (1ull << 62) | ++ct->next_kid_id, w->p);
+    if (s != NULL) {
+        s->wild = w; /* (from here on sub_end leaves the pattern's parameters alone) */
+        if ((s->kid_name = malloc(len + 1)) == NULL) {
+            sub_state(s, SUB_DEAD);
+            sub_end(ct, s);
+            s = NULL;
+        }
+    }
+    if (s == NULL) {
+        wsq_err_log("pattern",
+                    "sid=%llu pattern=%s topic=%s msg=\"out of memory: the topic is left out\"",
+                    (unsigned long long)w->sid, w->p->topic, ti->name);
+        return false;
+    }
+    memcpy(s->kid_name, ti->name, len + 1);
+    s->kid_len = len;
+    s->kid_earliest = earliest;
+    uint32_t b = name_bucket(ti->name, len);
+    s->knext = w->kids[b];
+    w->kids[b] = s;
+    w->nkids++;
+    if (w->p->consumer_len) { /* the floor of a new consumer, as sub_new's */
+        const ct_sub_params_t *p = w->p;
+        uint64_t floor = ti->next_seq - 1;
+        if (earliest || p->from == WSQ_FROM_EARLIEST || p->from == WSQ_FROM_TIME)
+            floor = 0;
+        else if (p->from == WSQ_FROM_SEQ && p->from_seq)
+            floor = p->from_seq - 1;
+        return sub_open(ct, s, ti->name, len, floor);
+    }
+    ct_topic_t *t = topic_get(ct, ti->id);
+    if (t == NULL) {
+        sub_state(s, SUB_DEAD);
+        sub_end(ct, s);
+        return false;
+    }
+    s->topic = t;
+    s->tnext = t->subs;
+    t->subs = s;
+    s->cur->next_seq = start < t->first_seq ? t->first_seq : start;
+    s->cur->scan_next = 1;
+    s->cur->scan_end = 0;
+    sub_state(s, SUB_LIVE);
+    ready_add(ct, s);
+    return true;
+}
+
+/* Where an ephemeral pattern starts on an existing topic (0: nothing there for it yet). */
+static uint64_t wild_start(wsq_consumers_t *ct, const ct_wild_t *w, const wsq_topic_info_t *ti)
+{
+    const ct_sub_params_t *p = w->p;
+    if (ti->first_seq >= ti->next_seq)
+        return 0; /* empty: its first message comes with a commit */
+    uint64_t start;
+    switch (p->from) {
+    case WSQ_FROM_EARLIEST:
+        return ti->first_seq;
+    case WSQ_FROM_SEQ:
+        return p->from_seq < ti->next_seq ? p->from_seq : 0;
+    case WSQ_FROM_TIME:
+        start = ti->next_seq;
+        wsq_store_seq_at_time(ct->store, ti->id, p->from_time, &start);
+        return start < ti->next_seq ? start : 0;
+    default:
+        return 0; /* latest: from the next commit on */
+    }
+}
+
+/* Finds the readable topics w matches (one pass over the topic table, in pages). Durable: does
+ * a consumer of its name exist on one of them (resumed)? Then makes the kids that have
+ * something to deliver now. Returns the topics matched. */
+static uint32_t wild_scan(wsq_consumers_t *ct, ct_wild_t *w)
+{
+    enum { PAGE = 256 };
+    wsq_topic_info_t *page = malloc(PAGE * sizeof(*page));
+    char after[WSQ_TOPIC_MAX + 1] = "";
+    uint32_t n = 0;
+    bool durable = w->p->consumer_len > 0;
+    for (bool more = page != NULL; more;) {
+        unsigned got = 0;
+        if (wsq_store_topic_list(ct->store, after[0] ? after : NULL, PAGE, page, &got) != WSQ_OK)
+            break;
+        for (unsigned i = 0; i < got; i++) {
+            wsq_topic_info_t *ti = &page[i];
+            if (!wild_wants(w, ti->name, strlen(ti->name)) || !idset_add(w, ti->id))
+                continue;
+            n++;
+            if (durable && !w->resumed) {
+                wsq_cstate_t cs;
+                wsq_cstate_init(&cs);
+                w->resumed = wsq_store_consumer_get(ct->store, ti->id, w->p->consumer,
+                                                    w->p->consumer_len, &cs) == WSQ_OK;
+                wsq_cstate_fini(&cs);
+            }
+        }
+        more = got == PAGE;
+        if (got)
+            snprintf(after, sizeof(after), "%s", page[got - 1].name);
+    }
+    /* second pass over what matched: the kids */
+    after[0] = '\0';
+    for (bool more = page != NULL; more;) {
+        unsigned got = 0;
+        if (wsq_store_topic_list(ct->store, after[0] ? after : NULL, PAGE, page, &got) != WSQ_OK)
+            break;
+        for (unsigned i = 0; i < got; i++) {
+            wsq_topic_info_t *ti = &page[i];
+            if (!idset_has(w, ti->id) || kid_find(w, ti->name, strlen(ti->name)))
+                continue;
+            if (durable) /* resumed: what it did not know yet is all new to it */
+                (void)kid_new(ct, w, ti, w->resumed, 0);
+            else if (wild_start(ct, w, ti))
+                (void)kid_new(ct, w, ti, false, wild_start(ct, w, ti));
+        }
+        more = got == PAGE;
+        if (got)
+            snprintf(after, sizeof(after), "%s", page[got - 1].name);
+    }
+    free(page);
+    return n;
+}
+
+/* sub of a pattern: it is registered, answered (subscribed, with the topics it matched), and
+ * its kids start. */
+static void on_sub_pattern(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_wild_t *w = calloc(1, sizeof(*w));
+    ct_sub_params_t *p = cmd->sub;
+    if (w == NULL) {
+        sub_fail(ct, cmd->sid, cmd->sub_id, p->ref, false, WSQ_ERR_NOMEM, "out of memory");
+        return;
+    }
+    cmd->sub = NULL;
+    w->id = cmd->sub_id;
+    w->sid = cmd->sid;
+    w->p = p;
+    w->next = ct->wilds;
+    ct->wilds = w;
+    int64_t t0 = wsq_now_ms();
+    uint32_t n = wild_scan(ct, w); /* (kids deliver in the loop's pass: after the answer) */
+    wsq_subscribed_t sd = {.topic = p->topic,
+                           .topic_len = p->topic_len,
+                           .consumer = p->consumer_len ? p->consumer : NULL,
+                           .window = p->window,
+                           .resumed = w->resumed,
+                           .shared = p->shared,
+                           .pattern = true,
+                           .topics = n};
+    ct->scratch.len = 0;
+    wsq_proto_enc_subscribed(&ct->scratch, p->ref, &sd);
+    send_control(ct, w->sid, w->id, ST_DELIVER);
+    wsq_info_log("subscribe", "sid=%llu pattern=%s consumer=%s topics=%u kids=%u scan_ms=%lld",
+                 (unsigned long long)w->sid, p->topic, p->consumer_len ? p->consumer : "-", n,
+                 w->nkids, (long long)(wsq_now_ms() - t0));
+}
+
+static void wild_free(wsq_consumers_t *ct, ct_wild_t *w)
+{
+    for (uint32_t b = 0; b < KID_BUCKETS; b++)
+        while (w->kids[b])
+            sub_end(ct, w->kids[b]); /* (unlinks it) */
+    for (ct_wild_t **pp = &ct->wilds; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    free(w->match);
+    wsq__ct_params_free(w->p);
+    free(w);
+}
+
+/* Topics created, and topics with new messages, in a commit: a pattern that matches a new topic
+ * takes it (a durable one opens its consumer there at once, from the first message); an
+ * ephemeral one gets a kid on a matching topic when it first has something new. */
+static void wild_commit(wsq_consumers_t *ct, const wsq_commit_topic_t *ti)
+{
+    wsq_topic_info_t info;
+    bool have = false;
+    if (ti->created && !ti->deleted) {
+        if (wsq_store_topic_get(ct->store, ti->id, &info) != WSQ_OK)
+            return;
+        have = true;
+        for (ct_wild_t *w = ct->wilds; w; w = w->next)
+            if (wild_wants(w, info.name, strlen(info.name)) && idset_add(w, ti->id) &&
+                w->p->consumer_len && !kid_find(w, info.name, strlen(info.name)))
+                (void)kid_new(ct, w, &info, true, 0);
+    }
+    if (ti->appended == 0 || ti->deleted)
+        return;
+    for (ct_wild_t *w = ct->wilds; w; w = w->next) {
+        if (w->p->consumer_len || !idset_has(w, ti->id))
+            continue;
+        if (!have && wsq_store_topic_get(ct->store, ti->id, &info) != WSQ_OK)
+            return;
+        have = true;
+        if (!kid_find(w, info.name, strlen(info.name)))
+            (void)kid_new(ct, w, &info, false, ti->next_seq - ti->appended);
+    }
+}
+
+/* A reload changed the identity's rights: topics it may no longer read are left out (their kids
+ * end), topics it may now read are taken (from now on). */
+static void on_reauth(wsq_consumers_t *ct, ct_cmd_t *cmd)
+{
+    ct_wild_t *w = wild_find(ct, cmd->sub_id);
+    if (w == NULL || cmd->sub == NULL)
+        return;
+    free(w->p->rights);
+    w->p->rights = cmd->sub->rights;
+    w->p->rights_len = cmd->sub->rights_len;
+    cmd->sub->rights = NULL;
+    for (uint32_t b = 0; b < KID_BUCKETS; b++)
+        for (ct_sub_t *k = w->kids[b], *nx; k; k = nx) {
+            nx = k->knext;
+            if (!wild_wants(w, k->kid_name, k->kid_len))
+                sub_end(ct, k);
+        }
+    free(w->match);
+    w->match = NULL;
+    w->nmatch = w->capmatch = 0;
+    wsq_from_t from = w->p->from;
+    w->p->from = WSQ_FROM_LATEST; /* newly readable topics: from now on */
+    (void)wild_scan(ct, w);
+    w->p->from = from;
+}
+
+/* The kid an ack or nack of a pattern subscription is for (cmd->topic), or the subscription. */
+static ct_sub_t *cmd_sub(wsq_consumers_t *ct, const ct_cmd_t *cmd)
+{
+    if (cmd->topic == NULL)
+        return sub_find(ct, cmd->sub_id);
+    ct_wild_t *w = wild_find(ct, cmd->sub_id);
+    return w ? kid_find(w, cmd->topic, strlen(cmd->topic)) : NULL;
+}
+
+/* ------------------------------------------------------------------------------------------- */
 /* HTTP pull: fetch, ack, nack */
 
 static ct_sub_t *pull_find(wsq_consumers_t *ct, const ct_sub_params_t *p)
@@ -2275,9 +2705,16 @@ static void on_pull_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
 
 static void process(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
+    ct_wild_t *w;
     switch (cmd->kind) {
     case CT_SUB:
-        on_sub(ct, cmd);
+        if (cmd->sub && cmd->sub->pattern)
+            on_sub_pattern(ct, cmd);
+        else
+            on_sub(ct, cmd);
+        break;
+    case CT_REAUTH:
+        on_reauth(ct, cmd);
         break;
     case CT_OPENED:
         on_opened(ct, cmd);
@@ -2293,6 +2730,8 @@ static void process(wsq_consumers_t *ct, ct_cmd_t *cmd)
         }
         if (s)
             sub_end(ct, s);
+        else if ((w = wild_find(ct, cmd->sub_id)) != NULL)
+            wild_free(ct, w);
         send_reply(ct, cmd->sid, cmd->reply, cmd->reply_len);
         break;
     }
@@ -2435,6 +2874,8 @@ void wsq__ct_destroy(wsq_consumers_t **ctp)
     if (ct == NULL)
         return;
     wsq__ct_stop(ct);
+    while (ct->wilds)
+        wild_free(ct, ct->wilds);
     for (uint32_t b = 0; b < SUB_BUCKETS; b++) {
         while (ct->subs[b])
             sub_end(ct, ct->subs[b]);

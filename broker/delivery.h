@@ -35,6 +35,7 @@ typedef enum {
     CT_FETCH,           /* HTTP POST /fetch of session sid: count messages, wait delay_ms (sub) */
     CT_PULL_ACK,        /* HTTP POST /ack of session sid: seqs of consumer (sub) */
     CT_PULL_NACK,       /* HTTP POST /nack: seqs, delay_ms or term */
+    CT_REAUTH,          /* a reload changed rights: sub (a pattern subscription) gets sub->rights */
 } ct_kind_t;
 
 typedef struct {
@@ -50,9 +51,12 @@ typedef struct {
     uint32_t window;
     bool has_epoch;
     uint64_t epoch;
-    bool raw;    /* raw-mode subscription: acked when written, gaps close the connection */
-    bool shared; /* joins the shared consumer `consumer` (competing members) */
-    bool pull;   /* HTTP pull: the consumer's member that leases messages to POST /fetch */
+    bool raw;     /* raw-mode subscription: acked when written, gaps close the connection */
+    bool shared;  /* joins the shared consumer `consumer` (competing members) */
+    bool pull;    /* HTTP pull: the consumer's member that leases messages to POST /fetch */
+    bool pattern; /* topic is a pattern: one subscription per readable matching topic */
+    char *rights; /* pattern: the identity's subscribe patterns, each NUL-terminated (owned) */
+    size_t rights_len;
 } ct_sub_params_t;
 
 typedef struct ct_cmd {
@@ -74,6 +78,7 @@ typedef struct ct_cmd {
     size_t reply_len;
     uint64_t *seqs; /* CT_PULL_ACK, CT_PULL_NACK (owned) */
     uint32_t n_seqs;
+    char *topic; /* CT_ACK, CT_NACK of a pattern subscription: the message's topic (owned) */
 } ct_cmd_t;
 
 wsq_err wsq__ct_create(wsq_server_t *srv, wsq_consumers_t **out);
@@ -87,5 +92,7 @@ void wsq__ct_push(wsq_consumers_t *ct, ct_cmd_t *cmd);
 /* A zeroed command; NULL when out of memory. */
 ct_cmd_t *wsq__ct_cmd(ct_kind_t kind, uint64_t sid, uint64_t sub_id);
 void wsq__ct_cmd_free(ct_cmd_t *cmd);
+/* Frees subscription parameters and what they own. */
+void wsq__ct_params_free(ct_sub_params_t *p);
 
 #endif

@@ -55,7 +55,7 @@ static int raw_open(wsq_session_t *s, struct lws *wsi, char *detail, size_t deta
         return -1;
     p->raw = true;
     if (wsq__sub_add(s, p) != WSQ_OK) {
-        free(p);
+        wsq__ct_params_free(p);
         return -1;
     }
     return 0;

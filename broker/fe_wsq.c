@@ -84,7 +84,10 @@ static void op_sub(wsq_session_t *s, const wsq_frame_t *f)
 {
     const wsq_config_t *cfg = s->srv->cfg;
     char buf[400];
-    if (!wsq__allowed(&s->ident, WSQ_RIGHT_SUBSCRIBE, f->topic, f->topic_len)) {
+    /* a pattern is refused only when the identity may read nothing at all: of the topics it
+     * matches, those the identity may not read are left out (delivery.c) */
+    if (f->pattern ? s->ident.rights == NULL || s->ident.rights->subscribe.n == 0
+                   : !wsq__allowed(&s->ident, WSQ_RIGHT_SUBSCRIBE, f->topic, f->topic_len)) {
         snprintf(buf, sizeof(buf), "%s may not subscribe to %s", s->ident.name, f->topic);
         send_err(s, f->ref, WSQ_ERR_FORBIDDEN, buf);
         return;
@@ -118,8 +121,10 @@ static void op_sub(wsq_session_t *s, const wsq_frame_t *f)
     snprintf(p->ref, sizeof(p->ref), "%s", f->ref);
     p->has_epoch = f->has_epoch;
     p->epoch = f->epoch;
-    if (wsq__sub_add(s, p) != WSQ_OK) {
-        free(p);
+    p->pattern = f->pattern;
+    if ((p->pattern && wsq__rights_copy(&s->ident, &p->rights, &p->rights_len) != WSQ_OK) ||
+        wsq__sub_add(s, p) != WSQ_OK) {
+        wsq__ct_params_free(p);
         send_err(s, f->ref, WSQ_ERR_NOMEM, NULL);
     }
 }
@@ -143,7 +148,7 @@ static void op_unsub(wsq_session_t *s, const wsq_frame_t *f)
 /* ack, cumulative ack and nack */
 static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
 {
-    wsq_sub_t *sub = wsq__sub_by_topic(s, f->topic, f->topic_len);
+    wsq_sub_t *sub = wsq__sub_for_message(s, f->topic, f->topic_len);
     if (sub == NULL) {
         send_err(s, f->ref, WSQ_ERR_NOT_SUBSCRIBED, NULL);
         return;
@@ -161,6 +166,10 @@ static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
     }
     ct_kind_t k = f->op == WSQ_OP_NACK ? CT_NACK : f->has_upto ? CT_ACK_UPTO : CT_ACK;
     ct_cmd_t *cmd = wsq__ct_cmd(k, s->id, sub->id);
+    if (cmd && sub->pattern && (cmd->topic = strdup(f->topic)) == NULL) {
+        wsq__ct_cmd_free(cmd);
+        cmd = NULL;
+    }
     if (cmd) {
         cmd->seq = f->has_upto ? f->upto : f->seq;
         cmd->delay_ms = f->delay_ms;

@@ -170,19 +170,30 @@ static wsq_err get_str(const json_t *obj, const char *name, bool required, const
     return WSQ_OK;
 }
 
-static wsq_err get_topic(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+/* "topic": a topic name, or with pattern (sub, unsub) also a topic pattern (f->pattern). */
+static wsq_err get_topic_or(const json_t *root, bool pattern, wsq_frame_t *f,
+                            wsq_proto_error_t *perr)
 {
     const json_t *v;
     wsq_err e = get_str(root, "topic", true, &v, perr);
     if (e != WSQ_OK)
         return e;
     size_t n = json_string_length(v);
-    if (!wsq_topic_valid(json_string_value(v), n))
-        return set_err(perr, WSQ_ERR_BAD_TOPIC, "%s", wsq_strerror(WSQ_ERR_BAD_TOPIC));
-    memcpy(f->topic, json_string_value(v), n);
+    const char *s = json_string_value(v);
+    if (!wsq_topic_valid(s, n)) {
+        if (!pattern || !wsq_topic_pattern_valid(s, n))
+            return set_err(perr, WSQ_ERR_BAD_TOPIC, "%s", wsq_strerror(WSQ_ERR_BAD_TOPIC));
+        f->pattern = true;
+    }
+    memcpy(f->topic, s, n);
     f->topic[n] = '\0';
     f->topic_len = n;
     return WSQ_OK;
+}
+
+static wsq_err get_topic(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *perr)
+{
+    return get_topic_or(root, false, f, perr);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -344,7 +355,7 @@ static wsq_err dec_sub(const json_t *root, wsq_frame_t *f, wsq_proto_error_t *pe
 {
     const json_t *consumer, *epoch;
     int64_t window = 0;
-    wsq_err e = get_topic(root, f, perr);
+    wsq_err e = get_topic_or(root, true, f, perr);
     if (e == WSQ_OK)
         e = get_str(root, "consumer", false, &consumer, perr);
     if (e != WSQ_OK)
@@ -804,7 +815,7 @@ wsq_err wsq__proto_decode_full(const void *json, size_t len, size_t max_payload,
         e = dec_sub(root, f, perr);
         break;
     case WSQ_OP_UNSUB:
-        e = get_topic(root, f, perr);
+        e = get_topic_or(root, true, f, perr);
         break;
     case WSQ_OP_ACK:
         e = dec_ack(root, f, perr);
@@ -1064,14 +1075,19 @@ wsq_err wsq_proto_enc_subscribed(wsq_buf_t *out, const char *ref, const wsq_subs
         PUT_LIT(&w, ",\"consumer\":");
         put_str(&w, s->consumer, strlen(s->consumer));
     }
-    PUT_LIT(&w, ",\"epoch\":");
-    put_hex16(&w, s->epoch);
-    PUT_LIT(&w, ",\"first_seq\":");
-    put_u64(&w, s->first_seq);
-    PUT_LIT(&w, ",\"next_seq\":");
-    put_u64(&w, s->next_seq);
-    PUT_LIT(&w, ",\"start_seq\":");
-    put_u64(&w, s->start_seq);
+    if (s->pattern) { /* a pattern has no one topic's positions: how many topics it matched */
+        PUT_LIT(&w, ",\"pattern\":true,\"topics\":");
+        put_u64(&w, s->topics);
+    } else {
+        PUT_LIT(&w, ",\"epoch\":");
+        put_hex16(&w, s->epoch);
+        PUT_LIT(&w, ",\"first_seq\":");
+        put_u64(&w, s->first_seq);
+        PUT_LIT(&w, ",\"next_seq\":");
+        put_u64(&w, s->next_seq);
+        PUT_LIT(&w, ",\"start_seq\":");
+        put_u64(&w, s->start_seq);
+    }
     PUT_LIT(&w, ",\"window\":");
     put_u64(&w, s->window);
     PUT_LIT(&w, ",\"resumed\":");
@@ -1241,7 +1257,9 @@ wsq_err wsq_proto_encode_client(const wsq_frame_t *f, wsq_buf_t *out)
 {
     bool needs_topic = f->op == WSQ_OP_PUB || f->op == WSQ_OP_SUB || f->op == WSQ_OP_UNSUB ||
                        f->op == WSQ_OP_ACK || f->op == WSQ_OP_NACK;
-    if (needs_topic && !wsq_topic_valid(f->topic, f->topic_len))
+    bool pattern_ok = f->op == WSQ_OP_SUB || f->op == WSQ_OP_UNSUB;
+    if (needs_topic && !wsq_topic_valid(f->topic, f->topic_len) &&
+        !(pattern_ok && wsq_topic_pattern_valid(f->topic, f->topic_len)))
         return WSQ_ERR_INVAL;
     enc_t w = enc_begin(out);
     switch (f->op) {
@@ -1400,7 +1418,8 @@ static wsq_err srv_word(const json_t *root, const char *name, bool required, cha
 }
 
 /* A present topic must be a valid name, even where the member is optional. */
-static wsq_err srv_topic(const json_t *root, bool required, wsq_server_frame_t *f)
+/* "topic": a name, or with pattern a topic pattern. */
+static wsq_err srv_topic_or(const json_t *root, bool required, bool pattern, wsq_server_frame_t *f)
 {
     const json_t *v = json_object_get(root, "topic");
     if (v == NULL)
@@ -1408,11 +1427,16 @@ static wsq_err srv_topic(const json_t *root, bool required, wsq_server_frame_t *
     if (!json_is_string(v))
         return WSQ_ERR_BAD_TYPE;
     size_t n = json_string_length(v);
-    if (!wsq_topic_valid(json_string_value(v), n))
+    if (!(pattern ? wsq_topic_pattern_valid : wsq_topic_valid)(json_string_value(v), n))
         return WSQ_ERR_BAD_TOPIC;
     memcpy(f->topic, json_string_value(v), n);
     f->topic[n] = '\0';
     return WSQ_OK;
+}
+
+static wsq_err srv_topic(const json_t *root, bool required, wsq_server_frame_t *f)
+{
+    return srv_topic_or(root, required, false, f);
 }
 
 static wsq_err srv_epoch(const json_t *root, uint64_t *out)
@@ -1537,16 +1561,21 @@ static wsq_err srv_decode(const json_t *root, wsq_server_frame_t *f)
         e = WSQ_OK;
     } else if (str_is(op, "subscribed")) {
         uint64_t unused;
-        e = srv_topic(root, true, f);
+        e = srv_check(root, "pattern", false, true);
+        f->pattern = json_is_true(json_object_get(root, "pattern"));
+        if (e == WSQ_OK)
+            e = srv_topic_or(root, true, f->pattern, f);
         if (e == WSQ_OK)
             e = srv_check(root, "consumer", false, false);
-        if (e == WSQ_OK)
+        if (e == WSQ_OK && f->pattern)
+            e = srv_u64(root, "topics", true, UINT32_MAX, &f->topics);
+        if (e == WSQ_OK && !f->pattern)
             e = srv_epoch(root, &f->epoch);
-        if (e == WSQ_OK)
+        if (e == WSQ_OK && !f->pattern)
             e = srv_u64(root, "first_seq", true, UINT64_MAX, &f->first_seq);
-        if (e == WSQ_OK)
+        if (e == WSQ_OK && !f->pattern)
             e = srv_u64(root, "next_seq", true, UINT64_MAX, &f->next_seq);
-        if (e == WSQ_OK)
+        if (e == WSQ_OK && !f->pattern)
             e = srv_u64(root, "start_seq", true, UINT64_MAX, &f->start_seq);
         if (e == WSQ_OK)
             e = srv_u64(root, "window", true, UINT32_MAX, &unused);

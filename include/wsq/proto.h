@@ -102,6 +102,7 @@ typedef struct {
     uint32_t window;   /* 0 = not given */
     bool has_epoch;
     bool shared;    /* sub: "shared": true (a shared consumer; needs "consumer") */
+    bool pattern;   /* sub, unsub: topic is a pattern (a '*' or '>' segment), not a name */
     uint64_t epoch; /* "epoch" the client knows, 16 hex digits */
     /* ack / nack */
     bool has_seq;
@@ -189,11 +190,15 @@ typedef struct {
     uint64_t next_seq;
     uint64_t start_seq; /* first seq this subscription will deliver (before redeliveries) */
     uint32_t window;
-    bool resumed; /* an existing consumer was resumed */
-    bool shared;  /* a shared consumer: "shared": true is added */
+    bool resumed;    /* an existing consumer was resumed */
+    bool shared;     /* a shared consumer: "shared": true is added */
+    bool pattern;    /* topic is a pattern: "pattern":true and "topics" instead of positions */
+    uint32_t topics; /* pattern: the topics it matched when subscribing */
 } wsq_subscribed_t;
 /* {"op":"subscribed"[,"ref":R],"topic":T[,"consumer":C],"epoch":"<16 hex>","first_seq":F,
- * "next_seq":N,"start_seq":S,"window":W,"resumed":B[,"shared":true]}. WSQ_ERR_INVAL when s->topic
+ * "next_seq":N,"start_seq":S,"window":W,"resumed":B[,"shared":true]}; for a pattern
+ * {"op":"subscribed"[,"ref":R],"topic":P[,"consumer":C],"pattern":true,"topics":N,"window":W,
+ * "resumed":B[,"shared":true]}. WSQ_ERR_INVAL when s->topic
  * is NULL or its length is 0 or above WSQ_TOPIC_MAX (255). */
 wsq_err wsq_proto_enc_subscribed(wsq_buf_t *out, const char *ref, const wsq_subscribed_t *s);
 
@@ -254,6 +259,8 @@ typedef struct {
     char reason[32];      /* gap: the reason */
     uint64_t start_seq;   /* subscribed */
     bool shared;          /* subscribed: "shared": true */
+    bool pattern;         /* subscribed: "pattern": true (topic is a pattern; no positions) */
+    uint64_t topics;      /* subscribed: a pattern's matched topics */
     bool dup;             /* ok: "dup": true (an id seen within the dedup window) */
     char dead_topic[256]; /* dead: where the message went (dead_seq); seq is the original's */
     uint64_t dead_seq;

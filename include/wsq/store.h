@@ -100,6 +100,7 @@ typedef struct {
     uint32_t appended;  /* messages appended to it by this commit */
     bool trimmed;       /* messages were removed from its head (retention or purge) */
     bool deleted;       /* the topic itself was deleted */
+    bool created;       /* the topic was created by this commit */
 } wsq_commit_topic_t;
 
 /* Summary of one batch, for on_commit. Valid only during the callback. */

@@ -250,6 +250,7 @@ uint32_t wsq__wtopics_settle(wsq__writer_t *w, uint32_t *nappends)
                                                     .next_seq = t->rec.next_seq,
                                                     .appended = t->appended,
                                                     .trimmed = t->trimmed,
+                                                    .created = t->txn_created,
                                                     .deleted = t->txn_deleted};
         *nappends += t->appended;
         if (t->trimmed || t->txn_deleted)

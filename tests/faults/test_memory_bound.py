@@ -136,6 +136,32 @@ class MemoryBound(h.WsqdTestCase):
         self.assertEqual(d.stop(), 0)
         self.assertEqual(d.log_problems(), [])
 
+    def test_large_messages_queue_at_most_1_mib_per_subscription(self):
+        """A window counts messages, not bytes: 2,000 stalled messages of 64 KiB would be 128
+        MiB a subscription. The 1 MiB a subscription may queue for its socket is what bounds
+        it (a plain subscription, a durable one and a pattern's topics)."""
+        d = self.new_wsqd(log_level="info").start()
+        topic = "mem.large.t"
+        time.sleep(0.3)
+        idle = h.proc_status(d.pid)
+        n = fu.preload(d, topic, 2000, size=65536, conns=2, window=50)
+        self.assertEqual(n, 2000)
+        stalled = []
+        for i, extra in enumerate(({}, {"consumer": "c"}, {"topic": "mem.large.>"})):
+            c = h.SocketWS(d, rcvbuf=4096)
+            c.send_json(dict({"op": "sub", "topic": topic, "from": "earliest", "window": 2000,
+                              "ref": i}, **extra))
+            stalled.append(c)
+        time.sleep(2.0 * h.SLOW)
+        anon = h.proc_status(d.pid)["RssAnon"]
+        for c in stalled:
+            c.close()
+        sys.stderr.write("\nRssAnon kB: idle %d, with 3 stalled subscriptions on 128 MiB of "
+                         "messages %d\n" % (idle["RssAnon"], anon))
+        if not h.instrumented():
+            self.assertLess(anon, idle["RssAnon"] + 16 * MiB + 3 * MiB)
+        self.assertEqual(d.stop(), 0)
+
 
 if __name__ == "__main__":
     h.main(wsqctl=True)

@@ -558,7 +558,8 @@ static void test_proto_bad_topic(void **state)
     decode_err("{\"op\":\"pub\",\"topic\":\"\",\"data\":\"x\"}", WSQ_ERR_BAD_TOPIC);
     decode_err("{\"op\":\"pub\",\"topic\":\"a b\",\"data\":\"x\"}", WSQ_ERR_BAD_TOPIC);
     decode_err("{\"op\":\"pub\",\"topic\":\"a..b\",\"data\":\"x\"}", WSQ_ERR_BAD_TOPIC);
-    decode_err("{\"op\":\"sub\",\"topic\":\"a.*\"}", WSQ_ERR_BAD_TOPIC);
+    /* (a sub may name a pattern since issue 13; a malformed one is still a bad topic) */
+    decode_err("{\"op\":\"sub\",\"topic\":\"a.*x\"}", WSQ_ERR_BAD_TOPIC);
     decode_err("{\"op\":\"sub\",\"topic\":\"a\\u0000\"}", WSQ_ERR_BAD_TOPIC);
     decode_err("{\"op\":\"ack\",\"topic\":\"\xC3\xA9\",\"seq\":1}", WSQ_ERR_BAD_TOPIC);
 
@@ -1458,6 +1459,50 @@ static void test_proto_server_dead_dup_shared(void **state)
                      WSQ_ERR_BAD_TOPIC);
 }
 
+static void test_proto_patterns(void **state)
+{
+    (void)state;
+    wsq_frame_t f;
+    decode_ok("{\"op\":\"sub\",\"topic\":\"a.>\"}", &f);
+    assert_true(f.pattern);
+    assert_string_equal(f.topic, "a.>");
+    wsq_buf_t b;
+    wsq_buf_init(&b);
+    assert_int_equal(wsq_proto_encode_client(&f, &b), WSQ_OK); /* a client may send it */
+    wsq_frame_clear(&f);
+    decode_ok("{\"op\":\"unsub\",\"topic\":\"*.b\"}", &f);
+    assert_true(f.pattern);
+    wsq_frame_clear(&f);
+    decode_ok("{\"op\":\"sub\",\"topic\":\"a.b\"}", &f);
+    assert_false(f.pattern);
+    /* a publish, an ack or a nack names one topic */
+    f.op = WSQ_OP_PUB;
+    memcpy(f.topic, "a.*", 4);
+    f.topic_len = 3;
+    b.len = 0;
+    assert_int_equal(wsq_proto_encode_client(&f, &b), WSQ_ERR_INVAL);
+    wsq_frame_clear(&f);
+    decode_err("{\"op\":\"pub\",\"topic\":\"a.*\",\"data\":\"x\"}", WSQ_ERR_BAD_TOPIC);
+    decode_err("{\"op\":\"ack\",\"topic\":\"a.>\",\"seq\":1}", WSQ_ERR_BAD_TOPIC);
+    decode_err("{\"op\":\"nack\",\"topic\":\">\",\"seq\":1}", WSQ_ERR_BAD_TOPIC);
+    decode_err("{\"op\":\"sub\",\"topic\":\"a.>.b\"}", WSQ_ERR_BAD_TOPIC);
+    decode_err("{\"op\":\"sub\",\"topic\":\"a.b*\"}", WSQ_ERR_BAD_TOPIC);
+    /* a pattern's subscribed answer: no positions, the topics it matched */
+    b.len = 0;
+    wsq_subscribed_t sd = {
+        .topic = "a.>", .topic_len = 3, .window = 7, .pattern = true, .topics = 12};
+    assert_int_equal(wsq_proto_enc_subscribed(&b, "1", &sd), WSQ_OK);
+    wsq_server_frame_t s = decode_server_ok(&b);
+    assert_true(s.pattern);
+    assert_int_equal(s.topics, 12);
+    assert_string_equal(s.topic, "a.>");
+    wsq_server_frame_clear(&s);
+    assert_int_equal(decode_server_str("{\"op\":\"subscribed\",\"topic\":\"a.>\",\"window\":1,"
+                                       "\"resumed\":false}"),
+                     WSQ_ERR_BAD_TOPIC); /* not a pattern answer: a name is needed */
+    wsq_buf_fini(&b);
+}
+
 static void test_proto_pull_query(void **state)
 {
     (void)state;
@@ -2120,6 +2165,7 @@ int main(void)
         cmocka_unit_test(test_proto_sub_full),
         cmocka_unit_test(test_proto_sub_shared),
         cmocka_unit_test(test_proto_server_dead_dup_shared),
+        cmocka_unit_test(test_proto_patterns),
         cmocka_unit_test(test_proto_pull_query),
         cmocka_unit_test(test_proto_pull_acks),
         cmocka_unit_test(test_proto_sub_from_variants),

@@ -177,6 +177,36 @@ class Revokes(h.WsqdTestCase):
         self.assertEqual(len(re.findall(r"revoked sid=\d+ identity=carol reason=subscribe "
                                         r"topic=chat\.private\.", d.log())), 3)
 
+    def test_narrowed_rights_narrow_a_pattern(self):
+        """A pattern reads the topics its identity may read: a reload that narrows the rights
+        leaves the topics out from then on (the connection stays), one that widens them adds
+        topics."""
+        d = self.wsqd
+
+        async def go():
+            pat = await v1(d, T_CAROL)
+            await sub(pat, "chat.>", 1)
+            o = await v1(d, T_OPS)
+            await h.pub_confirmed(o, "chat.private.a", "p1", 1)
+            await h.pub_confirmed(o, "chat.public.a", "q1", 2)
+            got = {(await h.expect_op(pat, "msg"))["data"] for _ in range(2)}
+            self.assertEqual(got, {"p1", "q1"})
+            s.reload(d, s.auth_yaml([ALICE, BOB, CAROL_NARROW, OPS],
+                                    jwt={"secret": JWT_SECRET}))
+            await h.pub_confirmed(o, "chat.private.a", "p2", 3)
+            await h.pub_confirmed(o, "chat.private.new", "p3", 4)
+            await h.pub_confirmed(o, "chat.public.a", "q2", 5)
+            m = await h.expect_op(pat, "msg")
+            self.assertEqual((m["topic"], m["data"]), ("chat.public.a", "q2"))
+            s.reload(d, s.auth_yaml([ALICE, BOB, CAROL, OPS], jwt={"secret": JWT_SECRET}))
+            await h.pub_confirmed(o, "chat.private.a", "p4", 6)
+            m = await h.expect_op(pat, "msg")
+            self.assertEqual((m["topic"], m["data"]), ("chat.private.a", "p4"))
+            await s.still_open(pat)
+            for ws in (pat, o):
+                await ws.close()
+        h.run(go())
+
     def test_anonymous_rights_withdrawn(self):
         d = self.new_wsqd(s.auth_yaml([OPS], anonymous=([], ["news.>"], False))).start()
 
