@@ -276,12 +276,18 @@ static void drop_cmd(wsq_mail_t *m)
 /* ------------------------------------------------------------------------------------------- */
 /* small containers */
 
-static uint32_t hash64(uint64_t v)
+/* All 32 bits of a 64-bit mix (murmur3's finalizer step). */
+static uint32_t mix64(uint64_t v)
 {
     v ^= v >> 33;
     v *= 0xff51afd7ed558ccdull;
     v ^= v >> 33;
-    return (uint32_t)v & (SUB_BUCKETS - 1);
+    return (uint32_t)v;
+}
+
+static uint32_t hash64(uint64_t v)
+{
+    return mix64(v) & (SUB_BUCKETS - 1);
 }
 
 static uint32_t hash_cons(uint32_t topic_id, const char *name, size_t len)
@@ -2269,7 +2275,7 @@ static bool idset_has(const ct_wild_t *w, uint32_t id)
 {
     if (w->capmatch == 0)
         return false;
-    for (uint32_t i = hash64(id) % w->capmatch;; i = (i + 1) % w->capmatch) {
+    for (uint32_t i = mix64(id) % w->capmatch;; i = (i + 1) % w->capmatch) {
         if (w->match[i] == id)
             return true;
         if (w->match[i] == 0)
@@ -2289,7 +2295,7 @@ static bool idset_add(ct_wild_t *w, uint32_t id)
         for (uint32_t i = 0; i < w->capmatch; i++) {
             if (w->match[i] == 0)
                 continue;
-            uint32_t j = hash64(w->match[i]) % cap;
+            uint32_t j = mix64(w->match[i]) % cap;
             while (m[j])
                 j = (j + 1) % cap;
             m[j] = w->match[i];
@@ -2298,7 +2304,7 @@ static bool idset_add(ct_wild_t *w, uint32_t id)
         w->match = m;
         w->capmatch = cap;
     }
-    uint32_t j = hash64(id) % w->capmatch;
+    uint32_t j = mix64(id) % w->capmatch;
     while (w->match[j])
         j = (j + 1) % w->capmatch;
     w->match[j] = id;
