@@ -68,7 +68,8 @@ typedef struct ct_topic {
     uint64_t first_seq;
     uint64_t next_seq;
     uint64_t purged_upto;
-    struct ct_sub *subs;           /* subscriptions on this topic (tnext) */
+    uint64_t notified_next; /* next_seq as of the last commit notice (reads may see further) */
+    struct ct_sub *subs;    /* subscriptions on this topic (tnext) */
     const wsq_config_t *dead_cfg;  /* the config dead was resolved in */
     const wsq_dead_letter_t *dead; /* max_deliver and the dead-letter topic (retention rules) */
     struct ct_topic *hnext;
@@ -179,6 +180,7 @@ typedef struct ct_sub {
     pull_t *pull;         /* the HTTP pull member (sid 0), else NULL */
     struct ct_wild *wild; /* a topic of this pattern subscription (a "kid"), else NULL */
     struct ct_sub *knext; /* the pattern's kids with the same name hash */
+    int64_t idle_since;   /* ephemeral kid: caught up and quiet since (0: busy) */
     char *kid_name;       /* kid: its topic's name (owned), kid_len bytes */
     size_t kid_len;
     bool kid_earliest; /* kid: a new consumer starts at the topic's first message */
@@ -728,7 +730,7 @@ static void sub_unlink(wsq_consumers_t *ct, ct_sub_t *s)
             *pp = s->hnext;
             break;
         }
-    for (ct_sub_t **pp = &ct->by_sid[hash64(s->sid)]; *pp; pp = &(*pp)->snext)
+    for (ct_sub_t **pp = &ct->by_sid[hash64(s->sid)]; s->wild == NULL && *pp; pp = &(*pp)->snext)
         if (*pp == s) {
             *pp = s->snext;
             break;
@@ -870,13 +872,14 @@ static ct_sub_t *kid_find(const ct_wild_t *w, const char *name, size_t len)
     return NULL;
 }
 
-static void kid_unlink(ct_sub_t *s)
+static void kid_unlink(wsq_consumers_t *ct, ct_sub_t *s)
 {
     ct_wild_t *w = s->wild;
     for (ct_sub_t **pp = &w->kids[name_bucket(s->kid_name, s->kid_len)]; *pp; pp = &(*pp)->knext)
         if (*pp == s) {
             *pp = s->knext;
             w->nkids--;
+            atomic_fetch_sub_explicit(&ct->srv->metrics.pattern_topics, 1, memory_order_relaxed);
             break;
         }
     w->queued_bytes -= s->queued_bytes < w->queued_bytes ? s->queued_bytes : w->queued_bytes;
@@ -977,7 +980,7 @@ static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
     if (s->pull)
         pull_free(ct, s);
     if (s->wild)
-        kid_unlink(s);
+        kid_unlink(ct, s);
     ct_topic_t *t = s->topic;
     free(s->own.redo.v);
     free(s->infl.v);
@@ -1004,8 +1007,11 @@ static void opened_done(wsq_wreq_t *req, void *arg)
 }
 
 /* A subscription of session sid with parameters p (taken), linked into the tables, OPENING.
- * NULL when out of memory (p is not taken then). */
-static ct_sub_t *sub_alloc(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, ct_sub_params_t *p)
+ * A pattern's kid (kid) stays out of the session's list: its pattern ends it, and a session
+ * with 100,000 of them in one list would make each end a walk of the list. NULL when out of
+ * memory (p is not taken then). */
+static ct_sub_t *sub_alloc(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, ct_sub_params_t *p,
+                           bool kid)
 {
     ct_sub_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -1019,9 +1025,11 @@ static ct_sub_t *sub_alloc(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, c
     uint32_t b = hash64(s->id);
     s->hnext = ct->subs[b];
     ct->subs[b] = s;
-    b = hash64(s->sid);
-    s->snext = ct->by_sid[b];
-    ct->by_sid[b] = s;
+    if (!kid) {
+        b = hash64(s->sid);
+        s->snext = ct->by_sid[b];
+        ct->by_sid[b] = s;
+    }
     return s;
 }
 
@@ -1061,7 +1069,7 @@ static bool sub_open(wsq_consumers_t *ct, ct_sub_t *s, const char *topic, size_t
 static ct_sub_t *sub_new(wsq_consumers_t *ct, uint64_t sid, uint64_t sub_id, ct_sub_params_t *p,
                          pull_t *pull)
 {
-    ct_sub_t *s = sub_alloc(ct, sid, sub_id, p);
+    ct_sub_t *s = sub_alloc(ct, sid, sub_id, p, false);
     if (s == NULL) {
         if (pull)
             pull_fail(ct, pull, WSQ_ERR_NOMEM, "out of memory");
@@ -1499,6 +1507,8 @@ static void on_commit(wsq_consumers_t *ct, ct_cmd_t *cmd)
         }
         if (ti->next_seq > t->next_seq)
             t->next_seq = ti->next_seq;
+        if (ti->next_seq > t->notified_next)
+            t->notified_next = ti->next_seq;
         if (ti->first_seq > t->first_seq)
             t->first_seq = ti->first_seq;
         tc_drop_below(ct, t, t->first_seq);
@@ -2166,12 +2176,36 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
 /* ------------------------------------------------------------------------------------------- */
 /* timers */
 
+#define KID_IDLE_MS 2000
+
+/* An ephemeral pattern's kid with nothing queued that has delivered everything its topic's
+ * commit notices announced ends after KID_IDLE_MS quiet: the topic's next commit makes a new one
+ * that starts exactly where this one stopped (the first seq that commit appended), so what a
+ * pattern holds is bounded by the topics active lately, not by all it matches. true: ended. */
+static bool kid_reap(wsq_consumers_t *ct, ct_sub_t *s)
+{
+    const ct_topic_t *t = s->topic;
+    if (s->wild == NULL || s->cons != NULL || t == NULL || s->queued ||
+        s->cur->next_seq != t->notified_next || t->next_seq != t->notified_next) {
+        s->idle_since = 0;
+        return false;
+    }
+    if (s->idle_since == 0)
+        s->idle_since = ct->now_ms;
+    if (ct->now_ms - s->idle_since < KID_IDLE_MS)
+        return false;
+    sub_state(s, SUB_DEAD);
+    sub_end(ct, s);
+    return true;
+}
+
 static void timers(wsq_consumers_t *ct)
 {
     int64_t ack_wait = ct->srv->cfg->limits.ack_wait_ms;
     for (uint32_t b = 0; b < SUB_BUCKETS; b++) {
-        for (ct_sub_t *s = ct->subs[b]; s; s = s->hnext) {
-            if (s->state != SUB_LIVE)
+        for (ct_sub_t *s = ct->subs[b], *nx; s; s = nx) {
+            nx = s->hnext;
+            if (s->state != SUB_LIVE || kid_reap(ct, s))
                 continue;
             if (ack_wait > 0 && durable_wsq(s)) {
                 /* unacked for too long: redeliver (the slot stays taken until then) */
@@ -2338,7 +2372,7 @@ static bool kid_new(wsq_consumers_t *ct, ct_wild_t *w, const wsq_topic_info_t *t
                     uint64_t start)
 {
     size_t len = strlen(ti->name);
-    ct_sub_t *s = sub_alloc(ct, w->sid, (1ull << 62) | ++ct->next_kid_id, w->p);
+    ct_sub_t *s = sub_alloc(ct, w->sid, (1ull << 62) | ++ct->next_kid_id, w->p, true);
     if (s != NULL) {
         s->wild = w; /* (from here on sub_end leaves the pattern's parameters alone) */
         if ((s->kid_name = malloc(len + 1)) == NULL) {
@@ -2360,6 +2394,7 @@ static bool kid_new(wsq_consumers_t *ct, ct_wild_t *w, const wsq_topic_info_t *t
     s->knext = w->kids[b];
     w->kids[b] = s;
     w->nkids++;
+    atomic_fetch_add_explicit(&ct->srv->metrics.pattern_topics, 1, memory_order_relaxed);
     if (w->p->consumer_len) { /* the floor of a new consumer, as sub_new's */
         const ct_sub_params_t *p = w->p;
         uint64_t floor = ti->next_seq - 1;

@@ -97,6 +97,10 @@ void wsq__metrics_render(wsq_server_t *srv, wsq_buf_t *b)
            "Messages moved to a dead-letter topic after max_deliver deliveries without "
            "an ack.",
            m->dead_lettered);
+    metric(b, "wsq_pattern_topic_subscriptions", "gauge",
+           "Topics topic patterns hold a subscription on now (each matching topic with work "
+           "lately, or with a durable position).",
+           m->pattern_topics);
     metric(b, "wsq_reloads_total", "counter", "Configuration reloads applied.", m->reloads);
     metric(b, "wsq_reload_failures_total", "counter", "Configuration reloads refused.",
            m->reload_failures);

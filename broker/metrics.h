@@ -63,8 +63,9 @@ typedef struct {
     _Atomic uint64_t corrupt; /* stored messages that failed their checksum when read */
     _Atomic uint64_t commits;
     _Atomic uint64_t commit_ns_total;
-    _Atomic uint64_t paused;        /* publisher pauses (backpressure) */
-    _Atomic uint64_t dead_lettered; /* messages moved to their dead-letter topic */
+    _Atomic uint64_t paused;         /* publisher pauses (backpressure) */
+    _Atomic uint64_t dead_lettered;  /* messages moved to their dead-letter topic */
+    _Atomic uint64_t pattern_topics; /* per-topic subscriptions of topic patterns, now */
     _Atomic uint64_t reloads;
     _Atomic uint64_t reload_failures;
     _Atomic uint64_t limit_refusals[WSQ_LIM_COUNT];

@@ -13,7 +13,9 @@ then measures:
      subscriber (counted), broker CPU per message and the anonymous memory the pattern's
      per-topic subscriptions took; and the same publishes with no subscriber at all, for the
      difference.
-  4. a new topic: a publish to "t.new" (created by it), to its msg at the subscriber.
+  4. the same over 1,000 hot topics (their subscriptions exist: the steady state), with the
+     pattern and without a subscriber;
+  5. a new topic: a publish to "t.new" (created by it), to its msg at the subscriber.
 Prints one JSON line per run. Stops its wsqd by PID. Not a test: it measures.
 """
 
@@ -104,8 +106,25 @@ def main():
         el = time.monotonic() - t0
         out["with_pattern_us_per_msg"] = round((cpu_s(d.pid) - c0) / a.messages * 1e6, 2)
         out["with_pattern_msgs_per_s"] = round(a.messages / el)
-        # the pattern's topics that got a message each hold a subscription now
+        # the pattern's topics that got a message each hold a subscription now, and let it go
+        # after 2 s of quiet
         out["pattern_rss_anon_kb"] = h.proc_status(d.pid)["RssAnon"] - anon0
+        out["pattern_topic_subscriptions"] = d.metrics().get("wsq_pattern_topic_subscriptions")
+        time.sleep(3)
+        out["pattern_topic_subscriptions_3s_later"] = d.metrics().get(
+            "wsq_pattern_topic_subscriptions")
+
+        # the same count of messages over 1,000 hot topics: their subscriptions exist after the
+        # first message each, the steady state of a busy pattern
+        hot = [names[rng.randrange(1000)] for _ in range(a.messages)]
+        c0 = cpu_s(d.pid)
+        publish_many(d, hot)
+        got = 0
+        while got < a.messages:
+            f = sub.recv_json(timeout=30)
+            if f["op"] == "msg":
+                got += 1
+        out["hot_with_pattern_us_per_msg"] = round((cpu_s(d.pid) - c0) / a.messages * 1e6, 2)
 
         t0 = time.monotonic()
         d.publish("t.new", "new topic")
@@ -118,6 +137,9 @@ def main():
         c0 = cpu_s(d.pid)
         publish_many(d, picks)
         out["no_subscriber_us_per_msg"] = round((cpu_s(d.pid) - c0) / a.messages * 1e6, 2)
+        c0 = cpu_s(d.pid)
+        publish_many(d, hot)
+        out["hot_no_subscriber_us_per_msg"] = round((cpu_s(d.pid) - c0) / a.messages * 1e6, 2)
     finally:
         d.cleanup()
         if not os.environ.get("WSQ_KEEP"):

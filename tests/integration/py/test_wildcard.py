@@ -99,6 +99,13 @@ class Wildcard(h.WsqdTestCase):
         got = collect(ws, 20)
         pt = per_topic(got)
         self.assertEqual(pt, {"l.a": list(range(2, 12)), "l.b": list(range(1, 11))})
+        # quiet topics let their per-topic subscription go (after 2 s) and get a new one with
+        # their next message: nothing is lost or repeated across that
+        time.sleep(2.5)
+        for i in range(3):
+            d.publish("l.a", "after %d" % i)
+        self.assertEqual(collect(ws, 3), [("l.a", 12 + i, "after %d" % i) for i in range(3)])
+        self.assertIsNone(silent(ws))
         ws.close()
 
     def test_publish_to_a_pattern_is_bad_topic(self):
