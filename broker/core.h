@@ -181,6 +181,11 @@ struct wsq_session {
     /* subscriptions */
     wsq_sub_t *subs;
     uint32_t nsubs, cap_subs;
+    /* acks by seq of one subscription in a row go to the delivery thread as one command: the
+     * last such command while it is still in the batch (srv->ct_batch_gen == ack_gen) */
+    ct_cmd_t *ack_cmd;
+    uint64_t ack_gen;
+    uint32_t ack_cap; /* room in ack_cmd->seqs */
     /* closing */
     uint16_t close_code; /* from CLOSING on: the code our close frame carries */
     char close_reason[124];

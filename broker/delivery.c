@@ -403,10 +403,21 @@ static tc_ent_t *tc_get(ct_topic_t *t, uint64_t seq)
 }
 
 /* Appends a message read from LMDB at the cache's tail (only contiguous seqs are kept). */
+/* Do two of t's subscriptions each read every message? The members of one shared consumer
+ * count once: each message goes to one of them, so a cache of what one read helps no other. */
+static bool tc_useful(const ct_topic_t *t)
+{
+    unsigned readers = 0;
+    for (const struct ct_sub *s = t->subs; s && readers < 2; s = s->tnext)
+        if (s->cons == NULL || !s->cons->shared || s->cons->members == s)
+            readers++;
+    return readers >= 2;
+}
+
 static void tc_put(wsq_consumers_t *ct, ct_topic_t *t, const wsq_msg_view_t *m)
 {
-    if (t->subs == NULL || t->subs->tnext == NULL)
-        return; /* one subscriber: nobody would share it */
+    if (t->subs == NULL || t->subs->tnext == NULL || !tc_useful(t))
+        return; /* one reader: nobody would share it */
     size_t size = m->headers_len + m->len;
     if (size > TC_TOPIC_BYTES / 8 || m->seq < t->first_seq)
         return;
@@ -1343,6 +1354,8 @@ static void on_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
         c->dirty |= changed;
     } else {
         (void)ack_seq(ct, c, s, upto);
+        for (uint32_t i = 0; i < cmd->n_seqs; i++) /* (the acks that joined it) */
+            (void)ack_seq(ct, c, s, cmd->seqs[i]);
     }
     if (s->cur->scan_next <= c->cs.ack_floor)
         s->cur->scan_next = c->cs.ack_floor + 1;

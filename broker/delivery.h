@@ -76,7 +76,7 @@ typedef struct ct_cmd {
     char *reply; /* CT_UNSUB: the frame answering the unsub (owned; NULL: none), sent once the
                   * subscription has ended, after everything sent for it */
     size_t reply_len;
-    uint64_t *seqs; /* CT_PULL_ACK, CT_PULL_NACK (owned) */
+    uint64_t *seqs; /* CT_PULL_ACK, CT_PULL_NACK; CT_ACK: more seqs after seq (owned) */
     uint32_t n_seqs;
     char *topic; /* CT_ACK, CT_NACK of a pattern subscription: the message's topic (owned) */
 } ct_cmd_t;

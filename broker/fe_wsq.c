@@ -145,6 +145,26 @@ static void op_unsub(wsq_session_t *s, const wsq_frame_t *f)
     wsq_buf_fini(&ok);
 }
 
+/* Adds seq to the session's ack command still waiting in the batch for the delivery thread,
+ * when it is for the same subscription: a work queue acks every message, and one command per
+ * burst costs the two threads far less than one per ack. false: none to join. */
+static bool ack_join(wsq_session_t *s, const wsq_sub_t *sub, uint64_t seq)
+{
+    ct_cmd_t *c = s->ack_cmd;
+    if (c == NULL || s->ack_gen != s->srv->ct_batch_gen || c->sub_id != sub->id)
+        return false;
+    if (c->n_seqs == s->ack_cap) {
+        uint32_t cap = s->ack_cap ? 2 * s->ack_cap : 16;
+        uint64_t *v = realloc(c->seqs, cap * sizeof(*v));
+        if (v == NULL)
+            return false;
+        c->seqs = v;
+        s->ack_cap = cap;
+    }
+    c->seqs[c->n_seqs++] = seq;
+    return true;
+}
+
 /* ack, cumulative ack and nack */
 static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
 {
@@ -165,6 +185,8 @@ static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
         return;
     }
     ct_kind_t k = f->op == WSQ_OP_NACK ? CT_NACK : f->has_upto ? CT_ACK_UPTO : CT_ACK;
+    if (k == CT_ACK && !sub->pattern && ack_join(s, sub, f->seq))
+        return;
     ct_cmd_t *cmd = wsq__ct_cmd(k, s->id, sub->id);
     if (cmd && sub->pattern && (cmd->topic = strdup(f->topic)) == NULL) {
         wsq__ct_cmd_free(cmd);
@@ -175,6 +197,11 @@ static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
         cmd->delay_ms = f->delay_ms;
         cmd->term = f->term;
         wsq__ct_defer(s->srv, cmd);
+        if (k == CT_ACK && !sub->pattern) { /* the next ack of this subscription may join it */
+            s->ack_cmd = cmd;
+            s->ack_gen = s->srv->ct_batch_gen;
+            s->ack_cap = 0;
+        }
     }
 }
 

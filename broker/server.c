@@ -50,6 +50,7 @@ static void flush_ct_pending(wsq_server_t *srv)
     srv->ct_pending = NULL;
     srv->ct_pending_tail = &srv->ct_pending;
     srv->flush_scheduled = false;
+    srv->ct_batch_gen++;
     if (srv->ct)
         wsq__ct_push(srv->ct, h); /* a stopped delivery thread frees them */
     else

@@ -62,6 +62,7 @@ struct wsq_server {
     uint32_t nips_buckets;
     uint32_t ping_cursor;                    /* next session bucket the liveness sweep visits */
     ct_cmd_t *ct_pending, **ct_pending_tail; /* wsq__ct_defer's batch */
+    uint64_t ct_batch_gen; /* counts hand-overs of that batch: a command still in it is open */
     bool flush_scheduled;
     wsq_session_t *paused;     /* sessions whose rx is off */
     atomic_int signal_pending; /* set by the signal handler: 1 stop, 2 reload */

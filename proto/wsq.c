@@ -464,13 +464,14 @@ static size_t sat_add(size_t a, size_t b)
 }
 
 /* ------------------------------------------------------------------------------------------- */
-/* The pub fast path.
+/* The pub and ack fast path.
  *
  * Publishing is the hot path (hundreds of thousands of frames per second on one service
- * thread), and building a jansson tree per frame costs ~5 us. fast_pub decodes the common shape
- * directly: a flat object whose members are exactly op ("pub"), topic, data and optionally ref
- * and enc, in any order. It succeeds only on frames it understands completely and then yields
- * exactly what the full decoder would; everything else - other ops, unknown members,
+ * thread), and building a jansson tree per frame costs ~5 us; so are the acks of a work queue,
+ * one per message. fast_pub decodes the common shapes directly: a flat object whose members are
+ * exactly op ("pub"), topic, data and optionally ref and enc, or op ("ack"), topic, seq and
+ * optionally ref, in any order. It succeeds only on frames it understands completely and then
+ * yields exactly what the full decoder would; everything else - other ops, unknown members,
  * duplicates, escapes outside data, any malformation - goes to the jansson path, which therefore
  * decides every error and its message. */
 
@@ -605,10 +606,51 @@ static bool fp_is(const fp_val_t *v, const char *lit)
     return v->present && !v->esc && v->n == n && memcmp(v->s, lit, n) == 0;
 }
 
+/* The frame's ref as the full decoder keeps it (its JSON text). */
+static void fast_ref(const fp_val_t *ref, wsq_frame_t *f)
+{
+    if (!ref->present)
+        return;
+    size_t o = 0;
+    if (!ref->is_int)
+        f->ref[o++] = '"';
+    memcpy(f->ref + o, ref->s, ref->n);
+    o += ref->n;
+    if (!ref->is_int)
+        f->ref[o++] = '"';
+    f->ref[o] = '\0';
+}
+
+static bool fast_ref_ok(const fp_val_t *ref)
+{
+    return !ref->present || ((ref->is_int ? ref->n : ref->n + 2) <= WSQ_REF_MAX &&
+                             (ref->is_int || wsq_utf8_valid(ref->s, ref->n)));
+}
+
+/* {"op":"ack","topic":T,"seq":N[,"ref":R]} (checked by fast_pub's scan) into f. */
+static bool fast_ack(const fp_val_t *topic, const fp_val_t *seq, const fp_val_t *ref,
+                     wsq_frame_t *f)
+{
+    if (topic->n > WSQ_TOPIC_MAX || !wsq_topic_valid((const char *)topic->s, topic->n) ||
+        !fast_ref_ok(ref))
+        return false;
+    uint64_t n = 0;
+    for (size_t i = 0; i < seq->n; i++)
+        n = n * 10 + (uint64_t)(seq->s[i] - '0');
+    f->op = WSQ_OP_ACK;
+    memcpy(f->topic, topic->s, topic->n);
+    f->topic[topic->n] = '\0';
+    f->topic_len = topic->n;
+    f->has_seq = true;
+    f->seq = n;
+    fast_ref(ref, f);
+    return true;
+}
+
 static bool fast_pub(const unsigned char *p, size_t len, size_t max_payload, wsq_frame_t *f)
 {
     const unsigned char *end = p + len;
-    fp_val_t op = {0}, topic = {0}, data = {0}, enc = {0}, ref = {0};
+    fp_val_t op = {0}, topic = {0}, data = {0}, enc = {0}, ref = {0}, seq = {0};
     p = fp_ws(p, end);
     if (p >= end || *p != '{')
         return false;
@@ -625,6 +667,7 @@ static bool fast_pub(const unsigned char *p, size_t len, size_t max_payload, wsq
                       : key.n == 4 && memcmp(key.s, "data", 4) == 0  ? &data
                       : key.n == 3 && memcmp(key.s, "enc", 3) == 0   ? &enc
                       : key.n == 3 && memcmp(key.s, "ref", 3) == 0   ? &ref
+                      : key.n == 3 && memcmp(key.s, "seq", 3) == 0   ? &seq
                                                                      : NULL;
         if (v == NULL || v->present)
             return false; /* unknown or duplicate member: the full decoder decides */
@@ -637,6 +680,18 @@ static bool fast_pub(const unsigned char *p, size_t len, size_t max_payload, wsq
         if (*p == '"') {
             if (!fp_string(p + 1, end, v, &p))
                 return false;
+        } else if (v == &seq && *p >= '1' && *p <= '9') {
+            /* a seq: 1 to 18 digits, no leading zero (within jansson's and the full
+             * decoder's range), followed by no fraction or exponent */
+            const unsigned char *q = p;
+            while (q < end && *q >= '0' && *q <= '9')
+                q++;
+            if (q - p > 18 || (q < end && (*q == '.' || *q == 'e' || *q == 'E')))
+                return false;
+            v->s = p;
+            v->n = (size_t)(q - p);
+            v->is_int = true;
+            p = q;
         } else if (v == &ref && (*p == '-' || (*p >= '0' && *p <= '9'))) {
             /* an integer ref: at most 18 digits, no leading zero, not -0 (canonical as jansson
              * prints it) */
@@ -668,8 +723,12 @@ static bool fast_pub(const unsigned char *p, size_t len, size_t max_payload, wsq
         }
         return false;
     }
-    if (fp_ws(p, end) != end || !fp_is(&op, "pub") || !topic.present || topic.esc ||
-        !data.present || (ref.present && ref.esc))
+    if (fp_ws(p, end) != end || !topic.present || topic.esc || (ref.present && ref.esc))
+        return false;
+    if (fp_is(&op, "ack"))
+        return !data.present && !enc.present && seq.present && seq.is_int &&
+               fast_ack(&topic, &seq, &ref, f);
+    if (!fp_is(&op, "pub") || !data.present || seq.present)
         return false;
     bool binary = false;
     if (enc.present) {
@@ -680,9 +739,7 @@ static bool fast_pub(const unsigned char *p, size_t len, size_t max_payload, wsq
     }
     if (topic.n > WSQ_TOPIC_MAX || !wsq_topic_valid((const char *)topic.s, topic.n))
         return false;
-    if (ref.present && (ref.is_int ? ref.n : ref.n + 2) > WSQ_REF_MAX)
-        return false;
-    if (ref.present && !ref.is_int && !wsq_utf8_valid(ref.s, ref.n))
+    if (!fast_ref_ok(&ref))
         return false;
     if (!wsq_utf8_valid(data.s, data.n))
         return false;
@@ -724,16 +781,7 @@ static bool fast_pub(const unsigned char *p, size_t len, size_t max_payload, wsq
     memcpy(f->topic, topic.s, topic.n);
     f->topic[topic.n] = '\0';
     f->topic_len = topic.n;
-    if (ref.present) {
-        size_t o = 0;
-        if (!ref.is_int)
-            f->ref[o++] = '"';
-        memcpy(f->ref + o, ref.s, ref.n);
-        o += ref.n;
-        if (!ref.is_int)
-            f->ref[o++] = '"';
-        f->ref[o] = '\0';
-    }
+    fast_ref(&ref, f);
     f->data = buf;
     f->data_len = dlen;
     f->binary = binary;

@@ -33,7 +33,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             a.data_len != b.data_len || a.binary != b.binary ||
             (a.data_len && memcmp(a.data, b.data, a.data_len) != 0) || a.id_len != b.id_len ||
             (a.id_len && strcmp(a.id, b.id) != 0) || a.headers_len != b.headers_len ||
-            (a.headers_len && memcmp(a.headers, b.headers, a.headers_len) != 0))
+            (a.headers_len && memcmp(a.headers, b.headers, a.headers_len) != 0) ||
+            a.has_seq != b.has_seq || a.seq != b.seq || a.has_upto != b.has_upto ||
+            a.upto != b.upto)
             abort();
         uint32_t nh;
         size_t hbytes;

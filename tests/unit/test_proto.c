@@ -1459,6 +1459,49 @@ static void test_proto_server_dead_dup_shared(void **state)
                      WSQ_ERR_BAD_TOPIC);
 }
 
+/* The ack fast path yields what the full decoder does, and declines what it must not take. */
+static void test_proto_ack_fast_path(void **state)
+{
+    (void)state;
+    static const char *const same[] = {
+        "{\"op\":\"ack\",\"topic\":\"jobs\",\"seq\":42}",
+        "{ \"seq\" : 7 , \"topic\" : \"a/b\" , \"op\" : \"ack\" , \"ref\" : \"r\" }",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":999999999999999999,\"ref\":-3}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":9223372036854775807}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"upto\":5}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":0}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":01}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":-1}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":1.0}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":1e2}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":1,\"seq\":2}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":1,\"data\":\"x\"}",
+        "{\"op\":\"ack\",\"topic\":\"a..b\",\"seq\":1}",
+        "{\"op\":\"pub\",\"topic\":\"t\",\"data\":\"x\",\"seq\":1}",
+        "{\"op\":\"ack\",\"topic\":\"t\"}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":\"1\"}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":1,\"enc\":\"text\"}",
+        "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":1,\"ref\":\"a\\u0041\"}",
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        wsq_frame_t a, b;
+        wsq_proto_error_t ea, eb;
+        wsq_err ra = wsq_proto_decode(same[i], strlen(same[i]), MAXP, &a, &ea);
+        wsq_err rb = wsq__proto_decode_full(same[i], strlen(same[i]), MAXP, &b, &eb);
+        if (ra != rb)
+            fail_msg("%s: fast %s, full %s", same[i], wsq_errname(ra), wsq_errname(rb));
+        if (ra == WSQ_OK) {
+            assert_int_equal(a.op, b.op);
+            assert_string_equal(a.topic, b.topic);
+            assert_string_equal(a.ref, b.ref);
+            assert_true(a.has_seq == b.has_seq && a.seq == b.seq);
+            assert_true(a.has_upto == b.has_upto && a.upto == b.upto);
+        }
+        wsq_frame_clear(&a);
+        wsq_frame_clear(&b);
+    }
+}
+
 static void test_proto_patterns(void **state)
 {
     (void)state;
@@ -2165,6 +2208,7 @@ int main(void)
         cmocka_unit_test(test_proto_sub_full),
         cmocka_unit_test(test_proto_sub_shared),
         cmocka_unit_test(test_proto_server_dead_dup_shared),
+        cmocka_unit_test(test_proto_ack_fast_path),
         cmocka_unit_test(test_proto_patterns),
         cmocka_unit_test(test_proto_pull_query),
         cmocka_unit_test(test_proto_pull_acks),
