@@ -2154,12 +2154,39 @@ static uint32_t deliver_sub(wsq_consumers_t *ct, ct_sub_t *s, uint32_t cap)
  * its virtual time in inverse proportion to its window. Over time each member gets work in
  * proportion to its window; a trickle goes round the members instead of to whichever comes
  * first; a burst fills every free slot. */
+/* Is more work waiting for shared consumer c than its members have free slots? */
+static bool shared_backlog(const ct_consumer_t *c)
+{
+    uint64_t total = 0;
+    for (const ct_sub_t *m = c->members; m; m = m->mnext)
+        if (m->state == SUB_LIVE)
+            total += credit(m);
+    const cursor_t *cur = &c->cur;
+    uint64_t work = cur->redo.n;
+    if (cur->scan_next <= cur->scan_end)
+        work += cur->scan_end - cur->scan_next + 1;
+    const ct_topic_t *t = c->members ? c->members->topic : NULL;
+    if (t && t->next_seq > cur->next_seq)
+        work += t->next_seq - cur->next_seq;
+    return work > total;
+}
+
+/* May member m take work now? With a backlog, a member takes it in batches of an eighth of its
+ * window at least: acks come back one by one, and a read and a hand-over per freed slot would
+ * cost more than the messages. Without one, any free slot takes what comes. */
+static bool member_eligible(const ct_sub_t *m, bool backlog)
+{
+    return m->state == SUB_LIVE && has_credit(m) &&
+           (!backlog || m->pull || credit(m) >= (m->window + 7) / 8);
+}
+
 static void deliver_shared(wsq_consumers_t *ct, ct_consumer_t *c)
 {
     for (int round = 0; round < 64; round++) {
+        bool backlog = shared_backlog(c);
         ct_sub_t *best = NULL;
         for (ct_sub_t *m = c->members; m; m = m->mnext)
-            if (m->state == SUB_LIVE && has_credit(m) && (best == NULL || m->vtime < best->vtime))
+            if (member_eligible(m, backlog) && (best == NULL || m->vtime < best->vtime))
                 best = m;
         if (best == NULL || !has_work(ct, best))
             return;
@@ -2879,7 +2906,10 @@ static void *ct_main(void *arg)
             s->rnext = NULL;
             if (s->state == SUB_LIVE && has_credit(s) && has_work(ct, s)) {
                 deliver(ct, s);
-                if (s->state == SUB_LIVE && has_credit(s) && has_work(ct, s))
+                /* (a shared member waiting to fill a batch comes back with its acks) */
+                if (s->state == SUB_LIVE && has_credit(s) && has_work(ct, s) &&
+                    (s->cons == NULL || !s->cons->shared ||
+                     member_eligible(s, shared_backlog(s->cons))))
                     ready_add(ct, s);
             }
         }
