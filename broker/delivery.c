@@ -112,6 +112,10 @@ typedef struct ct_consumer {
     cursor_t cur;           /* shared: the members' one cursor (exclusive: each sub has its own) */
     uint64_t vclock;        /* shared: the virtual time of the last member served */
     bool dirty;             /* cs changed since the last PUT */
+    bool parked;            /* no member: kept until no older CONSUMER_OPEN is pending */
+    struct ct_sub *ghosts;  /* taken-over subscriptions whose sessions still ack (gnext) */
+    int64_t parked_ms;
+    uint64_t parked_seq; /* ct->open_seq when it was parked */
     int64_t flushed_ms;
     /* seqs whose dead letter is in flight: the writer acknowledges each in the transaction that
      * stores its copy, so every PUT of cs until then acknowledges them too (a PUT behind the
@@ -181,6 +185,8 @@ typedef struct ct_sub {
     struct ct_wild *wild; /* a topic of this pattern subscription (a "kid"), else NULL */
     struct ct_sub *knext; /* the pattern's kids with the same name hash */
     int64_t idle_since;   /* ephemeral kid: caught up and quiet since (0: busy) */
+    uint64_t open_seq;    /* OPENING: ct->open_seq when its CONSUMER_OPEN was submitted */
+    struct ct_sub *gnext; /* a taken-over subscription: its consumer's ghosts */
     char *kid_name;       /* kid: its topic's name (owned), kid_len bytes */
     size_t kid_len;
     bool kid_earliest; /* kid: a new consumer starts at the topic's first message */
@@ -229,6 +235,7 @@ struct wsq_consumers {
     int64_t next_expiry_ms; /* next consumer_ttl sweep */
     ct_sub_t *pulls;        /* pull members (pull->next) */
     ct_wild_t *wilds;       /* pattern subscriptions (next) */
+    uint64_t open_seq;      /* counts CONSUMER_OPENs submitted and consumers parked, in order */
     uint64_t next_kid_id;   /* kids' sub ids: (1 << 62) | n */
     uint64_t next_pull_id;  /* pull members' sub ids: (1 << 63) | n, apart from the ST's */
 };
@@ -521,6 +528,9 @@ static void cons_forget(wsq_consumers_t *ct, ct_consumer_t *c)
         m->cur = &m->own;
     }
     c->members = NULL;
+    for (struct ct_sub *g = c->ghosts; g; g = g->gnext)
+        g->cons = NULL;
+    c->ghosts = NULL;
     for (ct_consumer_t **pp = &ct->consumers[hash_cons(c->topic_id, c->name, c->name_len)]; *pp;
          pp = &(*pp)->hnext) {
         if (*pp == c) {
@@ -972,6 +982,15 @@ static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
     free(s->unsub_reply);
     if (s->cons) {
         ct_consumer_t *c = s->cons;
+        for (ct_sub_t **pp = &c->ghosts; *pp; pp = &(*pp)->gnext)
+            if (*pp == s) { /* a taken-over subscription's session is gone */
+                *pp = s->gnext;
+                s->cons = NULL;
+                break;
+            }
+    }
+    if (s->cons) {
+        ct_consumer_t *c = s->cons;
         if (member_remove(c, s)) {
             if (c->shared)
                 member_release(ct, s);
@@ -982,10 +1001,14 @@ static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
             c->cs.last_seen_ms = ct->now_ms;
             c->dirty = true;
             cons_flush(ct, c);
-            /* The writer applies requests in order, so a later CONSUMER_OPEN sees this state:
-             * the in-memory copy can go. */
-            if (!c->dirty)
-                cons_forget(ct, c);
+            /* The writer applies requests in order, so a CONSUMER_OPEN submitted from now on
+             * sees this state; one submitted before it (a new session's sub racing this end)
+             * read the state before it. So the in-memory copy stays, parked, until no open
+             * older than this moment is pending (timers: cons_unpark_old); such an open
+             * resumes from it, not from what the writer read. */
+            c->parked = true;
+            c->parked_ms = ct->now_ms;
+            c->parked_seq = ++ct->open_seq;
         }
     }
     if (s->pull)
@@ -1056,6 +1079,7 @@ static bool sub_open(wsq_consumers_t *ct, ct_sub_t *s, const char *topic, size_t
                                  durable ? p->consumer : NULL, p->consumer_len, 0);
     wsq_err err = WSQ_ERR_NOMEM;
     if (r != NULL) {
+        s->open_seq = ++ct->open_seq;
         r->seq = floor;
         if (p->shared)
             r->flags = WSQ_CSTATE_SHARED; /* (for a new consumer; an existing one keeps its mode) */
@@ -1183,9 +1207,25 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
                 pull_fail(ct, old->pull, WSQ_ERR_TAKEN_OVER,
                           "a WebSocket session took the consumer over");
             send_close(ct, old->sid, WSQ_CLOSE_TAKEN_OVER, "consumer taken over by a new session");
-            old->cons = NULL;
             sub_state(old, SUB_DEAD);
-            sub_end(ct, old);
+            if (old->pull || old->wild) {
+                old->cons = NULL;
+                sub_end(ct, old);
+            } else {
+                /* its session may have acked before it learns of the takeover (acks that
+                 * crossed it, or a close of its own): until the session is gone, they still
+                 * count. It delivers nothing more: off its topic and the ready list. */
+                ct_topic_t *ot = old->topic;
+                for (ct_sub_t **pp = ot ? &ot->subs : NULL; pp && *pp; pp = &(*pp)->tnext)
+                    if (*pp == old) {
+                        *pp = old->tnext;
+                        break;
+                    }
+                old->topic = NULL;
+                topic_release(ct, ot);
+                old->gnext = c->ghosts;
+                c->ghosts = old;
+            }
             c = cons_find(ct, t->id, p->consumer, p->consumer_len);
         }
         if (c == NULL) {
@@ -1210,6 +1250,7 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
             c->hnext = ct->consumers[b];
             ct->consumers[b] = c;
         }
+        c->parked = false; /* (newer than what the writer read, when this open raced its end) */
         bool first = c->members == NULL;
         s->mnext = c->members;
         c->members = s;
@@ -1339,8 +1380,8 @@ static ct_sub_t *cmd_sub(wsq_consumers_t *ct, const ct_cmd_t *cmd);
 static void on_ack(wsq_consumers_t *ct, ct_cmd_t *cmd)
 {
     ct_sub_t *s = cmd_sub(ct, cmd);
-    if (s == NULL || s->state != SUB_LIVE || s->cons == NULL)
-        return; /* ephemeral: acks are accepted and mean nothing */
+    if (s == NULL || s->cons == NULL || (s->state != SUB_LIVE && s->topic != NULL))
+        return; /* ephemeral: acks are accepted and mean nothing (a taken-over one's count) */
     ct_consumer_t *c = s->cons;
     uint64_t upto = cmd->seq;
     if (cmd->kind == CT_ACK_UPTO) {
@@ -2239,12 +2280,30 @@ static bool kid_reap(wsq_consumers_t *ct, ct_sub_t *s)
     return true;
 }
 
+#define PARKED_MS 1000 /* a parked consumer stays at least this long */
+
+/* Forgets parked consumers that no pending CONSUMER_OPEN was submitted before (min_open: the
+ * oldest pending open's sequence), once their state is written. */
+static void cons_unpark_old(wsq_consumers_t *ct, uint64_t min_open)
+{
+    for (uint32_t b = 0; b < SUB_BUCKETS; b++)
+        for (ct_consumer_t *c = ct->consumers[b], *nx; c; c = nx) {
+            nx = c->hnext;
+            if (c->parked && !c->dirty && c->members == NULL && c->parked_seq < min_open &&
+                ct->now_ms - c->parked_ms >= PARKED_MS)
+                cons_forget(ct, c);
+        }
+}
+
 static void timers(wsq_consumers_t *ct)
 {
     int64_t ack_wait = ct->srv->cfg->limits.ack_wait_ms;
+    uint64_t min_open = UINT64_MAX;
     for (uint32_t b = 0; b < SUB_BUCKETS; b++) {
         for (ct_sub_t *s = ct->subs[b], *nx; s; s = nx) {
             nx = s->hnext;
+            if (s->state == SUB_OPENING && s->open_seq && s->open_seq < min_open)
+                min_open = s->open_seq;
             if (s->state != SUB_LIVE || kid_reap(ct, s))
                 continue;
             if (ack_wait > 0 && durable_wsq(s)) {
@@ -2269,6 +2328,7 @@ static void timers(wsq_consumers_t *ct)
         if (s->state == SUB_LIVE)
             (void)pull_poll(ct, s);
     }
+    cons_unpark_old(ct, min_open);
 }
 
 /* An operator deleted a consumer (the writer deletes it; this drops the in-memory copy, which

@@ -332,5 +332,66 @@ class Shared(h.WsqdTestCase):
         b.close()
 
 
+class RacingEnd(h.WsqdTestCase):
+    """A sub that races the end of a consumer's last session: its CONSUMER_OPEN reaches the
+    writer before the leaving session's state does. The new session must resume from the acks
+    the old one had sent (wsqd had them: a ping answered after them) before the new one
+    subscribed (found by the chaos test: the delivery thread used the older state the open had
+    read, and acked messages came again, deliveries reset; 15 of 20 rounds before the fix)."""
+    EXTRA_YAML = "limits:\n  ack_wait: 0\n"
+
+    def race(self, shared, rounds=10):
+        d = self.wsqd
+        N = 20
+
+        async def main():
+            bad, raced = [], 0
+            for rnd in range(rounds):
+                topic = "race.%s.%d" % ("s" if shared else "x", rnd)
+                pub = await h.connect_v1(d)
+                for i in range(N):
+                    await h.send_json(pub, {"op": "pub", "topic": topic, "data": "m%d" % i,
+                                            "ref": i})
+                for i in range(N):
+                    await h.expect_op(pub, "ok")
+                await pub.close()
+                sub = {"op": "sub", "topic": topic, "consumer": "w", "shared": shared,
+                       "from": "earliest", "window": 100, "ref": 1}
+                a = await h.connect_v1(d)
+                await h.send_json(a, sub)
+                await h.expect_op(a, "subscribed")
+                seqs = [(await h.expect_op(a, "msg"))["seq"] for _ in range(N)]
+                await asyncio.sleep(0.1)
+                b = await h.connect_v1(d)
+                for s in seqs:
+                    await a.send(json.dumps({"op": "ack", "topic": topic, "seq": s}))
+                await h.send_json(a, {"op": "ping", "ref": "p"})
+                await h.expect_op(a, "pong")   # wsqd has A's acks: they come first
+                await h.send_json(b, sub)      # B opens, and right behind it A leaves
+                await a.close()
+                if a.close_code != 1000:   # exclusive: B took over before A left
+                    await b.close()
+                    continue
+                raced += 1
+                await h.expect_op(b, "subscribed")
+                try:
+                    f = await h.recv_json(b, 0.5)
+                    bad.append((rnd, f))
+                except asyncio.TimeoutError:
+                    pass
+                await b.close()
+            return bad, raced
+
+        bad, raced = h.run(main(), 120)
+        self.assertEqual(bad, [])
+        self.assertGreater(raced, 0)
+
+    def test_shared(self):
+        self.race(True)
+
+    def test_exclusive(self):
+        self.race(False)
+
+
 if __name__ == "__main__":
     h.main(wsqctl=True)
