@@ -907,6 +907,23 @@ static void kid_unlink(wsq_consumers_t *ct, ct_sub_t *s)
     free(s->kid_name);
 }
 
+/* Ends s once it has been idle for ms (idle: now; *since: since when, 0 while busy). true: s
+ * ended. */
+static bool end_when_idle(wsq_consumers_t *ct, ct_sub_t *s, bool idle, int64_t *since, int64_t ms)
+{
+    if (!idle) {
+        *since = 0;
+        return false;
+    }
+    if (*since == 0)
+        *since = ct->now_ms;
+    if (ct->now_ms - *since < ms)
+        return false;
+    sub_state(s, SUB_DEAD);
+    sub_end(ct, s);
+    return true;
+}
+
 #define PULL_IDLE_MS 10000 /* a pull member without fetch or lease leaves after this */
 
 /* Fetches whose wait ran out with nothing to lease get an empty answer; a pull member idle for
@@ -931,17 +948,8 @@ static bool pull_poll(wsq_consumers_t *ct, ct_sub_t *s)
         pull_reply(ct, w->sid, WSQ_OK, "{\"messages\":[]}", 15);
         free(w);
     }
-    if (pl->head != NULL || s->infl.n > 0 || s->state != SUB_LIVE) {
-        pl->idle_since = 0;
-        return true;
-    }
-    if (pl->idle_since == 0)
-        pl->idle_since = ct->now_ms;
-    if (ct->now_ms - pl->idle_since < PULL_IDLE_MS)
-        return true;
-    sub_state(s, SUB_DEAD);
-    sub_end(ct, s);
-    return false;
+    return !end_when_idle(ct, s, pl->head == NULL && s->infl.n == 0 && s->state == SUB_LIVE,
+                          &pl->idle_since, PULL_IDLE_MS);
 }
 
 /* s is refused or ends with an error: its client hears why (an err frame, a close in raw mode,
@@ -2266,18 +2274,11 @@ static void deliver(wsq_consumers_t *ct, ct_sub_t *s)
 static bool kid_reap(wsq_consumers_t *ct, ct_sub_t *s)
 {
     const ct_topic_t *t = s->topic;
-    if (s->wild == NULL || s->cons != NULL || t == NULL || s->queued ||
-        s->cur->next_seq != t->notified_next || t->next_seq != t->notified_next) {
-        s->idle_since = 0;
+    if (s->wild == NULL || s->cons != NULL)
         return false;
-    }
-    if (s->idle_since == 0)
-        s->idle_since = ct->now_ms;
-    if (ct->now_ms - s->idle_since < KID_IDLE_MS)
-        return false;
-    sub_state(s, SUB_DEAD);
-    sub_end(ct, s);
-    return true;
+    bool idle = t != NULL && s->queued == 0 && s->cur->next_seq == t->notified_next &&
+                t->next_seq == t->notified_next;
+    return end_when_idle(ct, s, idle, &s->idle_since, KID_IDLE_MS);
 }
 
 #define PARKED_MS 1000 /* a parked consumer stays at least this long */

@@ -60,6 +60,15 @@ def publish_many(d, topics, window=500):
     ws.close()
 
 
+def publish_and_count(d, topics, sub):
+    """publish_many, then every message must reach the pattern subscriber sub."""
+    publish_many(d, topics)
+    got = 0
+    while got < len(topics):
+        if sub.recv_json(timeout=30)["op"] == "msg":
+            got += 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("wsqd")
@@ -97,12 +106,7 @@ def main():
         picks = [names[rng.randrange(a.topics)] for _ in range(a.messages)]
         c0 = cpu_s(d.pid)
         t0 = time.monotonic()
-        publish_many(d, picks)
-        got = 0
-        while got < a.messages:
-            f = sub.recv_json(timeout=30)
-            if f["op"] == "msg":
-                got += 1
+        publish_and_count(d, picks, sub)
         el = time.monotonic() - t0
         out["with_pattern_us_per_msg"] = round((cpu_s(d.pid) - c0) / a.messages * 1e6, 2)
         out["with_pattern_msgs_per_s"] = round(a.messages / el)
@@ -118,12 +122,7 @@ def main():
         # first message each, the steady state of a busy pattern
         hot = [names[rng.randrange(1000)] for _ in range(a.messages)]
         c0 = cpu_s(d.pid)
-        publish_many(d, hot)
-        got = 0
-        while got < a.messages:
-            f = sub.recv_json(timeout=30)
-            if f["op"] == "msg":
-                got += 1
+        publish_and_count(d, hot, sub)
         out["hot_with_pattern_us_per_msg"] = round((cpu_s(d.pid) - c0) / a.messages * 1e6, 2)
 
         t0 = time.monotonic()
