@@ -87,8 +87,10 @@ typedef struct {
     uint64_t from_sub; /* redo after ack_wait: the member it expired at (shared: another first) */
 } seqt_t;
 
+/* Sorted by seq: v[0..n). Acks come mostly in order, so taking the first entry only moves v
+ * forward inside the allocation (base, cap entries); no entry is moved. */
 typedef struct {
-    seqt_t *v;
+    seqt_t *v, *base;
     uint32_t n, cap;
 } seqvec_t;
 
@@ -329,18 +331,38 @@ static bool seqvec_put(seqvec_t *v, uint64_t seq, int64_t t)
         v->v[i].t_ms = t;
         return true;
     }
-    if (v->n == v->cap) {
-        uint32_t nc = v->cap ? v->cap * 2 : 16;
-        seqt_t *p = realloc(v->v, nc * sizeof(*p));
-        if (p == NULL)
-            return false;
-        v->v = p;
-        v->cap = nc;
+    if (i == 0 && v->v > v->base) { /* room before the first entry */
+        v->v--;
+        v->v[0] = (seqt_t){seq, t, 0};
+        v->n++;
+        return true;
+    }
+    if ((v->base ? (uint32_t)(v->v - v->base) : 0) + v->n == v->cap) {
+        if (v->v > v->base && v->n < v->cap / 2) {
+            memmove(v->base, v->v, v->n * sizeof(*v->v)); /* slide back to the start */
+        } else {
+            uint32_t nc = v->cap ? v->cap * 2 : 16;
+            seqt_t *p = malloc(nc * sizeof(*p));
+            if (p == NULL)
+                return false;
+            if (v->n)
+                memcpy(p, v->v, v->n * sizeof(*p));
+            free(v->base);
+            v->base = p;
+            v->cap = nc;
+        }
+        v->v = v->base;
     }
     memmove(&v->v[i + 1], &v->v[i], (v->n - i) * sizeof(*v->v));
     v->v[i] = (seqt_t){seq, t, 0};
     v->n++;
     return true;
+}
+
+static void seqvec_free(seqvec_t *v)
+{
+    free(v->base);
+    *v = (seqvec_t){0};
 }
 
 static bool seqvec_has(const seqvec_t *v, uint64_t seq)
@@ -349,25 +371,33 @@ static bool seqvec_has(const seqvec_t *v, uint64_t seq)
     return i < v->n && v->v[i].seq == seq;
 }
 
+/* Drops the first k entries. */
+static void seqvec_drop_front(seqvec_t *v, uint32_t k)
+{
+    v->n -= k;
+    v->v = v->n ? v->v + k : v->base;
+}
+
 static bool seqvec_del(seqvec_t *v, uint64_t seq)
 {
     uint32_t i = seqvec_lb(v, seq);
-    if (i < v->n && v->v[i].seq == seq) {
+    if (i >= v->n || v->v[i].seq != seq)
+        return false;
+    if (i < v->n / 2) { /* the shorter side moves: here the entries before it, up by one */
+        memmove(&v->v[1], &v->v[0], i * sizeof(*v->v));
+        seqvec_drop_front(v, 1);
+    } else {
         memmove(&v->v[i], &v->v[i + 1], (v->n - i - 1) * sizeof(*v->v));
         v->n--;
-        return true;
     }
-    return false;
+    return true;
 }
 
 /* Removes every entry <= upto; returns how many. */
 static uint32_t seqvec_del_upto(seqvec_t *v, uint64_t upto)
 {
     uint32_t i = seqvec_lb(v, upto + 1);
-    if (i == 0)
-        return 0; /* also: v->v may be NULL, and memmove(NULL, ...) is undefined */
-    memmove(v->v, v->v + i, (v->n - i) * sizeof(*v->v));
-    v->n -= i;
+    seqvec_drop_front(v, i);
     return i;
 }
 
@@ -539,7 +569,7 @@ static void cons_forget(wsq_consumers_t *ct, ct_consumer_t *c)
         }
     }
     wsq_cstate_fini(&c->cs);
-    free(c->cur.redo.v);
+    seqvec_free(&c->cur.redo);
     free(c->dead);
     free(c);
 }
@@ -873,7 +903,7 @@ static void member_release(wsq_consumers_t *ct, ct_sub_t *s)
     unw_take_back(s);
     for (uint32_t i = 0; i < s->infl.n; i++)
         seqvec_put(&c->cur.redo, s->infl.v[i].seq, ct->now_ms);
-    s->infl.n = 0;
+    seqvec_drop_front(&s->infl, s->infl.n);
     members_ready(ct, c);
 }
 
@@ -1024,8 +1054,8 @@ static void sub_end(wsq_consumers_t *ct, ct_sub_t *s)
     if (s->wild)
         kid_unlink(ct, s);
     ct_topic_t *t = s->topic;
-    free(s->own.redo.v);
-    free(s->infl.v);
+    seqvec_free(&s->own.redo);
+    seqvec_free(&s->infl);
     free(s->unw);
     if (s->wild == NULL) /* (a pattern's topics share its parameters) */
         wsq__ct_params_free(s->p);
@@ -1286,7 +1316,7 @@ static void on_opened(wsq_consumers_t *ct, ct_cmd_t *cmd)
             s->cur->scan_next = c->cs.ack_floor + 1;
             s->cur->scan_end = c->cs.delivered_upto;
             s->cur->next_seq = c->cs.delivered_upto + 1;
-            s->cur->redo.n = 0;
+            seqvec_drop_front(&s->cur->redo, s->cur->redo.n);
             /* nacked messages keep their delay across reconnects */
             for (uint32_t i = 0; i < c->cs.n_pend; i++)
                 if (c->cs.pend[i].due_ms > ct->now_ms)
@@ -3029,7 +3059,7 @@ void wsq__ct_destroy(wsq_consumers_t **ctp)
         for (ct_consumer_t *c = ct->consumers[b], *nx; c; c = nx) {
             nx = c->hnext;
             wsq_cstate_fini(&c->cs);
-            free(c->cur.redo.v);
+            seqvec_free(&c->cur.redo);
             free(c->dead);
             free(c);
         }

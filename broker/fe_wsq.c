@@ -253,7 +253,6 @@ static int wsq_message(wsq_session_t *s, const unsigned char *msg, size_t len, b
     }
     wsq_frame_t f;
     wsq_proto_error_t perr;
-    wsq_frame_init(&f);
     if (wsq_proto_decode(msg, len, s->srv->cfg->limits.max_message_size, &f, &perr) != WSQ_OK) {
         if (perr.code == WSQ_ERR_TOO_LARGE)
             count_limit(s, WSQ_LIM_MESSAGE_SIZE);

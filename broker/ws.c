@@ -260,7 +260,7 @@ static int on_established(struct lws *wsi, wsq_session_t **pss, wsq_server_t *sr
 
 static int on_receive(wsq_session_t *s, struct lws *wsi, const void *in, size_t len)
 {
-    s->ws.last_rx_ns = wsq_mono_ns(); /* any frame proves the peer alive */
+    s->ws.last_rx_ns = wsq_mono_coarse_ns(); /* any frame proves the peer alive */
     s->ws.ping_sent_ns = 0;
     if (lws_is_first_fragment(wsi)) {
         s->ws.rx.len = 0;

@@ -27,33 +27,35 @@ static const unsigned char cls[256] = {
     ['*'] = C_WILD, ['>'] = C_WILD,
 };
 
-/* Validates segments; when wild is true a whole segment may be '*' and the last may be '>'. */
-static bool valid(const char *s, size_t len, bool wild)
+/* Validates segments; when wild is true a whole segment may be '*' and the last may be '>'.
+ * One tight loop over each segment's name bytes (the common case), then its separator. */
+static bool valid(const char *str, size_t len, bool wild)
 {
     if (len == 0 || len > WSQ_TOPIC_MAX)
         return false;
-    size_t seg_start = 0;
-    char wc = 0; /* the wildcard in the current segment, if any */
-    for (size_t i = 0; i <= len; i++) {
-        unsigned char c = i < len ? cls[(unsigned char)s[i]] : C_SEP;
-        if (c == C_NAME)
-            continue;
-        if (c == C_BAD || (c == C_WILD && !wild))
-            return false;
-        if (c == C_WILD) {
-            wc = s[i];
-            continue;
+    const unsigned char *s = (const unsigned char *)str, *end = s + len;
+    for (;;) {
+        const unsigned char *seg = s;
+        while (s < end && cls[*s] == C_NAME)
+            s++;
+        if (s == seg) { /* empty, or a wildcard segment */
+            if (s == end || cls[*s] != C_WILD || !wild)
+                return false;
+            /* '*' or '>' alone in its segment; '>' only as the last */
+            s++;
+            if (s == end)
+                return true;
+            if (cls[*s] != C_SEP || s[-1] == '>')
+                return false;
+        } else if (s == end) {
+            return true;
+        } else if (cls[*s] != C_SEP) {
+            return false; /* a bad byte, or a wildcard inside a name */
         }
-        size_t seg_len = i - seg_start;
-        if (seg_len == 0)
+        s++; /* the separator: a segment must follow */
+        if (s == end)
             return false;
-        /* a wildcard must be the whole segment; '>' only as the last one */
-        if (wc && (seg_len != 1 || (wc == '>' && i != len)))
-            return false;
-        wc = 0;
-        seg_start = i + 1;
     }
-    return true;
 }
 
 bool wsq_topic_valid(const char *name, size_t len)

@@ -60,16 +60,6 @@ wsq_err wsq_buf_append(wsq_buf_t *b, const void *p, size_t n)
 /* ------------------------------------------------------------------------------------------- */
 /* UTF-8 (RFC 3629)                                                                             */
 
-#define HI_BITS 0x8080808080808080ULL
-#define LO_BITS 0x0101010101010101ULL
-
-static uint64_t load64(const unsigned char *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* Length of the valid UTF-8 sequence starting at s[0] (avail >= 1 bytes readable), or 0 when the
  * bytes there are not a valid, complete, shortest-form scalar value. */
 static size_t utf8_seq(const unsigned char *s, size_t avail)
@@ -119,7 +109,7 @@ bool wsq_utf8_feed(uint32_t *state, const void *buf, size_t len)
     size_t i = 0;
     while (i < len) {
         if (st == 0) {
-            while (len - i >= 8 && (load64(s + i) & HI_BITS) == 0)
+            while (len - i >= 8 && (wsq__load64(s + i) & HI_BITS) == 0)
                 i += 8;
             if (i == len)
                 break;
@@ -182,19 +172,6 @@ size_t wsq_ws_frame_header(unsigned char *hdr, unsigned opcode, uint64_t len)
 /* ------------------------------------------------------------------------------------------- */
 /* JSON string escaping                                                                         */
 
-/*
- * True when some byte of v is < 0x20, '"', '\\' or >= 0x80. Exact as an "any byte" test: when
- * every byte is ASCII and none is special, no subtraction below borrows or sets a high bit; a
- * byte >= 0x80 is caught by "| v" whatever the borrows did.
- */
-static bool word_special(uint64_t v)
-{
-    uint64_t ctl = v - LO_BITS * 0x20;
-    uint64_t quote = (v ^ (LO_BITS * '"')) - LO_BITS;
-    uint64_t bslash = (v ^ (LO_BITS * '\\')) - LO_BITS;
-    return ((ctl | quote | bslash | v) & HI_BITS) != 0;
-}
-
 static const char hex_lower[16] = "0123456789abcdef";
 
 int wsq_hexval(int c)
@@ -224,8 +201,7 @@ wsq_err wsq_json_escape(wsq_buf_t *out, const char *str, size_t len)
         return e;
     size_t i = 0, run = 0; /* s[run..i) is pending plain input not yet copied */
     while (i < len) {
-        while (len - i >= 8 && !word_special(load64(s + i)))
-            i += 8;
+        i += wsq__plain_run(s + i, len - i);
         if (i == len)
             break;
         unsigned c = s[i];

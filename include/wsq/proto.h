@@ -78,9 +78,7 @@ typedef enum {
 /* A decoded client frame. Which members are meaningful depends on op; the others are zero. */
 typedef struct {
     wsq_op_t op;
-    char ref[WSQ_REF_MAX + 1]; /* the "ref" member's JSON text, echoed verbatim; "" when absent */
-    char topic[256];           /* "topic" (pub, sub, unsub, ack, nack); validated name */
-    size_t topic_len;
+    size_t topic_len; /* of topic (below) */
     /* pub */
     unsigned char *data; /* decoded payload, data_len bytes and a NUL (owned by the frame) */
     size_t data_len;
@@ -94,8 +92,7 @@ typedef struct {
                           * frame), NULL for none */
     size_t id_len;
     /* sub */
-    char consumer[129]; /* "" = ephemeral */
-    size_t consumer_len;
+    size_t consumer_len; /* of consumer (below) */
     wsq_from_t from;
     uint64_t from_seq; /* WSQ_FROM_SEQ */
     int64_t from_time; /* WSQ_FROM_TIME, Unix ms */
@@ -113,6 +110,11 @@ typedef struct {
     bool term;        /* "term": true (nack): give the message up now (dead letter) */
     /* auth */
     char *token; /* "token", NUL-terminated (owned by the frame) */
+    /* The strings last: wsq_frame_init clears what precedes them and only their first byte, so
+     * a frame costs no 500-byte memset per message (bytes after a string's NUL are undefined). */
+    char ref[WSQ_REF_MAX + 1]; /* the "ref" member's JSON text, echoed verbatim; "" when absent */
+    char topic[256];           /* "topic" (pub, sub, unsub, ack, nack); validated name */
+    char consumer[129];        /* sub: "" = ephemeral */
 } wsq_frame_t;
 
 /* Details of a decode error, for the err frame. */

@@ -1482,6 +1482,21 @@ static void test_proto_ack_fast_path(void **state)
         "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":\"1\"}",
         "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":1,\"enc\":\"text\"}",
         "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":1,\"ref\":\"a\\u0041\"}",
+        /* the canonical shape (matched as bytes) and its near misses */
+        "{\"op\":\"ack\",\"topic\":\"a.b-c_d/e\",\"seq\":123456789012345678}",
+        "{\"op\":\"ack\",\"topic\":\"a.b\",\"seq\":1234567890123456789}",
+        "{\"op\":\"ack\",\"topic\":\"a.b\",\"seq\":1} ",
+        "{\"op\":\"ack\",\"topic\":\"a.b\",\"seq\":1}}",
+        "{\"op\":\"ack\",\"topic\":\"a.b\",\"seq\":1",
+        "{\"op\":\"ack\",\"topic\":\"a.b\",\"seq\":}",
+        "{\"op\":\"ack\",\"topic\":\"a.b\",\"seq\":1x}",
+        "{\"op\":\"ack\",\"topic\":\"a\\u002eb\",\"seq\":1}",
+        "{\"op\":\"ack\",\"topic\":\"a\\\"b\",\"seq\":1}",
+        "{\"op\":\"ack\",\"topic\":\"a\tb\",\"seq\":1}",
+        "{\"op\":\"ack\",\"topic\":\"\",\"seq\":1}",
+        "{\"op\":\"ack\",\"topic\":\"a.*\",\"seq\":1}",
+        "{\"op\":\"ack\",\"topic\":\"a\",\"seq\":1,\"ref\":2}",
+        "{\"op\":\"ack\",\"topic\":\"a\"",
     };
     for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
         wsq_frame_t a, b;
