@@ -184,6 +184,7 @@ static void op_ack(wsq_session_t *s, const wsq_frame_t *f)
                  "\"upto\"");
         return;
     }
+    wsq__ct_ack_turn(s->srv, s->id);
     ct_kind_t k = f->op == WSQ_OP_NACK ? CT_NACK : f->has_upto ? CT_ACK_UPTO : CT_ACK;
     if (k == CT_ACK && !sub->pattern && ack_join(s, sub, f->seq))
         return;

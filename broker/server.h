@@ -64,6 +64,10 @@ struct wsq_server {
     ct_cmd_t *ct_pending, **ct_pending_tail; /* wsq__ct_defer's batch */
     uint64_t ct_batch_gen; /* counts hand-overs of that batch: a command still in it is open */
     bool flush_scheduled;
+    /* The session whose acks were deferred last, and how many seqs the batch acks: when a burst
+     * of acks moves on to another connection, the batch goes at once (wsq__ct_ack_turn) */
+    uint64_t ack_sid;
+    uint32_t acks_pending;
     wsq_session_t *paused;     /* sessions whose rx is off */
     atomic_int signal_pending; /* set by the signal handler: 1 stop, 2 reload */
     bool shutting_down;
@@ -85,6 +89,9 @@ void wsq__st_push(wsq_server_t *srv, st_item_t *items);
 /* ST: queues a command for the delivery thread, handed over with all others queued during the
  * same loop pass (one lock and one wake-up per pass instead of one per socket write). */
 void wsq__ct_defer(wsq_server_t *srv, ct_cmd_t *cmd);
+/* ST: session sid is about to defer an ack; hands the batch over first when the acks of
+ * another connection fill it (see server.c). */
+void wsq__ct_ack_turn(wsq_server_t *srv, uint64_t sid);
 
 /* Connection accounting (ST): FILTER_NETWORK_CONNECTION (0 accepts, nonzero drops), a new TCP
  * client (false: no memory to serve it; close it) and its end. */
