@@ -1405,10 +1405,14 @@ static bool ack_seq(wsq_consumers_t *ct, ct_consumer_t *c, ct_sub_t *s, uint64_t
         atomic_fetch_add_explicit(&ct->srv->metrics.acked, 1, memory_order_relaxed);
     if (holder && holder != s && has_credit(holder) && has_work(ct, holder))
         ready_add(ct, holder);
-    if (s)
-        seqvec_del(&s->cur->redo, seq);
-    for (ct_sub_t *m = c->members; m; m = m->mnext)
-        seqvec_del(&m->cur->redo, seq);
+    if (c->shared) {
+        seqvec_del(&c->cur.redo, seq); /* the members' one cursor */
+    } else {
+        if (s)
+            seqvec_del(&s->cur->redo, seq);
+        for (ct_sub_t *m = c->members; m; m = m->mnext)
+            seqvec_del(&m->cur->redo, seq);
+    }
     c->dirty |= changed;
     return changed;
 }

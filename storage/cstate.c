@@ -20,9 +20,26 @@ void wsq_cstate_init(wsq_cstate_t *cs)
     memset(cs, 0, sizeof(*cs));
 }
 
+/* The allocation acked points into. */
+static uint64_t *acked_mem(const wsq_cstate_t *cs)
+{
+    return cs->acked ? cs->acked - cs->acked_off : NULL;
+}
+
+/* Moves the entries of acked back to the start of the allocation. */
+static void acked_rebase(wsq_cstate_t *cs)
+{
+    if (cs->acked_off == 0)
+        return;
+    uint64_t *m = acked_mem(cs);
+    memmove(m, cs->acked, cs->n_acked * sizeof(uint64_t));
+    cs->acked = m;
+    cs->acked_off = 0;
+}
+
 void wsq_cstate_fini(wsq_cstate_t *cs)
 {
-    free(cs->acked);
+    free(acked_mem(cs));
     free(cs->pend);
     wsq_cstate_init(cs);
 }
@@ -47,6 +64,7 @@ static wsq_err grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
 
 wsq_err wsq_cstate_copy(wsq_cstate_t *dst, const wsq_cstate_t *src)
 {
+    acked_rebase(dst);
     if (grow((void **)&dst->acked, &dst->cap_acked, src->n_acked, sizeof(uint64_t)) != WSQ_OK ||
         grow((void **)&dst->pend, &dst->cap_pend, src->n_pend, sizeof(wsq_cstate_pend_t)) != WSQ_OK)
         return WSQ_ERR_NOMEM;
@@ -54,6 +72,7 @@ wsq_err wsq_cstate_copy(wsq_cstate_t *dst, const wsq_cstate_t *src)
     wsq_cstate_pend_t *pend = dst->pend;
     uint32_t ca = dst->cap_acked, cp = dst->cap_pend;
     *dst = *src;
+    dst->acked_off = 0;
     dst->acked = acked;
     dst->pend = pend;
     dst->cap_acked = ca;
@@ -116,9 +135,12 @@ static void normalize(wsq_cstate_t *cs)
         cs->ack_floor++;
         i++;
     }
-    if (i > 0) {
-        memmove(cs->acked, cs->acked + i, (cs->n_acked - i) * sizeof(uint64_t));
+    if (i > 0) { /* the first i entries go: acked starts after them */
         cs->n_acked -= i;
+        cs->acked += i;
+        cs->acked_off += i;
+        if (cs->n_acked == 0)
+            acked_rebase(cs);
     }
     uint32_t p = pend_lb(cs, cs->ack_floor + 1);
     if (p > 0) {
@@ -146,10 +168,21 @@ wsq_err wsq_cstate_ack(wsq_cstate_t *cs, uint64_t seq, bool *changed)
     if (seq == cs->ack_floor + 1) {
         cs->ack_floor = seq;
     } else {
-        if (grow((void **)&cs->acked, &cs->cap_acked, cs->n_acked + 1, sizeof(uint64_t)) != WSQ_OK)
-            return WSQ_ERR_NOMEM;
         uint32_t i = acked_lb(cs, seq);
-        memmove(&cs->acked[i + 1], &cs->acked[i], (cs->n_acked - i) * sizeof(uint64_t));
+        if (i < cs->n_acked / 2 && cs->acked_off > 0) {
+            /* the shorter side moves: the entries before i, down into the free room */
+            cs->acked--;
+            cs->acked_off--;
+            memmove(cs->acked, cs->acked + 1, i * sizeof(uint64_t));
+        } else {
+            if (cs->acked_off + cs->n_acked == cs->cap_acked) {
+                acked_rebase(cs);
+                if (grow((void **)&cs->acked, &cs->cap_acked, cs->n_acked + 1, sizeof(uint64_t)) !=
+                    WSQ_OK)
+                    return WSQ_ERR_NOMEM;
+            }
+            memmove(&cs->acked[i + 1], &cs->acked[i], (cs->n_acked - i) * sizeof(uint64_t));
+        }
         cs->acked[i] = seq;
         cs->n_acked++;
         pend_remove(cs, seq);
@@ -333,6 +366,7 @@ wsq_err wsq_cstate_decode(wsq_cstate_t *cs, const void *buf, size_t len)
     const unsigned char *p = buf;
     wsq_err err = WSQ_ERR_CORRUPT;
     cs->n_acked = cs->n_pend = 0;
+    acked_rebase(cs);
     if (len < CSTATE_HDR)
         goto fail;
     uint32_t version = wsq__get_le32(p);

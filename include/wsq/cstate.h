@@ -43,7 +43,8 @@ typedef struct {
     int64_t last_seen_ms;    /* last subscribe/ack/unsubscribe, broker ms (for consumer_ttl) */
     uint32_t flags;          /* WSQ_CSTATE_* */
     uint32_t n_acked;        /* entries in acked */
-    uint32_t cap_acked;      /* allocated entries in acked */
+    uint32_t cap_acked;      /* allocated entries, from acked - acked_off */
+    uint32_t acked_off;      /* free entries before acked (the floor's advance only moves it) */
     uint64_t *acked;         /* seqs acknowledged individually above ack_floor + 1, sorted */
     uint32_t n_pend;         /* entries in pend */
     uint32_t cap_pend;       /* allocated entries in pend */

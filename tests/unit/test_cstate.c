@@ -235,6 +235,77 @@ static void test_cstate_copy(void **state)
     wsq_cstate_fini(&b);
 }
 
+/* Acks in a shuffled order, as a work queue's members send them, against a plain bitmap:
+ * the floor, the individually acked seqs, copies and encode/decode into a reused state agree
+ * with the model after every step (the array's start moves inside its allocation). */
+static void test_cstate_random_acks(void **state)
+{
+    (void)state;
+    enum { N = 4000 };
+    static bool model[N + 2];
+    memset(model, 0, sizeof(model));
+    wsq_cstate_t cs, cp, dec;
+    wsq_cstate_init(&cs);
+    wsq_cstate_init(&cp);
+    wsq_cstate_init(&dec);
+    uint64_t order[N];
+    for (uint64_t i = 0; i < N; i++)
+        order[i] = i + 1;
+    uint32_t r = 12345;
+    /* shuffle within windows of 300, so that the floor advances as it goes */
+    for (uint32_t i = 0; i < N; i++) {
+        r = r * 1103515245u + 12345u;
+        uint32_t lo = i / 300 * 300, hi = lo + 300 < N ? lo + 300 : N;
+        uint32_t j = lo + (r >> 8) % (hi - lo);
+        uint64_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    uint64_t floor = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        if (i == N / 2) { /* a cumulative ack in the middle */
+            uint64_t upto = floor + 150;
+            wsq_cstate_ack_upto(&cs, upto, NULL);
+            for (uint64_t k = 1; k <= upto; k++)
+                model[k] = true;
+        }
+        assert_int_equal(wsq_cstate_ack(&cs, order[i], NULL), WSQ_OK);
+        model[order[i]] = true;
+        while (model[floor + 1])
+            floor++;
+        assert_int_equal(cs.ack_floor, floor);
+        assert_int_equal(wsq_cstate_check(&cs), WSQ_OK);
+        if (i % 97 == 0) {
+            for (uint64_t k = 1; k <= N; k++)
+                assert_int_equal(wsq_cstate_is_acked(&cs, k), model[k]);
+            assert_int_equal(wsq_cstate_copy(&cp, &cs), WSQ_OK);
+            assert_int_equal(cp.n_acked, cs.n_acked);
+            assert_memory_equal(cp.acked, cs.acked, cs.n_acked * sizeof(uint64_t));
+            size_t len = wsq_cstate_encoded_size(&cs);
+            void *buf = malloc(len);
+            assert_non_null(buf);
+            wsq_cstate_encode(&cs, buf);
+            assert_int_equal(wsq_cstate_decode(&dec, buf, len), WSQ_OK);
+            free(buf);
+            assert_int_equal(dec.ack_floor, cs.ack_floor);
+            assert_int_equal(dec.n_acked, cs.n_acked);
+            assert_memory_equal(dec.acked, cs.acked, cs.n_acked * sizeof(uint64_t));
+            /* the copy and the decoded state go on as the original would */
+            if (i + 1 < N) {
+                assert_int_equal(wsq_cstate_ack(&cp, order[i + 1], NULL), WSQ_OK);
+                assert_int_equal(wsq_cstate_ack(&dec, order[i + 1], NULL), WSQ_OK);
+                assert_int_equal(cp.ack_floor, dec.ack_floor);
+                assert_int_equal(wsq_cstate_check(&dec), WSQ_OK);
+            }
+        }
+    }
+    assert_int_equal(cs.ack_floor, N);
+    assert_int_equal(cs.n_acked, 0);
+    wsq_cstate_fini(&cs);
+    wsq_cstate_fini(&cp);
+    wsq_cstate_fini(&dec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_cstate_lag),
         cmocka_unit_test(test_cstate_encode_decode_roundtrip),
         cmocka_unit_test(test_cstate_copy),
+        cmocka_unit_test(test_cstate_random_acks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
