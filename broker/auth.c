@@ -32,6 +32,7 @@ static const char *const authf_names[WSQ_AUTHF_COUNT] = {
     [WSQ_AUTHF_ORIGIN] = "origin",
     [WSQ_AUTHF_HOST] = "host",
     [WSQ_AUTHF_REVOKED] = "revoked",
+    [WSQ_AUTHF_UNKNOWN_KEY] = "unknown_key",
 };
 
 const char *wsq__authf_name(wsq_authf_t r)
@@ -133,7 +134,7 @@ wsq_err wsq__auth_token(wsq_server_t *srv, const char *token, size_t len, wsq_id
      * else stays an unknown token in the metrics */
     const char *d1 = memchr(token, '.', len);
     bool jwt_shape = d1 && memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) != NULL;
-    if (cfg->auth.jwt_secret && jwt_shape && wsq__auth_jwt(srv, token, len, id, &why) == WSQ_OK)
+    if (cfg->auth.jwt_keys && jwt_shape && wsq__auth_jwt(srv, token, len, id, &why) == WSQ_OK)
         return WSQ_OK;
     fail(srv, why);
     return WSQ_ERR_UNAUTHORIZED;
@@ -299,7 +300,7 @@ static wsq_authf_t jwt_reason(const char *r)
         {"bad_header", WSQ_AUTHF_MALFORMED},        {"bad_signature", WSQ_AUTHF_BAD_SIGNATURE},
         {"bad_claims", WSQ_AUTHF_BAD_CLAIMS},       {"expired", WSQ_AUTHF_EXPIRED},
         {"not_yet_valid", WSQ_AUTHF_NOT_YET_VALID}, {"bad_issuer", WSQ_AUTHF_BAD_ISSUER},
-        {"bad_audience", WSQ_AUTHF_BAD_AUDIENCE},
+        {"bad_audience", WSQ_AUTHF_BAD_AUDIENCE},   {"unknown_key", WSQ_AUTHF_UNKNOWN_KEY},
     };
     for (size_t i = 0; r && i < sizeof(map) / sizeof(map[0]); i++)
         if (strcmp(r, map[i].name) == 0)
@@ -314,9 +315,9 @@ wsq_err wsq__auth_jwt(wsq_server_t *srv, const char *token, size_t len, wsq_iden
     wsq_jwt_claims_t c;
     const char *reason = NULL;
     int64_t now_ms = wsq_now_ms();
-    wsq_err err = wsq_jwt_verify(token, len, (const unsigned char *)cfg->auth.jwt_secret,
-                                 cfg->auth.jwt_secret_len, cfg->auth.jwt_issuer,
-                                 cfg->auth.jwt_audience, now_ms / 1000, JWT_LEEWAY_S, &c, &reason);
+    wsq_err err = wsq_jwt_verify_keys(token, len, cfg->auth.jwt_keys, cfg->auth.jwt_algs,
+                                      cfg->auth.jwt_issuer, cfg->auth.jwt_audience, now_ms / 1000,
+                                      JWT_LEEWAY_S, &c, &reason);
     if (err != WSQ_OK) {
         *why = jwt_reason(reason);
         wsq_jwt_claims_fini(&c);
@@ -359,7 +360,7 @@ bool wsq__identity_refresh(wsq_server_t *srv, wsq_identity_t *id)
         fail(srv, WSQ_AUTHF_REVOKED);
         return false;
     case WSQ_ID_JWT:
-        if (cfg->auth.jwt_secret == NULL) {
+        if (cfg->auth.jwt_keys == NULL) {
             fail(srv, WSQ_AUTHF_REVOKED);
             return false; /* JWTs are no longer accepted at all */
         }

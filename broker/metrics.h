@@ -41,9 +41,10 @@ typedef enum {
     WSQ_AUTHF_BAD_ISSUER,
     WSQ_AUTHF_BAD_AUDIENCE,
     WSQ_AUTHF_BAD_CLAIMS,
-    WSQ_AUTHF_ORIGIN,  /* browser Origin not in auth.allowed_origins */
-    WSQ_AUTHF_HOST,    /* Host does not name the loopback listener (DNS rebinding) */
-    WSQ_AUTHF_REVOKED, /* credentials withdrawn by a reload */
+    WSQ_AUTHF_ORIGIN,      /* browser Origin not in auth.allowed_origins */
+    WSQ_AUTHF_HOST,        /* Host does not name the loopback listener (DNS rebinding) */
+    WSQ_AUTHF_REVOKED,     /* credentials withdrawn by a reload */
+    WSQ_AUTHF_UNKNOWN_KEY, /* JWT: no configured key of its algorithm, or none with its "kid" */
     WSQ_AUTHF_COUNT
 } wsq_authf_t;
 

@@ -21,6 +21,7 @@
  * reader's benefit.
  */
 #include "wsq/config.h"
+#include "wsq/jwt.h"
 #include "wsq/topic.h"
 
 #include <arpa/inet.h>
@@ -49,10 +50,11 @@
 
 #define CONFIG_FILE_MAX (16 * MiB) /* a config is a few KiB; anything this large is a mistake */
 #define SECRET_FILE_MAX (64 * KiB)
-#define JWT_SECRET_MIN 32 /* HS256: RFC 7518 asks for a key at least as long as the hash */
-#define TOKEN_NAME_MAX 63 /* fits the 64-byte identity name of broker/broker.h */
-#define PATH_LEN 192      /* dotted key paths in messages; longer ones are truncated */
-#define SHOW_MAX 48       /* echoed values are cut after this many bytes */
+#define KEY_FILE_MAX (1024 * KiB) /* a PEM or JWKS file */
+#define JWT_SECRET_MIN 32         /* HS256: RFC 7518 asks for a key at least as long as the hash */
+#define TOKEN_NAME_MAX 63         /* fits the 64-byte identity name of broker/broker.h */
+#define PATH_LEN 192              /* dotted key paths in messages; longer ones are truncated */
+#define SHOW_MAX 48               /* echoed values are cut after this many bytes */
 #define MAP_KEYS_MAX 24
 
 /* SHA-256 of the empty string: what `printf %s $TOKEN | sha256sum` prints when TOKEN is unset. */
@@ -1376,33 +1378,42 @@ fail:;
     return -1;
 }
 
+/* Reads the file a setting names (file; relative to the config's directory) into *buf (*len
+ * bytes, malloc'd, NUL-terminated); *full gets its path (malloc'd, also on a read error, for
+ * the caller's messages). An error names the setting path.key at n. */
+static wsq_err read_conf_file(cfg_ctx_t *c, yaml_node_t *n, const char *path, const char *key,
+                              const char *file, size_t max, char **full, char **buf, size_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    if (file[0] == '/') {
+        *full = strdup(file);
+    } else {
+        size_t l = strlen(c->basedir) + 1 + strlen(file) + 1;
+        if ((*full = malloc(l)) != NULL)
+            snprintf(*full, l, "%s/%s", c->basedir, file);
+    }
+    if (*full == NULL)
+        return cfg_nomem(c);
+    if (read_all(*full, max, buf, len) == 0)
+        return WSQ_OK;
+    if (errno == ENOMEM)
+        return cfg_nomem(c);
+    if (errno == EFBIG)
+        return cfg_fail(c, n, path, key, "'%s' is larger than %lluKiB", *full,
+                        (unsigned long long)(max / KiB));
+    return cfg_fail(c, n, path, key, "cannot read '%s': %s", *full, strerror(errno));
+}
+
 static wsq_err read_secret_file(cfg_ctx_t *c, yaml_node_t *n, const char *path, const char *file,
                                 wsq_config_t *cfg)
 {
     char *full = NULL, *buf = NULL;
     size_t len = 0;
-    wsq_err rc;
-
-    if (file[0] == '/') {
-        full = strdup(file);
-    } else {
-        size_t l = strlen(c->basedir) + 1 + strlen(file) + 1;
-        full = malloc(l);
-        if (full != NULL)
-            snprintf(full, l, "%s/%s", c->basedir, file);
-    }
-    if (full == NULL)
-        return cfg_nomem(c);
-    if (read_all(full, SECRET_FILE_MAX, &buf, &len) != 0) {
-        if (errno == ENOMEM)
-            rc = cfg_nomem(c);
-        else if (errno == EFBIG)
-            rc = cfg_fail(c, n, path, "secret_file", "'%s' is larger than %lluKiB", full,
-                          (unsigned long long)(SECRET_FILE_MAX / KiB));
-        else
-            rc = cfg_fail(c, n, path, "secret_file", "cannot read '%s': %s", full, strerror(errno));
+    wsq_err rc =
+        read_conf_file(c, n, path, "secret_file", file, SECRET_FILE_MAX, &full, &buf, &len);
+    if (rc != WSQ_OK)
         goto fail;
-    }
     /* `openssl rand -hex 32 > file` and editors add a newline that is not part of the secret */
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         buf[--len] = '\0';
@@ -1427,10 +1438,74 @@ fail:
     return rc;
 }
 
+/* auth.jwt.public_key_file / jwks_file: read (relative to the config's directory) and added to
+ * the key set; a file that holds no usable key is an error at its line. */
+static wsq_err read_key_file(cfg_ctx_t *c, yaml_node_t *n, const char *path, const char *key,
+                             bool jwks, wsq_config_t *cfg)
+{
+    char *file = NULL, *full = NULL, *buf = NULL;
+    size_t len = 0;
+    wsq_err rc = get_str(c, n, path, key, &file);
+    if (rc != WSQ_OK)
+        return rc;
+    rc = read_conf_file(c, n, path, key, file, KEY_FILE_MAX, &full, &buf, &len);
+    free(file);
+    if (rc != WSQ_OK) {
+        free(full);
+        return rc;
+    }
+    char err[256] = "";
+    rc = jwks ? wsq_jwt_keys_add_jwks(cfg->auth.jwt_keys, buf, len, err, sizeof(err))
+              : wsq_jwt_keys_add_pem(cfg->auth.jwt_keys, NULL, buf, len, err, sizeof(err));
+    free(buf);
+    if (rc == WSQ_ERR_NOMEM)
+        rc = cfg_nomem(c);
+    else if (rc != WSQ_OK)
+        rc = cfg_fail(c, n, path, key, "'%s': %s", full, err);
+    free(full);
+    return rc;
+}
+
+/* auth.jwt.algorithms: a list of JWS algorithm names, each served by a configured key. */
+static wsq_err parse_algorithms(cfg_ctx_t *c, yaml_node_t *n, const char *path, wsq_config_t *cfg)
+{
+    static const char names[] = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, "
+                                "ES256, ES384, EdDSA";
+    if (n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.start == n->data.sequence.items.top)
+        return cfg_fail(c, n, path, "algorithms", "expected a list of algorithms (%s)", names);
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        yaml_node_t *a = yaml_document_get_node(c->doc, *it);
+        if (a == NULL || a->type != YAML_SCALAR_NODE)
+            return cfg_fail(c, a ? a : n, path, "algorithms", "expected an algorithm name (%s)",
+                            names);
+        char name[16];
+        snprintf(name, sizeof(name), "%.*s", (int)(slen(a) < 15 ? slen(a) : 15), sval(a));
+        unsigned bit = slen(a) < 15 ? wsq_jwt_alg(name) : 0;
+        if (bit == 0 && strcasecmp(name, "none") == 0)
+            return cfg_fail(c, a, path, "algorithms",
+                            "\"none\" accepts unsigned tokens: it is never allowed");
+        if (bit == 0)
+            return cfg_fail(c, a, path, "algorithms", "unknown algorithm '%s' (one of %s)", name,
+                            names);
+        if (!wsq_jwt_keys_serve(cfg->auth.jwt_keys, bit))
+            return cfg_fail(c, a, path, "algorithms",
+                            "no configured key can verify %s (its key type: %s)", name,
+                            bit <= WSQ_JWT_ALG(HS512)   ? "a secret"
+                            : bit <= WSQ_JWT_ALG(PS512) ? "RSA"
+                            : bit == WSQ_JWT_ALG(ES256) ? "EC P-256"
+                            : bit == WSQ_JWT_ALG(ES384) ? "EC P-384"
+                                                        : "Ed25519");
+        cfg->auth.jwt_algs |= bit;
+    }
+    return WSQ_OK;
+}
+
 static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
 {
-    enum { J_SECRET, J_FILE, J_ISS, J_AUD, J_N };
-    static const char *const keys[] = {"secret", "secret_file", "issuer", "audience"};
+    enum { J_SECRET, J_FILE, J_ISS, J_AUD, J_ALGS, J_PEM, J_JWKS, J_N };
+    static const char *const keys[] = {"secret",     "secret_file",     "issuer",   "audience",
+                                       "algorithms", "public_key_file", "jwks_file"};
     const char *p = "auth.jwt";
     yaml_node_t *v[J_N];
     wsq_err rc;
@@ -1440,8 +1515,10 @@ static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     if (v[J_SECRET] != NULL && v[J_FILE] != NULL)
         return cfg_fail(c, v[J_FILE], p, "secret_file",
                         "set either secret or secret_file, not both");
-    if (v[J_SECRET] == NULL && v[J_FILE] == NULL)
-        return cfg_fail(c, n, p, NULL, "missing the HS256 secret: set secret or secret_file");
+    if (v[J_SECRET] == NULL && v[J_FILE] == NULL && v[J_PEM] == NULL && v[J_JWKS] == NULL)
+        return cfg_fail(c, n, p, NULL,
+                        "missing the keys: set secret or secret_file (HS256), public_key_file or "
+                        "jwks_file");
     if (v[J_SECRET] != NULL) {
         yaml_node_t *s = v[J_SECRET];
         /* not echoed: it is a secret */
@@ -1458,7 +1535,7 @@ static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
         if (cfg->auth.jwt_secret == NULL)
             return cfg_nomem(c);
         cfg->auth.jwt_secret_len = slen(s);
-    } else {
+    } else if (v[J_FILE] != NULL) {
         char *file = NULL;
         if ((rc = get_str(c, v[J_FILE], p, "secret_file", &file)) != WSQ_OK)
             return rc;
@@ -1466,6 +1543,28 @@ static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
         free(file);
         if (rc != WSQ_OK)
             return rc;
+    }
+    if (wsq_jwt_keys_new(&cfg->auth.jwt_keys) != WSQ_OK)
+        return cfg_nomem(c);
+    if (cfg->auth.jwt_secret != NULL &&
+        wsq_jwt_keys_add_secret(cfg->auth.jwt_keys, NULL,
+                                (const unsigned char *)cfg->auth.jwt_secret,
+                                cfg->auth.jwt_secret_len) != WSQ_OK)
+        return cfg_nomem(c);
+    if (v[J_PEM] && (rc = read_key_file(c, v[J_PEM], p, "public_key_file", false, cfg)) != WSQ_OK)
+        return rc;
+    if (v[J_JWKS] && (rc = read_key_file(c, v[J_JWKS], p, "jwks_file", true, cfg)) != WSQ_OK)
+        return rc;
+    if (v[J_ALGS] != NULL) {
+        if ((rc = parse_algorithms(c, v[J_ALGS], p, cfg)) != WSQ_OK)
+            return rc;
+    } else if (v[J_PEM] != NULL || v[J_JWKS] != NULL) {
+        /* the algorithm is the deployment's choice, never the token's */
+        return cfg_fail(c, n, p, NULL,
+                        "public keys need the list of accepted algorithms: algorithms: [RS256] "
+                        "(or ES256, EdDSA, ...)");
+    } else {
+        cfg->auth.jwt_algs = WSQ_JWT_ALG(HS256); /* a secret alone: HS256, as always */
     }
     if (v[J_ISS] && (rc = get_str(c, v[J_ISS], p, "issuer", &cfg->auth.jwt_issuer)) != WSQ_OK)
         return rc;
@@ -1715,6 +1814,7 @@ void wsq_config_free(wsq_config_t **cfgp)
         explicit_bzero(cfg->auth.jwt_secret, cfg->auth.jwt_secret_len);
         free(cfg->auth.jwt_secret);
     }
+    wsq_jwt_keys_free(cfg->auth.jwt_keys);
     free(cfg->auth.jwt_issuer);
     free(cfg->auth.jwt_audience);
     strlist_free(&cfg->auth.allowed_origins);

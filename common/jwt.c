@@ -19,6 +19,8 @@
 #include "wsq/proto.h"
 #include "wsq/topic.h"
 
+#include "jwk.h"
+
 #define SIG_LEN 32 /* HMAC-SHA256 output */
 
 /* The one header wsq_jwt_sign writes. */
@@ -202,11 +204,27 @@ wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secre
                        size_t secret_len, const char *issuer, const char *audience, int64_t now_s,
                        int64_t leeway_s, wsq_jwt_claims_t *out, const char **reason)
 {
+    /* one HS256 secret, borrowed for the call: no allocation */
+    jwk_t key = {.kty = KTY_OCT, .secret = (unsigned char *)secret, .secret_len = secret_len};
+    struct wsq_jwt_keys ks = {.v = &key, .n = 1, .cap = 1, .borrowed = true};
+    if (secret == NULL || secret_len == 0 || secret_len > WSQ_JWT_SECRET_MAX) {
+        if (out != NULL)
+            memset(out, 0, sizeof(*out));
+        if (reason != NULL)
+            *reason = "internal";
+        return WSQ_ERR_INVAL;
+    }
+    return wsq_jwt_verify_keys(token, len, &ks, WSQ_JWT_ALG(HS256), issuer, audience, now_s,
+                               leeway_s, out, reason);
+}
+
+wsq_err wsq_jwt_verify_keys(const char *token, size_t len, const wsq_jwt_keys_t *ks, unsigned algs,
+                            const char *issuer, const char *audience, int64_t now_s,
+                            int64_t leeway_s, wsq_jwt_claims_t *out, const char **reason)
+{
     /* Every decoded part fits: the three parts hold at most len - 2 characters, which decode to
      * at most 3/4 as many bytes. */
     unsigned char buf[WSQ_JWT_TOKEN_MAX];
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0;
     wsq_jwt_claims_t c;
     json_t *hdr = NULL, *claims = NULL;
     const char *why = "internal";
@@ -215,8 +233,7 @@ wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secre
     memset(&c, 0, sizeof(c));
     if (out != NULL)
         memset(out, 0, sizeof(*out));
-    if (token == NULL || secret == NULL || out == NULL || secret_len == 0 ||
-        secret_len > WSQ_JWT_SECRET_MAX || leeway_s < 0)
+    if (token == NULL || ks == NULL || algs == 0 || out == NULL || leeway_s < 0)
         goto fail;
 
     /* 1. three non-empty strict base64url parts */
@@ -250,7 +267,12 @@ wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secre
     if ((hdr = parse_object(h, h_len, &rc)) == NULL)
         goto fail;
     why = "bad_alg";
-    if (!string_is(json_object_get(hdr, "alg"), "HS256"))
+    const json_t *alg_v = json_object_get(hdr, "alg");
+    unsigned alg =
+        json_is_string(alg_v) && strlen(json_string_value(alg_v)) == json_string_length(alg_v)
+            ? wsq_jwt_alg(json_string_value(alg_v))
+            : 0;
+    if ((alg & algs) == 0)
         goto fail;
     why = "bad_header";
     const json_t *typ = json_object_get(hdr, "typ");
@@ -261,20 +283,24 @@ wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secre
      * 7797); "cty" announces a nested token, which wsq never issues. */
     if (json_object_get(hdr, "crit") != NULL || json_object_get(hdr, "cty") != NULL)
         goto fail;
+    const json_t *kid_v = json_object_get(hdr, "kid");
+    const char *kid = NULL;
+    if (kid_v != NULL) {
+        if (!json_is_string(kid_v) || json_string_length(kid_v) > WSQ_JWT_KID_MAX ||
+            strlen(json_string_value(kid_v)) != json_string_length(kid_v))
+            goto fail;
+        kid = json_string_value(kid_v);
+    }
 
-    /* 4. the signature, over the parts exactly as sent */
-    why = "bad_signature";
-    if (s_len != SIG_LEN)
-        goto fail;
-    if (HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)token,
-             (size_t)(dot2 - token), mac, &maclen) == NULL ||
-        maclen != SIG_LEN) {
-        rc = WSQ_ERR_INTERNAL;
-        why = "internal";
+    /* 4. the signature, over the parts exactly as sent, under a key of the algorithm's type */
+    why = wsq__jwt_sig_check(ks, alg, kid, (const unsigned char *)token, (size_t)(dot2 - token), s,
+                             s_len);
+    if (strcmp(why, "ok") != 0) {
+        rc = strcmp(why, "nomem") == 0      ? WSQ_ERR_NOMEM
+             : strcmp(why, "internal") == 0 ? WSQ_ERR_INTERNAL
+                                            : WSQ_ERR_UNAUTHORIZED;
         goto fail;
     }
-    if (CRYPTO_memcmp(mac, s, SIG_LEN) != 0)
-        goto fail;
 
     /* 5. the claims: authenticated from here on, but still checked as if they were not */
     why = "malformed";

@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config git ca-certificates
 libwebsockets-dev libwebsockets-evlib-ev libev-dev liblmdb-dev lmdb-utils libyaml-dev libcmocka-dev
 libjansson-dev libssl-dev zlib1g-dev libisal-dev libcurl4-openssl-dev
-python3 python3-websockets python3-paho-mqtt openssl curl procps iproute2
+python3 python3-websockets python3-paho-mqtt python3-jwt python3-cryptography openssl curl procps iproute2
 clang libclang-rt-14-dev valgrind
 help2man adduser dpkg-dev groff-base systemd"
 

@@ -132,8 +132,12 @@ typedef struct {
         wsq_rights_t anonymous; /* rights without credentials (default none: see conf) */
         wsq_token_conf_t *tokens;
         size_t n_tokens;
-        char *jwt_secret; /* HS256 secret (from auth.jwt.secret or secret_file) */
+        char *jwt_secret; /* HMAC secret (from auth.jwt.secret or secret_file), or NULL */
         size_t jwt_secret_len;
+        /* every verification key (the secret, public_key_file, jwks_file) and the accepted
+         * algorithms (WSQ_JWT_ALG bits, auth.jwt.algorithms); NULL / 0: no JWT is accepted */
+        struct wsq_jwt_keys *jwt_keys;
+        unsigned jwt_algs;
         char *jwt_issuer;   /* required "iss" when set */
         char *jwt_audience; /* required "aud" when set */
         /* browser Origin values allowed ("*": any); empty = only the listener's own origin */

@@ -1,6 +1,7 @@
 /*
- * JSON Web Tokens (RFC 7519) signed with HS256 (RFC 7515 JWS compact serialization): the
- * credentials wsqd accepts besides static tokens.
+ * JSON Web Tokens (RFC 7519, RFC 7515 JWS compact serialization): the credentials wsqd accepts
+ * besides static tokens. wsq_jwt_verify checks HS256 under one secret; wsq_jwt_verify_keys any
+ * algorithm of a configured list under a key set (HMAC, RSA, EC, Ed25519: see below).
  *
  * Pure functions: bytes in, claims or a refusal out. No I/O, no globals of our own, no logging;
  * any thread may call any function concurrently (libcrypto and jansson are thread-safe for these
@@ -11,7 +12,8 @@
  *   - exactly three non-empty parts separated by '.', at most WSQ_JWT_TOKEN_MAX bytes in all;
  *   - each part strict base64url (RFC 7515 section 2): alphabet [A-Za-z0-9_-], no padding, no
  *     whitespace, and the unused low bits of the last character zero (one encoding per value);
- *   - a header that is a JSON object with "alg" exactly "HS256"; "typ", if present, is "JWT"
+ *   - a header that is a JSON object with "alg" exactly "HS256" (wsq_jwt_verify_keys: one of its
+ *     allowed algorithms, and an optional string "kid"); "typ", if present, is "JWT"
  *     (case-insensitive, RFC 7515 section 4.1.9); "crit" and "cty" are refused, since wsq
  *     understands no extension and no nested token; other members (e.g. "kid") are ignored;
  *   - a signature of exactly 32 bytes equal to HMAC-SHA256(secret, "<header>.<payload>"), the
@@ -39,6 +41,7 @@
 #ifndef WSQ_JWT_H
 #define WSQ_JWT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,7 +82,75 @@
     X("bad_issuer", "an issuer is expected and \"iss\" is missing or differs")                     \
     X("bad_audience", "an audience is expected and \"aud\" is missing or does not contain it")     \
     X("nomem", "out of memory while verifying (not the client's fault)")                           \
-    X("internal", "libcrypto failed, or the caller passed invalid arguments")
+    X("internal", "libcrypto failed, or the caller passed invalid arguments")                      \
+    X("unknown_key", "no configured key fits the token: none of its algorithm's key type, or "     \
+                     "none with the \"kid\" its header names")
+
+/* ------------------------------------------------------------------------------------------- */
+/* Algorithms and key sets (RFC 7518, RFC 8037)                                                 */
+
+#define WSQ_JWT_KID_MAX 128 /* bytes of a "kid" */
+
+/* The algorithms wsqd can verify, as bits of an allowed set: a deployment lists the ones it
+ * accepts, and a token whose "alg" is not in the list is refused (bad_alg) before any key is
+ * looked at. "none" is never one of them. */
+/* clang-format off */
+#define WSQ_JWT_ALG_LIST(X)                                                                        \
+    X(HS256, "HS256") X(HS384, "HS384") X(HS512, "HS512")                                          \
+    X(RS256, "RS256") X(RS384, "RS384") X(RS512, "RS512")                                          \
+    X(PS256, "PS256") X(PS384, "PS384") X(PS512, "PS512")                                          \
+    X(ES256, "ES256") X(ES384, "ES384") X(EDDSA, "EdDSA")
+/* clang-format on */
+enum {
+#define WSQ_JWT_ALG_ENUM(id, name) WSQ_JWT_ALG_BIT_##id,
+    WSQ_JWT_ALG_LIST(WSQ_JWT_ALG_ENUM)
+#undef WSQ_JWT_ALG_ENUM
+        WSQ_JWT_ALG_COUNT
+};
+#define WSQ_JWT_ALG(id) (1u << WSQ_JWT_ALG_BIT_##id)
+
+/* The bit of the algorithm named name (exactly as in a JWS header: "RS256", "EdDSA"), or 0. */
+unsigned wsq_jwt_alg(const char *name);
+/* The name of an algorithm bit, or NULL. */
+const char *wsq_jwt_alg_name(unsigned bit);
+
+/*
+ * A set of verification keys: HMAC secrets, and RSA (2048 bits or more), EC P-256 / P-384 and
+ * Ed25519 public keys, each with an optional "kid". Built once (at config load), then read-only:
+ * any number of threads may verify with it at once. A key serves the algorithms of its type
+ * only (an RSA key never checks an HS256 MAC: no algorithm confusion).
+ */
+typedef struct wsq_jwt_keys wsq_jwt_keys_t;
+
+/* An empty set. WSQ_ERR_NOMEM. */
+wsq_err wsq_jwt_keys_new(wsq_jwt_keys_t **out);
+/* Frees the set and its keys. NULL is a no-op. */
+void wsq_jwt_keys_free(wsq_jwt_keys_t *ks);
+/* How many keys the set holds. */
+size_t wsq_jwt_keys_count(const wsq_jwt_keys_t *ks);
+/* True when some key of the set can verify algorithm alg (one WSQ_JWT_ALG bit). */
+bool wsq_jwt_keys_serve(const wsq_jwt_keys_t *ks, unsigned alg);
+
+/* Adds an HMAC secret (1..WSQ_JWT_SECRET_MAX bytes, copied) with kid ("" or NULL: none).
+ * WSQ_ERR_INVAL, WSQ_ERR_NOMEM. */
+wsq_err wsq_jwt_keys_add_secret(wsq_jwt_keys_t *ks, const char *kid, const unsigned char *secret,
+                                size_t len);
+
+/* Adds every public key of the PEM text pem[0..len): "PUBLIC KEY" blocks and certificates (their
+ * subject's key), each with kid (or none). WSQ_ERR_BAD_REQUEST with a message in err (cap bytes)
+ * when the text holds no key, a key of an unsupported type or size, or a bad block;
+ * WSQ_ERR_NOMEM. Nothing is added on error. */
+wsq_err wsq_jwt_keys_add_pem(wsq_jwt_keys_t *ks, const char *kid, const void *pem, size_t len,
+                             char *err, size_t cap);
+
+/* Adds the keys of a JWK Set (RFC 7517 section 5): {"keys":[...]}. Keys of kty "RSA" (n, e),
+ * "EC" (crv P-256 or P-384, x, y), "OKP" (crv Ed25519, x) and "oct" (k) are taken; keys whose
+ * "use" is not "sig", and keys of other types or curves, are skipped (a provider's set may hold
+ * encryption keys). WSQ_ERR_BAD_REQUEST with a message in err when the text is not such a set,
+ * a key that would be taken is malformed (its index and kid are named), or no key is taken;
+ * WSQ_ERR_NOMEM. Nothing is added on error. */
+wsq_err wsq_jwt_keys_add_jwks(wsq_jwt_keys_t *ks, const void *json, size_t len, char *err,
+                              size_t cap);
 
 /* Verified claims. Owned by the caller; release with wsq_jwt_claims_fini. */
 typedef struct {
@@ -123,6 +194,19 @@ typedef struct {
 wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secret,
                        size_t secret_len, const char *issuer, const char *audience, int64_t now_s,
                        int64_t leeway_s, wsq_jwt_claims_t *out, const char **reason);
+
+/*
+ * The same checks as wsq_jwt_verify, for a token signed with any algorithm of the set algs
+ * (WSQ_JWT_ALG bits) under a key of ks: the header's "alg" must be in algs (else bad_alg), its
+ * optional "kid" a string of at most WSQ_JWT_KID_MAX bytes (else bad_header); the key is the one
+ * with that kid, or, without a kid, any key of the algorithm's type (unknown_key when there is
+ * none). ES256/ES384 signatures are JOSE's r || s (64 / 96 bytes), EdDSA is Ed25519, PS* use a
+ * salt as long as the hash (RFC 7518 section 3.5). WSQ_ERR_INVAL as wsq_jwt_verify, and when ks
+ * is NULL or algs is 0.
+ */
+wsq_err wsq_jwt_verify_keys(const char *token, size_t len, const wsq_jwt_keys_t *ks, unsigned algs,
+                            const char *issuer, const char *audience, int64_t now_s,
+                            int64_t leeway_s, wsq_jwt_claims_t *out, const char **reason);
 
 /* Frees the rights lists of c and zeroes it. Idempotent; c == NULL is a no-op. Any thread. */
 void wsq_jwt_claims_fini(wsq_jwt_claims_t *c);

@@ -10,6 +10,10 @@
  *                   verified, so the claims parser is reached; the signature must check out;
  *   mode % 4 == 3   the bytes are "<header JSON>\0<claims JSON>", encoded and signed here, so
  *                   header and claims parsing both run behind a valid signature.
+ *   with bit 2 set, mode % 4 picks instead: 0 the bytes are a JWK Set for wsq_jwt_keys_add_jwks,
+ *                   1 PEM text for wsq_jwt_keys_add_pem (all or nothing is added, an error has a
+ *                   message), 2 a token verified with wsq_jwt_verify_keys against a set of an
+ *                   HMAC secret, an EC P-256 and an Ed25519 key with every algorithm allowed.
  *   bit 4 expects an issuer, bit 5 an audience, bit 6 gives 60 s of leeway, bit 7 moves "now".
  *
  * Every result is checked for consistency: the return code agrees with the reason, the reason is
@@ -19,8 +23,11 @@
  *        proto/base64.c tests/fuzz/fuzz_jwt.c $(pkg-config --cflags --libs jansson libcrypto)
  * Run:   ./fuzz_jwt -max_total_time=600 tests/fuzz/corpus/jwt
  */
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +137,54 @@ static void header_and_claims(const uint8_t *data, size_t size, uint8_t mode)
     free(tok);
 }
 
+/* A key set parser: all keys or none, and a message on every refusal. */
+static void keys_parse(const uint8_t *data, size_t size, bool pem)
+{
+    wsq_jwt_keys_t *ks;
+    REQUIRE(wsq_jwt_keys_new(&ks) == WSQ_OK);
+    char err[256] = "";
+    wsq_err rc = pem ? wsq_jwt_keys_add_pem(ks, "k", data, size, err, sizeof(err))
+                     : wsq_jwt_keys_add_jwks(ks, data, size, err, sizeof(err));
+    if (rc == WSQ_OK)
+        REQUIRE(wsq_jwt_keys_count(ks) >= 1);
+    else
+        REQUIRE(wsq_jwt_keys_count(ks) == 0 &&
+                (rc == WSQ_ERR_NOMEM || (rc == WSQ_ERR_BAD_REQUEST && err[0] != '\0')));
+    wsq_jwt_keys_free(ks);
+}
+
+/* Every algorithm, three key types: the header's alg and kid paths and each verifier. */
+static void verify_keyset(const uint8_t *data, size_t size)
+{
+    static wsq_jwt_keys_t *ks;
+    if (ks == NULL) {
+        REQUIRE(wsq_jwt_keys_new(&ks) == WSQ_OK);
+        REQUIRE(wsq_jwt_keys_add_secret(ks, "h", (const unsigned char *)SECRET, SECRET_LEN) ==
+                WSQ_OK);
+        const char *types[] = {"EC", "ED25519"};
+        for (int i = 0; i < 2; i++) {
+            EVP_PKEY *pk = i == 0 ? EVP_PKEY_Q_keygen(NULL, NULL, types[i], "P-256")
+                                  : EVP_PKEY_Q_keygen(NULL, NULL, types[i]);
+            REQUIRE(pk != NULL);
+            BIO *b = BIO_new(BIO_s_mem());
+            REQUIRE(b && PEM_write_bio_PUBKEY(b, pk) == 1);
+            char *p;
+            long n = BIO_get_mem_data(b, &p);
+            REQUIRE(wsq_jwt_keys_add_pem(ks, i == 0 ? "e" : NULL, p, (size_t)n, NULL, 0) == WSQ_OK);
+            BIO_free(b);
+            EVP_PKEY_free(pk);
+        }
+    }
+    wsq_jwt_claims_t c;
+    const char *why = NULL;
+    wsq_err rc = wsq_jwt_verify_keys((const char *)data, size, ks, (1u << WSQ_JWT_ALG_COUNT) - 1,
+                                     NULL, NULL, 1700000000, 0, &c, &why);
+    REQUIRE(why != NULL && (strcmp(why, "ok") == 0 || known_reason(why)));
+    REQUIRE((rc == WSQ_OK) == (strcmp(why, "ok") == 0));
+    REQUIRE(rc == WSQ_OK || rc == WSQ_ERR_UNAUTHORIZED || rc == WSQ_ERR_NOMEM);
+    wsq_jwt_claims_fini(&c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -137,6 +192,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t mode = data[0];
     data++;
     size--;
+
+    if (mode & 4) {
+        if (mode % 4 == 0)
+            keys_parse(data, size, false);
+        else if (mode % 4 == 1)
+            keys_parse(data, size, true);
+        else
+            verify_keyset(data, size);
+        return 0;
+    }
 
     switch (mode % 4) {
     case 0:

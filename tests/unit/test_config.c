@@ -17,6 +17,10 @@
 #include <unistd.h>
 
 #include "wsq/config.h"
+#include "wsq/jwt.h"
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #define KiB ((uint64_t)1 << 10)
 #define MiB ((uint64_t)1 << 20)
@@ -1096,6 +1100,89 @@ static void test_config_jwt_secret_file(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* auth.jwt with public keys: the algorithms are listed explicitly, each has a key of its type,
+ * "none" is never one, and key files that hold no usable key are errors at their line. */
+static void test_config_jwt_keys(void **state)
+{
+    (void)state;
+    char dir[512], conf[600], pem[600], jwks[600], err[1024], yaml[1600];
+    wsq_config_t *cfg = NULL;
+    make_tmpdir(dir, sizeof(dir));
+    snprintf(conf, sizeof(conf), "%s/wsq.yaml", dir);
+    snprintf(pem, sizeof(pem), "%s/idp.pem", dir);
+    snprintf(jwks, sizeof(jwks), "%s/idp.jwks", dir);
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    assert_non_null(pk);
+    FILE *f = fopen(pem, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PUBKEY(f, pk), 1);
+    fclose(f);
+    EVP_PKEY_free(pk);
+
+    static const struct {
+        const char *jwt; /* the auth.jwt section's lines */
+        const char *where, *needle;
+    } bad[] = {
+        {"    public_key_file: idp.pem\n", ":3:5: auth.jwt: ", "algorithms: [RS256]"},
+        {"    public_key_file: idp.pem\n    algorithms: [RS256]\n",
+         ":4:18: auth.jwt.algorithms: ", "no configured key can verify RS256 (its key type: RSA)"},
+        {"    public_key_file: idp.pem\n    algorithms: [ES256, HS256]\n",
+         ":4:25: auth.jwt.algorithms: ", "HS256 (its key type: a secret)"},
+        {"    public_key_file: idp.pem\n    algorithms: [none]\n",
+         ":4:18: auth.jwt.algorithms: ", "never allowed"},
+        {"    public_key_file: idp.pem\n    algorithms: [HS999]\n",
+         ":4:18: auth.jwt.algorithms: ", "unknown algorithm 'HS999' (one of HS256"},
+        {"    public_key_file: idp.pem\n    algorithms: []\n",
+         ":4:17: auth.jwt.algorithms: ", "expected a list"},
+        {"    public_key_file: missing.pem\n    algorithms: [ES256]\n",
+         ":3:22: auth.jwt.public_key_file: ", "cannot read"},
+        {"    jwks_file: idp.pem\n    algorithms: [ES256]\n",
+         ":3:16: auth.jwt.jwks_file: ", "not JSON"},
+        {"    public_key_file: wsq.yaml\n    algorithms: [ES256]\n",
+         ":3:22: auth.jwt.public_key_file: ", "no PEM block"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(yaml, sizeof(yaml), "auth:\n  jwt:\n%s", bad[i].jwt);
+        write_file(conf, yaml, strlen(yaml));
+        assert_int_equal(wsq_config_load(conf, &cfg, err, sizeof(err)), WSQ_ERR_BAD_CONFIG);
+        assert_null(cfg);
+        char prefix[800];
+        snprintf(prefix, sizeof(prefix), "%s%s", conf, bad[i].where);
+        if (strncmp(err, prefix, strlen(prefix)) != 0 || strstr(err, bad[i].needle) == NULL)
+            fail_msg("case %zu: got '%s', want '%s' ... '%s'", i, err, prefix, bad[i].needle);
+    }
+
+    /* a PEM key and a JWK Set together, with their algorithms */
+    static const char set[] = "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"h\",\"k\":"
+                              "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"},"
+                              "{\"kty\":\"RSA\",\"use\":\"enc\"}]}";
+    write_file(jwks, set, strlen(set));
+    snprintf(yaml, sizeof(yaml),
+             "auth:\n  jwt:\n    public_key_file: idp.pem\n    jwks_file: %s\n"
+             "    algorithms: [ES256, HS384]\n",
+             jwks);
+    write_file(conf, yaml, strlen(yaml));
+    assert_int_equal(wsq_config_load(conf, &cfg, err, sizeof(err)), WSQ_OK);
+    assert_int_equal(cfg->auth.jwt_algs, WSQ_JWT_ALG(ES256) | WSQ_JWT_ALG(HS384));
+    assert_int_equal(wsq_jwt_keys_count(cfg->auth.jwt_keys), 2);
+    assert_null(cfg->auth.jwt_secret);
+    wsq_config_free(&cfg);
+
+    /* a secret alone: HS256, as before; no auth.jwt: no keys */
+    cfg = parse_ok("auth:\n  jwt:\n    secret: " SECRET_32 "\n");
+    assert_int_equal(cfg->auth.jwt_algs, WSQ_JWT_ALG(HS256));
+    assert_int_equal(wsq_jwt_keys_count(cfg->auth.jwt_keys), 1);
+    wsq_config_free(&cfg);
+    cfg = parse_ok("auth:\n  tokens: []\n");
+    assert_null(cfg->auth.jwt_keys);
+    wsq_config_free(&cfg);
+
+    assert_int_equal(unlink(conf), 0);
+    assert_int_equal(unlink(pem), 0);
+    assert_int_equal(unlink(jwks), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_config_yaml_syntax_error(void **state)
 {
     (void)state;
@@ -1591,6 +1678,7 @@ int main(void)
         cmocka_unit_test(test_config_bad_origin),
         cmocka_unit_test(test_config_jwt_secret),
         cmocka_unit_test(test_config_jwt_secret_file),
+        cmocka_unit_test(test_config_jwt_keys),
         cmocka_unit_test(test_config_yaml_syntax_error),
         cmocka_unit_test(test_config_depth_capped),
         cmocka_unit_test(test_config_top_level),

@@ -895,7 +895,7 @@ static void test_jwt_reason_list(void **state)
 #undef CODE
     static const char *const seen[] = {"malformed",    "bad_alg", "bad_header",    "bad_signature",
                                        "bad_claims",   "expired", "not_yet_valid", "bad_issuer",
-                                       "bad_audience", "nomem",   "internal"};
+                                       "bad_audience", "nomem",   "internal",      "unknown_key"};
     assert_int_equal(sizeof(codes) / sizeof(codes[0]), sizeof(seen) / sizeof(seen[0]));
     for (size_t i = 0; i < sizeof(seen) / sizeof(seen[0]); i++)
         assert_string_equal(codes[i], seen[i]);

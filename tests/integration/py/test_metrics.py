@@ -46,7 +46,7 @@ FAMILIES = {
 }
 AUTH_REASONS = ("bad_authorization_header", "unknown_token", "malformed", "bad_alg",
                 "bad_signature", "expired", "not_yet_valid", "bad_issuer", "bad_audience",
-                "bad_claims", "origin", "revoked")
+                "bad_claims", "origin", "revoked", "unknown_key")
 
 
 def histogram(m, name):

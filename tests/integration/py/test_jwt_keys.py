@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""JWTs signed with public-key algorithms against the real wsqd (OPERATIONS.md "JWTs"): key
+pairs made with the openssl command, tokens minted with PyJWT (Debian's python3-jwt, a library
+nobody here wrote), keys given to wsqd as a PEM file and as a JWK Set file.
+
+- RS256, PS256, ES256, ES384 and EdDSA tokens are accepted over HTTP and wsq.v1, with the
+  rights of their claims;
+- algorithm confusion: an HS256 token whose secret is the RSA public key's PEM text is refused
+  (bad_alg), as is an algorithm the config does not list and "none";
+- a kid the set does not hold is unknown_key, another key's signature bad_signature, expired
+  and not-yet-valid tokens are refused; wsq_auth_failures_total counts each reason;
+- key rotation by reload: a new kid works after SIGHUP and the old one until it is removed;
+- a config with public keys and no algorithms list does not start, and says where.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True   # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wsqharness as h  # noqa: E402
+import sechelp as s  # noqa: E402
+
+import jwt  # noqa: E402  (PyJWT)
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+
+
+def openssl_key(directory, name, *genpkey_args):
+    """A private key made by `openssl genpkey`, and its public half by `openssl pkey -pubout`:
+    (private PEM bytes, public PEM path)."""
+    priv = os.path.join(directory, name + ".key")
+    pub = os.path.join(directory, name + ".pub.pem")
+    subprocess.run(["openssl", "genpkey", "-out", priv] + list(genpkey_args), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["openssl", "pkey", "-in", priv, "-pubout", "-out", pub], check=True)
+    with open(priv, "rb") as f:
+        return f.read(), pub
+
+
+def public_jwk(pub_path, kid):
+    with open(pub_path, "rb") as f:
+        key = serialization.load_pem_public_key(f.read())
+    for alg in (RSAAlgorithm, ECAlgorithm, OKPAlgorithm):
+        try:
+            d = json.loads(alg.to_jwk(key))
+            break
+        except Exception:  # noqa: BLE001  (the wrong family for this key)
+            continue
+    d["kid"] = kid
+    d["use"] = "sig"
+    return d
+
+
+def claims(**kw):
+    return s.claims("alice", pub=["jwt.>"], subscribe=["jwt.>"], **kw)
+
+
+def status(d, token, topic="jwt.a"):
+    hdrs = {"Content-Type": "text/plain"}
+    hdrs.update(s.bearer(token))
+    st, _, _ = d.http("POST", "/topics/" + topic, b"hi", hdrs)
+    return st
+
+
+class JwtKeys(h.WsqdTestCase):
+    START = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.keydir = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                  "wsqpy-jwtkeys-%d" % os.getpid())
+        os.makedirs(cls.keydir, exist_ok=True)
+        k = cls.keydir
+        cls.rsa, cls.rsa_pub = openssl_key(k, "rsa", "-algorithm", "RSA",
+                                           "-pkeyopt", "rsa_keygen_bits:2048")
+        cls.ec, cls.ec_pub = openssl_key(k, "ec", "-algorithm", "EC",
+                                         "-pkeyopt", "ec_paramgen_curve:P-256")
+        cls.ec2, cls.ec2_pub = openssl_key(k, "ec2", "-algorithm", "EC",
+                                           "-pkeyopt", "ec_paramgen_curve:P-256")
+        cls.p384, cls.p384_pub = openssl_key(k, "p384", "-algorithm", "EC",
+                                             "-pkeyopt", "ec_paramgen_curve:P-384")
+        cls.ed, cls.ed_pub = openssl_key(k, "ed", "-algorithm", "ED25519")
+
+    @classmethod
+    def tearDownClass(cls):
+        for f in os.listdir(cls.keydir):
+            os.unlink(os.path.join(cls.keydir, f))
+        os.rmdir(cls.keydir)
+
+    def write_jwks(self, d, *keys):
+        path = os.path.join(d.dir, "idp.jwks")
+        with open(path, "w") as f:
+            json.dump({"keys": list(keys)}, f)
+
+    def jwt_yaml(self, algorithms=("RS256", "PS256", "ES256", "ES384", "EdDSA")):
+        return s.auth_yaml(jwt={"public_key_file": self.rsa_pub, "jwks_file": "idp.jwks",
+                                "algorithms": list(algorithms)})
+
+    def daemon(self):
+        d = self.new_wsqd(anonymous=False)
+        self.write_jwks(d, public_jwk(self.ec_pub, "ec1"), public_jwk(self.p384_pub, "p384"),
+                        public_jwk(self.ed_pub, "ed1"))
+        s.write_config(d, self.jwt_yaml())
+        return d.start()
+
+    def reasons(self, d):
+        m = d.metrics()
+        return {r: m.get(s.labeled("wsq_auth_failures_total", reason=r), 0)
+                for r in ("bad_alg", "bad_signature", "unknown_key", "expired", "not_yet_valid",
+                          "malformed")}
+
+    def test_each_algorithm_over_http_and_websocket(self):
+        d = self.daemon()
+        tokens = {
+            "RS256": jwt.encode(claims(), self.rsa, algorithm="RS256"),
+            "PS256": jwt.encode(claims(), self.rsa, algorithm="PS256"),
+            "ES256": jwt.encode(claims(), self.ec, algorithm="ES256", headers={"kid": "ec1"}),
+            "ES384": jwt.encode(claims(), self.p384, algorithm="ES384"),
+            "EdDSA": jwt.encode(claims(), self.ed, algorithm="EdDSA", headers={"kid": "ed1"}),
+        }
+        for alg, tok in tokens.items():
+            self.assertEqual(status(d, tok), 200, alg)
+            self.assertEqual(status(d, tok, "other.a"), 403, alg)   # the claims' rights
+        # a WebSocket session with an EdDSA token: subscribe and receive
+        ws = h.SocketWS(d, "/?token=" + tokens["EdDSA"], subprotocol="wsq.v1")
+        ws.send_json({"op": "sub", "topic": "jwt.ws", "ref": "s"})
+        self.assertEqual(ws.recv_json()["op"], "subscribed")
+        self.assertEqual(status(d, tokens["ES256"], "jwt.ws"), 200)
+        msg = ws.recv_json()
+        self.assertEqual((msg["op"], msg["data"]), ("msg", "hi"))
+        ws.close()
+
+    def test_confusion_and_refusals(self):
+        d = self.daemon()
+        with open(self.rsa_pub, "rb") as f:
+            pem = f.read()
+        now = int(time.time())
+        before = self.reasons(d)
+        cases = [
+            # HS256 "signed" with the public key: what a verifier that trusts "alg" would take
+            ("bad_alg", s.mint_jwt(pem, claims())),
+            ("bad_alg", jwt.encode(claims(), self.rsa, algorithm="RS512")),   # not listed
+            # unsigned: no signature part at all
+            ("malformed", s.mint_jwt(None, claims(), header={"alg": "none"}, signature="")),
+            ("bad_alg", s.mint_jwt(None, claims(), header={"alg": "none"}, signature="AAAA")),
+            ("unknown_key", jwt.encode(claims(), self.ec, algorithm="ES256",
+                                       headers={"kid": "nope"})),
+            ("bad_signature", jwt.encode(claims(), self.ec2, algorithm="ES256",
+                                         headers={"kid": "ec1"})),
+            ("expired", jwt.encode(claims(exp_in=-3600), self.ed, algorithm="EdDSA")),
+            ("not_yet_valid", jwt.encode(claims(nbf_in=3600, now=now), self.rsa,
+                                         algorithm="RS256")),
+        ]
+        want = dict.fromkeys(before, 0)
+        for reason, tok in cases:
+            self.assertEqual(status(d, tok), 401, reason)
+            want[reason] += 1
+        after = self.reasons(d)
+        for r in want:
+            self.assertEqual(after[r] - before[r], want[r], r)
+
+    def test_rotation_by_reload(self):
+        d = self.daemon()
+        new = jwt.encode(claims(), self.ec2, algorithm="ES256", headers={"kid": "ec2"})
+        old = jwt.encode(claims(), self.ec, algorithm="ES256", headers={"kid": "ec1"})
+        self.assertEqual(status(d, new), 401)
+        # the provider publishes the new key beside the old one
+        self.write_jwks(d, public_jwk(self.ec_pub, "ec1"), public_jwk(self.ec2_pub, "ec2"))
+        s.reload(d, self.jwt_yaml(("ES256",)))
+        self.assertEqual(status(d, new), 200)
+        self.assertEqual(status(d, old), 200)
+        # then drops the old one
+        self.write_jwks(d, public_jwk(self.ec2_pub, "ec2"))
+        s.reload(d, self.jwt_yaml(("ES256",)))
+        self.assertEqual(status(d, new), 200)
+        self.assertEqual(status(d, old), 401)
+        # a broken set is refused and the last good one stays
+        with open(os.path.join(d.dir, "idp.jwks"), "w") as f:
+            f.write("{not json")
+        line = s.reload(d, self.jwt_yaml(("ES256",)), expect="refused")
+        self.assertIn("auth.jwt.jwks_file", line)
+        self.assertEqual(status(d, new), 200)
+
+    def test_public_keys_need_algorithms(self):
+        d = self.new_wsqd(anonymous=False)
+        s.write_config(d, s.auth_yaml(jwt={"public_key_file": self.rsa_pub}))
+        d.start(wait=False)
+        rc = d.proc.wait(timeout=10 * h.SLOW)
+        self.assertNotEqual(rc, 0)
+        log = d.log_tail()
+        self.assertRegex(log, r"wsq\.yaml:\d+:\d+: auth\.jwt: public keys need the list of "
+                              r"accepted algorithms")
+
+
+if __name__ == "__main__":
+    h.main()
