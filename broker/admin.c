@@ -49,11 +49,12 @@ static void whoami(wsq_session_t *s)
 {
     wsq_http_t *h = wsq__http(s);
     char buf[4400];
+    wsq_buf_append(&h->resp, "{\"identity\":\"", 13);
+    wsq_json_escape(&h->resp, s->ident.name, strlen(s->ident.name)); /* any printable UTF-8 */
     int n = snprintf(buf, sizeof(buf),
-                     "{\"identity\":\"%s\",\"admin\":%s,\"pid\":%ld,\"version\":\"%s\","
-                     "\"format\":%d,\"data\":\"",
-                     s->ident.name, s->ident.rights && s->ident.rights->admin ? "true" : "false",
-                     (long)getpid(), WSQ_VERSION, WSQ_FORMAT_VERSION);
+                     "\",\"admin\":%s,\"pid\":%ld,\"version\":\"%s\",\"format\":%d,\"data\":\"",
+                     s->ident.rights && s->ident.rights->admin ? "true" : "false", (long)getpid(),
+                     WSQ_VERSION, WSQ_FORMAT_VERSION);
     wsq_buf_append(&h->resp, buf, (size_t)n);
     char real[4096];
     const char *cpath = s->srv->cfg->storage.path;
@@ -127,8 +128,9 @@ static void purge(wsq_session_t *s, struct lws *wsi)
         return;
     }
     h->op = H_PURGE;
-    wsq_info_log("admin", "op=purge topic=%s identity=%s peer=%s", h->topic, s->ident.name,
-                 s->peer);
+    char q[WSQ_LOG_Q_MAX];
+    wsq_info_log("admin", "op=purge topic=%s identity=%s peer=%s", h->topic,
+                 wsq__log_q(q, sizeof(q), s->ident.name), s->peer);
     submit(s, r);
 }
 
@@ -159,8 +161,9 @@ static void delete_consumer(wsq_session_t *s, struct lws *wsi)
     memcpy(p->consumer, c, p->consumer_len + 1);
     cmd->sub = p;
     h->op = H_DELETE_CONSUMER;
+    char q[WSQ_LOG_Q_MAX];
     wsq_info_log("admin", "op=delete-consumer topic=%s consumer=%s identity=%s peer=%s", h->topic,
-                 c, s->ident.name, s->peer);
+                 c, wsq__log_q(q, sizeof(q), s->ident.name), s->peer);
     submit(s, r);
     if (h->phase == HP_WORKING)
         wsq__ct_defer(s->srv, cmd); /* closes the consumer's session, drops its state */
@@ -273,8 +276,9 @@ void wsq__admin_body(wsq_session_t *s)
     }
     h->expect = n;
     wsq__http_phase(h, HP_WORKING);
+    char q[WSQ_LOG_Q_MAX];
     wsq_info_log("admin", "op=import messages=%llu identity=%s peer=%s", (unsigned long long)n,
-                 s->ident.name, s->peer);
+                 wsq__log_q(q, sizeof(q), s->ident.name), s->peer);
 }
 
 void wsq__admin_confirm(wsq_session_t *s, wsq_wreq_t *req)

@@ -54,6 +54,46 @@ static void free_list(wsq_strlist_t *l)
     l->n = 0;
 }
 
+static wsq_err list_add(wsq_strlist_t *l, const char *s)
+{
+    char **items = realloc(l->items, (l->n + 1) * sizeof(*items));
+    if (items == NULL)
+        return WSQ_ERR_NOMEM;
+    l->items = items;
+    if ((l->items[l->n] = strdup(s)) == NULL)
+        return WSQ_ERR_NOMEM;
+    l->n++;
+    return WSQ_OK;
+}
+
+/* The rights of the configured roles a token's roles claim names (auth.jwt.roles), their
+ * templates filled with the token's claims; a template whose value is absent or not one topic
+ * segment is left out. Roles the config does not know grant nothing. */
+static wsq_err roles_rights(const wsq_config_t *cfg, const wsq_jwt_claims_t *c, wsq_rights_t *r)
+{
+    const wsq_strlist_t *names = &cfg->auth.jwt_template_claims;
+    char out[WSQ_TOPIC_MAX + 1];
+    for (size_t i = 0; i < c->roles.n; i++) {
+        for (size_t k = 0; k < cfg->auth.n_jwt_roles; k++) {
+            const wsq_role_conf_t *role = &cfg->auth.jwt_roles[k];
+            if (strcmp(role->name, c->roles.items[i]) != 0)
+                continue;
+            r->admin |= role->rights.admin;
+            r->metrics |= role->rights.metrics;
+            const wsq_strlist_t *from[] = {&role->rights.publish, &role->rights.subscribe};
+            wsq_strlist_t *to[] = {&r->publish, &r->subscribe};
+            for (int l = 0; l < 2; l++)
+                for (size_t j = 0; j < from[l]->n; j++)
+                    if (wsq_topic_template_expand(
+                            from[l]->items[j], (const char *const *)names->items,
+                            (const char *const *)c->values.items, names->n, out, sizeof(out)) &&
+                        list_add(to[l], out) != WSQ_OK)
+                        return WSQ_ERR_NOMEM;
+        }
+    }
+    return WSQ_OK;
+}
+
 void wsq__identity_fini(wsq_identity_t *id)
 {
     if (id->owned) {
@@ -315,21 +355,31 @@ wsq_err wsq__auth_jwt(wsq_server_t *srv, const char *token, size_t len, wsq_iden
     wsq_jwt_claims_t c;
     const char *reason = NULL;
     int64_t now_ms = wsq_now_ms();
+    const wsq_jwt_opts_t opts = {cfg->auth.jwt_identity_claim, cfg->auth.jwt_roles_claim,
+                                 &cfg->auth.jwt_template_claims};
     wsq_err err = wsq_jwt_verify_keys(token, len, cfg->auth.jwt_keys, cfg->auth.jwt_algs,
                                       cfg->auth.jwt_issuer, cfg->auth.jwt_audience, now_ms / 1000,
-                                      JWT_LEEWAY_S, &c, &reason);
+                                      JWT_LEEWAY_S, &opts, &c, &reason);
     if (err != WSQ_OK) {
         *why = jwt_reason(reason);
         wsq_jwt_claims_fini(&c);
         return WSQ_ERR_UNAUTHORIZED;
     }
-    wsq_rights_t *r = malloc(sizeof(*r));
-    if (r == NULL) {
+    wsq_rights_t *r = calloc(1, sizeof(*r));
+    if (r == NULL || (cfg->auth.jwt_roles_claim && roles_rights(cfg, &c, r) != WSQ_OK)) {
+        if (r != NULL) {
+            free_list(&r->publish);
+            free_list(&r->subscribe);
+            free(r);
+        }
         wsq_jwt_claims_fini(&c);
         *why = WSQ_AUTHF_MALFORMED;
         return WSQ_ERR_UNAUTHORIZED;
     }
-    *r = c.rights; /* ownership of the lists moves to the identity */
+    if (cfg->auth.jwt_roles_claim == NULL) {
+        *r = c.rights; /* ownership of the lists moves to the identity */
+        memset(&c.rights, 0, sizeof(c.rights));
+    }
     memset(id, 0, sizeof(*id));
     snprintf(id->name, sizeof(id->name), "%s", c.sub);
     id->kind = WSQ_ID_JWT;
@@ -337,6 +387,7 @@ wsq_err wsq__auth_jwt(wsq_server_t *srv, const char *token, size_t len, wsq_iden
     id->rights = r;
     id->expires_ms =
         c.exp ? (c.exp + JWT_LEEWAY_S) * 1000 : 0; /* the leeway it was accepted with */
+    wsq_jwt_claims_fini(&c); /* the roles and values (the rights moved to the identity) */
     return WSQ_OK;
 }
 

@@ -20,7 +20,8 @@ typedef enum { WSQ_ID_ANON = 0, WSQ_ID_TOKEN, WSQ_ID_JWT } wsq_id_kind_t;
 /* Who a connection is. Rights of ANON and TOKEN identities point into the config in force (a
  * reload re-resolves them by name); a JWT identity owns the rights from its claims. */
 typedef struct {
-    char name[64]; /* "anonymous", a token's name or a JWT's sub */
+    char name[256]; /* "anonymous", a token's name or a JWT's identity claim (printable UTF-8:
+                     * logs quote it with wsq__log_q) */
     wsq_id_kind_t kind;
     const wsq_rights_t *rights; /* never NULL once resolved */
     wsq_rights_t *owned;        /* JWT: rights from the claims, freed with the identity */

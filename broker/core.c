@@ -596,8 +596,9 @@ void wsq__core_item(wsq_server_t *srv, st_item_t *it)
 static void reauthorize(wsq_session_t *s)
 {
     if (!wsq__identity_refresh(s->srv, &s->ident)) {
+        char q[WSQ_LOG_Q_MAX];
         wsq_info_log("revoked", "sid=%llu identity=%s reason=credentials",
-                     (unsigned long long)s->id, s->ident.name);
+                     (unsigned long long)s->id, wsq__log_q(q, sizeof(q), s->ident.name));
         wsq__session_close(s, WSQ_CLOSE_UNAUTHORIZED, "credentials revoked");
         return;
     }
@@ -618,8 +619,10 @@ static void reauthorize(wsq_session_t *s)
             continue;
         }
         if (!wsq__allowed(&s->ident, WSQ_RIGHT_SUBSCRIBE, s->subs[i].topic, s->subs[i].topic_len)) {
+            char q[WSQ_LOG_Q_MAX];
             wsq_info_log("revoked", "sid=%llu identity=%s reason=subscribe topic=%s",
-                         (unsigned long long)s->id, s->ident.name, s->subs[i].topic);
+                         (unsigned long long)s->id, wsq__log_q(q, sizeof(q), s->ident.name),
+                         s->subs[i].topic);
             wsq__session_close(s, WSQ_CLOSE_FORBIDDEN, "rights revoked");
             return;
         }

@@ -52,7 +52,7 @@ static void count_limit(wsq_session_t *s, wsq_limit_t lim)
 
 static void op_pub(wsq_session_t *s, const wsq_frame_t *f)
 {
-    char buf[400];
+    char buf[640];
     if (!wsq__allowed(&s->ident, WSQ_RIGHT_PUBLISH, f->topic, f->topic_len)) {
         snprintf(buf, sizeof(buf), "%s may not publish to %s", s->ident.name, f->topic);
         send_err(s, f->ref, WSQ_ERR_FORBIDDEN, buf);
@@ -83,7 +83,7 @@ static void op_pub(wsq_session_t *s, const wsq_frame_t *f)
 static void op_sub(wsq_session_t *s, const wsq_frame_t *f)
 {
     const wsq_config_t *cfg = s->srv->cfg;
-    char buf[400];
+    char buf[640];
     /* a pattern is refused only when the identity may read nothing at all: of the topics it
      * matches, those the identity may not read are left out (delivery.c) */
     if (f->pattern ? s->ident.rights == NULL || s->ident.rights->subscribe.n == 0

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -41,6 +42,53 @@ static void json_str(FILE *f, const char *s, size_t n)
     fputc('"', f);
 }
 
+const char *wsq__log_q(char *buf, size_t cap, const char *s)
+{
+    size_t o = 0;
+    if (cap < 3) {
+        if (cap)
+            buf[0] = '\0';
+        return buf;
+    }
+    /* a plain word (printable ASCII without space, '"', '\\' or '=') stays bare, as logfmt does */
+    bool plain = *s != '\0' && strlen(s) < cap;
+    for (const char *p = s; plain && *p; p++)
+        plain = *p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\' && *p != '=';
+    if (plain) {
+        memcpy(buf, s, strlen(s) + 1);
+        return buf;
+    }
+    buf[o++] = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[5];
+        size_t n = 1;
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            n = 2;
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof(esc), "\\x%02x", c);
+            n = 4;
+        } else {
+            esc[0] = (char)c;
+        }
+        /* room for this, the closing quote and the NUL; a cut never splits a UTF-8 sequence */
+        if (o + n + 2 > cap) {
+            while (o > 1 && ((unsigned char)buf[o - 1] & 0xc0) == 0x80)
+                o--;
+            if (o > 1 && (unsigned char)buf[o - 1] >= 0xc0)
+                o--;
+            break;
+        }
+        memcpy(buf + o, esc, n);
+        o += n;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
 /* Writes "k=v k2=\"v 2\" text" as JSON members. */
 static void json_pairs(FILE *f, const char *s)
 {
@@ -64,11 +112,24 @@ static void json_pairs(FILE *f, const char *s)
         s++;
         const char *v = s;
         size_t vlen;
+        char unq[1024];
         if (*s == '"') {
-            v = ++s;
-            while (*s && !(*s == '"' && s[-1] != '\\'))
-                s++;
-            vlen = (size_t)(s - v);
+            /* a quoted value (wsq__log_q): its escapes undone, so JSON shows the bytes */
+            s++;
+            vlen = 0;
+            while (*s && *s != '"') {
+                char ch = *s++;
+                if (ch == '\\' && *s == 'x' && s[1] && s[2]) {
+                    char hex[3] = {s[1], s[2], 0};
+                    ch = (char)strtol(hex, NULL, 16);
+                    s += 3;
+                } else if (ch == '\\' && *s) {
+                    ch = *s++;
+                }
+                if (vlen < sizeof(unq))
+                    unq[vlen++] = ch;
+            }
+            v = unq;
             if (*s)
                 s++;
         } else {

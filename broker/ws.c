@@ -51,7 +51,7 @@ static wsq_err requests_wsq(struct lws *wsi, bool *yes)
 /* A raw-mode upgrade: its target must parse, and its identity may publish or subscribe. */
 static int confirm_raw(struct lws *wsi, const wsq_identity_t *id)
 {
-    char err[400] = "";
+    char err[640] = "";
     wsq_raw_target_t t;
     memset(&t, 0, sizeof(t));
     wsq_err e = wsq__raw_target(wsi, &t, err, sizeof(err));
@@ -252,9 +252,11 @@ static int on_established(struct lws *wsi, wsq_session_t **pss, wsq_server_t *sr
     char detail[WSQ_TOPIC_MAX + 16] = "";
     if (s->fe->open && s->fe->open(s, wsi, detail, sizeof(detail)) != 0)
         return -1;
+    char q[WSQ_LOG_Q_MAX];
     if (s->state == WSQ_SS_OPEN)
         wsq_info_log("connect", "sid=%llu peer=%s proto=%s identity=%s%s",
-                     (unsigned long long)s->id, s->peer, s->fe->name, s->ident.name, detail);
+                     (unsigned long long)s->id, s->peer, s->fe->name,
+                     wsq__log_q(q, sizeof(q), s->ident.name), detail);
     return 0;
 }
 
@@ -298,8 +300,9 @@ static void on_closed(wsq_server_t *srv, wsq_session_t *s)
 {
     atomic_fetch_sub_explicit(&srv->metrics.connections, 1, memory_order_relaxed);
     bool ours = s->state != WSQ_SS_OPEN;
+    char q[WSQ_LOG_Q_MAX];
     wsq_info_log("disconnect", "sid=%llu peer=%s identity=%s code=%u reason=\"%s\"",
-                 (unsigned long long)s->id, s->peer, s->ident.name,
+                 (unsigned long long)s->id, s->peer, wsq__log_q(q, sizeof(q), s->ident.name),
                  ours ? s->close_code : s->ws.peer_close, ours ? s->close_reason : "peer closed");
     wsq__ct_defer(srv, wsq__ct_cmd(CT_SESSION_GONE, s->id, 0));
     wsq__session_state(s, WSQ_SS_GONE);

@@ -676,7 +676,50 @@ typedef enum {
     ITEM_STRING,
     ITEM_PATTERN,
     ITEM_ORIGIN,
+    ITEM_TEMPLATE, /* a pattern that may hold {claim} placeholders */
 } item_kind;
+
+#define TEMPLATE_NAMES_MAX 8 /* placeholders in one pattern */
+
+/* Adds the placeholder names of template t to acc (once each); false when t has more than
+ * TEMPLATE_NAMES_MAX or a malformed one (the shape check then fails anyway). */
+static bool template_names(const char *t, wsq_strlist_t *acc, bool *nomem)
+{
+    size_t found = 0;
+    for (const char *p = strchr(t, '{'); p != NULL; p = strchr(p + 1, '{')) {
+        const char *e = strchr(p, '}');
+        if (e == NULL || ++found > TEMPLATE_NAMES_MAX)
+            return false;
+        size_t n = (size_t)(e - p - 1);
+        bool have = false;
+        for (size_t i = 0; i < acc->n && !have; i++)
+            have = strlen(acc->items[i]) == n && memcmp(acc->items[i], p + 1, n) == 0;
+        if (have)
+            continue;
+        char **items = realloc(acc->items, (acc->n + 1) * sizeof(*items));
+        if (items == NULL || (items[acc->n] = strndup(p + 1, n)) == NULL) {
+            if (items != NULL)
+                acc->items = items;
+            *nomem = true;
+            return false;
+        }
+        acc->items = items;
+        acc->n++;
+    }
+    return true;
+}
+
+/* A template's shape: every placeholder well formed, and a valid pattern with values in. */
+static bool template_ok(const char *t, bool *nomem)
+{
+    wsq_strlist_t names = {0};
+    char out[WSQ_TOPIC_MAX + 1];
+    bool ok = template_names(t, &names, nomem) &&
+              wsq_topic_template_expand(t, (const char *const *)names.items, NULL, names.n, out,
+                                        sizeof(out));
+    strlist_free(&names);
+    return ok;
+}
 
 /* A browser sends Origin as scheme://host[:port], lowercase, without a path or trailing slash;
  * anything else can never match, so it is refused here instead of silently locking users out. */
@@ -732,6 +775,15 @@ static wsq_err get_list(cfg_ctx_t *c, yaml_node_t *n, const char *parent, const 
         if (rc != WSQ_OK)
             return rc;
         const char *s = out->items[i];
+        bool nomem = false;
+        if (kind == ITEM_TEMPLATE && !template_ok(s, &nomem))
+            return nomem ? cfg_nomem(c)
+                         : cfg_fail(c, item, ipath, NULL,
+                                    "invalid topic pattern %s: segments of [A-Za-z0-9_-] or "
+                                    "{claim} placeholders (a claim name of [A-Za-z0-9_.-], at "
+                                    "most %d of them), separated by '.' or '/'; '*' or '>' as "
+                                    "whole segments",
+                                    show(item, shown, sizeof(shown)), TEMPLATE_NAMES_MAX);
         if (kind == ITEM_PATTERN && !wsq_topic_pattern_valid(s, strlen(s)))
             return cfg_fail(c, item, ipath, NULL,
                             "invalid topic pattern %s: segments of [A-Za-z0-9_-] separated by '.' "
@@ -1178,19 +1230,26 @@ static wsq_err parse_limits(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     return WSQ_OK;
 }
 
-static wsq_err parse_rights(cfg_ctx_t *c, yaml_node_t **pub, yaml_node_t **sub, yaml_node_t **admin,
-                            yaml_node_t **metrics, const char *path, wsq_rights_t *r)
+static wsq_err parse_rights_kind(cfg_ctx_t *c, yaml_node_t **pub, yaml_node_t **sub,
+                                 yaml_node_t **admin, yaml_node_t **metrics, const char *path,
+                                 item_kind kind, wsq_rights_t *r)
 {
     wsq_err rc;
-    if (*pub && (rc = get_list(c, *pub, path, "publish", ITEM_PATTERN, &r->publish)) != WSQ_OK)
+    if (*pub && (rc = get_list(c, *pub, path, "publish", kind, &r->publish)) != WSQ_OK)
         return rc;
-    if (*sub && (rc = get_list(c, *sub, path, "subscribe", ITEM_PATTERN, &r->subscribe)) != WSQ_OK)
+    if (*sub && (rc = get_list(c, *sub, path, "subscribe", kind, &r->subscribe)) != WSQ_OK)
         return rc;
     if (*admin && (rc = get_bool(c, *admin, path, "admin", &r->admin)) != WSQ_OK)
         return rc;
     if (*metrics && (rc = get_bool(c, *metrics, path, "metrics", &r->metrics)) != WSQ_OK)
         return rc;
     return WSQ_OK;
+}
+
+static wsq_err parse_rights(cfg_ctx_t *c, yaml_node_t **pub, yaml_node_t **sub, yaml_node_t **admin,
+                            yaml_node_t **metrics, const char *path, wsq_rights_t *r)
+{
+    return parse_rights_kind(c, pub, sub, admin, metrics, path, ITEM_PATTERN, r);
 }
 
 static int hexval(char ch)
@@ -1466,6 +1525,51 @@ static wsq_err read_key_file(cfg_ctx_t *c, yaml_node_t *n, const char *path, con
     return rc;
 }
 
+/* auth.jwt.roles: {role: {publish, subscribe, admin, metrics}}, patterns with templates. */
+static wsq_err parse_roles(cfg_ctx_t *c, yaml_node_t *n, const char *parent, wsq_config_t *cfg)
+{
+    enum { R_PUB, R_SUB, R_ADMIN, R_METRICS, R_N };
+    static const char *const rkeys[] = {"publish", "subscribe", "admin", "metrics"};
+    char path[PATH_LEN], rpath[PATH_LEN], shown[SHOW_MAX * 4 + 8];
+    wsq_err rc;
+    path_key(path, parent, "roles");
+    if (n->type != YAML_MAPPING_NODE)
+        return cfg_fail(c, n, parent, "roles",
+                        "expected a mapping of role names to rights ({publish, subscribe, "
+                        "admin, metrics}); got %s",
+                        show(n, shown, sizeof(shown)));
+    size_t count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (count == 0)
+        return WSQ_OK;
+    if ((cfg->auth.jwt_roles = calloc(count, sizeof(*cfg->auth.jwt_roles))) == NULL)
+        return cfg_nomem(c);
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_pair_t *pr = &n->data.mapping.pairs.start[i];
+        yaml_node_t *k = node_at(c, pr->key), *v = node_at(c, pr->value);
+        wsq_role_conf_t *role = &cfg->auth.jwt_roles[cfg->auth.n_jwt_roles];
+        if ((rc = get_str(c, k, path, NULL, &role->name)) != WSQ_OK)
+            return rc;
+        cfg->auth.n_jwt_roles++;
+        path_key(rpath, path, role->name);
+        yaml_node_t *r[R_N];
+        if ((rc = map_keys(c, v, rpath, rkeys, R_N, r)) != WSQ_OK)
+            return rc;
+        if ((rc = parse_rights_kind(c, &r[R_PUB], &r[R_SUB], &r[R_ADMIN], &r[R_METRICS], rpath,
+                                    ITEM_TEMPLATE, &role->rights)) != WSQ_OK)
+            return rc;
+        const wsq_strlist_t *lists[] = {&role->rights.publish, &role->rights.subscribe};
+        for (int l = 0; l < 2; l++) {
+            for (size_t j = 0; j < lists[l]->n; j++) {
+                bool nomem = false;
+                if (!template_names(lists[l]->items[j], &cfg->auth.jwt_template_claims, &nomem) &&
+                    nomem)
+                    return cfg_nomem(c);
+            }
+        }
+    }
+    return WSQ_OK;
+}
+
 /* auth.jwt.algorithms: a list of JWS algorithm names, each served by a configured key. */
 static wsq_err parse_algorithms(cfg_ctx_t *c, yaml_node_t *n, const char *path, wsq_config_t *cfg)
 {
@@ -1503,9 +1607,10 @@ static wsq_err parse_algorithms(cfg_ctx_t *c, yaml_node_t *n, const char *path, 
 
 static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
 {
-    enum { J_SECRET, J_FILE, J_ISS, J_AUD, J_ALGS, J_PEM, J_JWKS, J_N };
-    static const char *const keys[] = {"secret",     "secret_file",     "issuer",   "audience",
-                                       "algorithms", "public_key_file", "jwks_file"};
+    enum { J_SECRET, J_FILE, J_ISS, J_AUD, J_ALGS, J_PEM, J_JWKS, J_IDC, J_ROLESC, J_ROLES, J_N };
+    static const char *const keys[] = {
+        "secret",          "secret_file", "issuer",         "audience",    "algorithms",
+        "public_key_file", "jwks_file",   "identity_claim", "roles_claim", "roles"};
     const char *p = "auth.jwt";
     yaml_node_t *v[J_N];
     wsq_err rc;
@@ -1569,6 +1674,18 @@ static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     if (v[J_ISS] && (rc = get_str(c, v[J_ISS], p, "issuer", &cfg->auth.jwt_issuer)) != WSQ_OK)
         return rc;
     if (v[J_AUD] && (rc = get_str(c, v[J_AUD], p, "audience", &cfg->auth.jwt_audience)) != WSQ_OK)
+        return rc;
+    if (v[J_IDC] &&
+        (rc = get_str(c, v[J_IDC], p, "identity_claim", &cfg->auth.jwt_identity_claim)) != WSQ_OK)
+        return rc;
+    if ((v[J_ROLESC] != NULL) != (v[J_ROLES] != NULL))
+        return cfg_fail(c, n, p, NULL,
+                        "roles_claim and roles go together: the claim names the roles, roles "
+                        "gives each its rights");
+    if (v[J_ROLESC] &&
+        (rc = get_str(c, v[J_ROLESC], p, "roles_claim", &cfg->auth.jwt_roles_claim)) != WSQ_OK)
+        return rc;
+    if (v[J_ROLES] && (rc = parse_roles(c, v[J_ROLES], p, cfg)) != WSQ_OK)
         return rc;
     return WSQ_OK;
 }
@@ -1815,6 +1932,15 @@ void wsq_config_free(wsq_config_t **cfgp)
         free(cfg->auth.jwt_secret);
     }
     wsq_jwt_keys_free(cfg->auth.jwt_keys);
+    free(cfg->auth.jwt_identity_claim);
+    free(cfg->auth.jwt_roles_claim);
+    for (size_t i = 0; i < cfg->auth.n_jwt_roles; i++) {
+        free(cfg->auth.jwt_roles[i].name);
+        strlist_free(&cfg->auth.jwt_roles[i].rights.publish);
+        strlist_free(&cfg->auth.jwt_roles[i].rights.subscribe);
+    }
+    free(cfg->auth.jwt_roles);
+    strlist_free(&cfg->auth.jwt_template_claims);
     free(cfg->auth.jwt_issuer);
     free(cfg->auth.jwt_audience);
     strlist_free(&cfg->auth.allowed_origins);

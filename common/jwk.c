@@ -329,12 +329,15 @@ static EVP_PKEY *jwk_ec(const json_t *key, size_t coord, const char *group)
 {
     unsigned char pub[1 + 2 * 48], x[64], y[64];
     size_t xl, yl;
+    /* RFC 7518 asks for the full length; some libraries (PyJWT 2.6) drop leading zero bytes,
+     * which leaves the same number: pad them back */
     if (!b64_member(key, "x", x, sizeof(x), &xl) || !b64_member(key, "y", y, sizeof(y), &yl) ||
-        xl != coord || yl != coord)
+        xl > coord || yl > coord)
         return NULL;
+    memset(pub, 0, sizeof(pub));
     pub[0] = 0x04; /* uncompressed point */
-    memcpy(pub + 1, x, coord);
-    memcpy(pub + 1 + coord, y, coord);
+    memcpy(pub + 1 + coord - xl, x, xl);
+    memcpy(pub + 1 + 2 * coord - yl, y, yl);
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     EVP_PKEY *pk = NULL;
     if (bld && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) &&
@@ -370,11 +373,11 @@ static bool jwk_one(wsq_jwt_keys_t *ks, const json_t *key, bool *skipped, const 
         if ((k.pk = jwk_rsa(key)) == NULL)
             return false;
     } else if (strcmp(t, "EC") == 0 && crv && strcmp(crv, "P-256") == 0) {
-        *why = "is a P-256 key without a valid 32-byte \"x\" and \"y\"";
+        *why = "is a P-256 key without a valid \"x\" and \"y\" (32 bytes each)";
         if ((k.pk = jwk_ec(key, 32, "P-256")) == NULL)
             return false;
     } else if (strcmp(t, "EC") == 0 && crv && strcmp(crv, "P-384") == 0) {
-        *why = "is a P-384 key without a valid 48-byte \"x\" and \"y\"";
+        *why = "is a P-384 key without a valid \"x\" and \"y\" (48 bytes each)";
         if ((k.pk = jwk_ec(key, 48, "P-384")) == NULL)
             return false;
     } else if (strcmp(t, "OKP") == 0 && crv && strcmp(crv, "Ed25519") == 0) {

@@ -44,6 +44,8 @@ void wsq_jwt_claims_fini(wsq_jwt_claims_t *c)
         return;
     strlist_clear(&c->rights.publish);
     strlist_clear(&c->rights.subscribe);
+    strlist_clear(&c->roles);
+    strlist_clear(&c->values);
     memset(c, 0, sizeof(*c));
 }
 
@@ -54,10 +56,80 @@ static bool string_is(const json_t *v, const char *s)
            memcmp(json_string_value(v), s, n) == 0;
 }
 
-static bool sub_char(char ch)
+/* An identity: 1..WSQ_JWT_SUB_MAX bytes of UTF-8 without control characters (logs quote it). */
+static bool identity_ok(const char *s, size_t n)
 {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           ch == '.' || ch == '_' || ch == '@' || ch == '+' || ch == '-';
+    if (n == 0 || n > WSQ_JWT_SUB_MAX || !wsq_utf8_valid(s, n))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f)
+            return false;
+        /* C1 controls U+0080..U+009F: C2 80..C2 9F */
+        if (ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] <= 0x9f)
+            return false;
+    }
+    return true;
+}
+
+/* The claim a path names (see wsq_jwt_opts_t), or NULL. */
+static const json_t *claim_at(const json_t *claims, const char *path)
+{
+    const json_t *v = json_object_get(claims, path);
+    if (v != NULL)
+        return v;
+    v = claims;
+    for (const char *p = path; v != NULL && *p;) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        char key[256];
+        if (n == 0 || n >= sizeof(key) || !json_is_object(v))
+            return NULL;
+        memcpy(key, p, n);
+        key[n] = '\0';
+        v = json_object_get(v, key);
+        p += n + (dot != NULL);
+    }
+    return v == claims ? NULL : v;
+}
+
+static wsq_err strlist_add(wsq_strlist_t *l, const char *s, size_t n)
+{
+    char **items = realloc(l->items, (l->n + 1) * sizeof(*items));
+    if (items == NULL)
+        return WSQ_ERR_NOMEM;
+    l->items = items;
+    if (s == NULL) {
+        l->items[l->n++] = NULL;
+        return WSQ_OK;
+    }
+    char *c = malloc(n + 1);
+    if (c == NULL)
+        return WSQ_ERR_NOMEM;
+    memcpy(c, s, n);
+    c[n] = '\0';
+    l->items[l->n++] = c;
+    return WSQ_OK;
+}
+
+/* The roles claim: a string or an array (its strings; other entries are skipped). */
+static wsq_err roles_of(const json_t *v, wsq_strlist_t *out)
+{
+    if (v == NULL)
+        return WSQ_OK; /* no roles: no rights */
+    if (json_is_string(v))
+        return strlist_add(out, json_string_value(v), json_string_length(v));
+    if (!json_is_array(v) || json_array_size(v) > WSQ_JWT_ROLES_MAX)
+        return WSQ_ERR_INVAL;
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        const json_t *r = json_array_get(v, i);
+        wsq_err e = json_is_string(r)
+                        ? strlist_add(out, json_string_value(r), json_string_length(r))
+                        : WSQ_OK;
+        if (e != WSQ_OK)
+            return e;
+    }
+    return WSQ_OK;
 }
 
 /* A NumericDate (RFC 7519 section 2): a JSON number of seconds. Negative values are refused. A
@@ -215,13 +287,17 @@ wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secre
         return WSQ_ERR_INVAL;
     }
     return wsq_jwt_verify_keys(token, len, &ks, WSQ_JWT_ALG(HS256), issuer, audience, now_s,
-                               leeway_s, out, reason);
+                               leeway_s, NULL, out, reason);
 }
 
 wsq_err wsq_jwt_verify_keys(const char *token, size_t len, const wsq_jwt_keys_t *ks, unsigned algs,
                             const char *issuer, const char *audience, int64_t now_s,
-                            int64_t leeway_s, wsq_jwt_claims_t *out, const char **reason)
+                            int64_t leeway_s, const wsq_jwt_opts_t *opts, wsq_jwt_claims_t *out,
+                            const char **reason)
 {
+    static const wsq_jwt_opts_t no_opts = {0};
+    if (opts == NULL)
+        opts = &no_opts;
     /* Every decoded part fits: the three parts hold at most len - 2 characters, which decode to
      * at most 3/4 as many bytes. */
     unsigned char buf[WSQ_JWT_TOKEN_MAX];
@@ -309,24 +385,34 @@ wsq_err wsq_jwt_verify_keys(const char *token, size_t len, const wsq_jwt_keys_t 
 
     /* 6. types and values */
     why = "bad_claims";
-    const json_t *sub = json_object_get(claims, "sub");
-    if (!json_is_string(sub))
+    const json_t *sub = claim_at(claims, opts->identity_claim ? opts->identity_claim : "sub");
+    if (!json_is_string(sub) || !identity_ok(json_string_value(sub), json_string_length(sub)))
         goto fail;
-    size_t sub_len = json_string_length(sub);
-    const char *sub_s = json_string_value(sub);
-    if (sub_len == 0 || sub_len > WSQ_JWT_SUB_MAX)
-        goto fail;
-    for (size_t i = 0; i < sub_len; i++)
-        if (!sub_char(sub_s[i]))
+    memcpy(c.sub, json_string_value(sub), json_string_length(sub));
+    c.sub[json_string_length(sub)] = '\0';
+    if (opts->roles_claim != NULL) {
+        wsq_err r = roles_of(claim_at(claims, opts->roles_claim), &c.roles);
+        if (r != WSQ_OK) {
+            if (r == WSQ_ERR_NOMEM)
+                rc = WSQ_ERR_NOMEM;
             goto fail;
-    memcpy(c.sub, sub_s, sub_len);
-    c.sub[sub_len] = '\0';
+        }
+    }
+    for (size_t i = 0; opts->value_claims != NULL && i < opts->value_claims->n; i++) {
+        const json_t *v = claim_at(claims, opts->value_claims->items[i]);
+        if (strlist_add(&c.values, json_is_string(v) ? json_string_value(v) : NULL,
+                        json_is_string(v) ? json_string_length(v) : 0) != WSQ_OK) {
+            rc = WSQ_ERR_NOMEM;
+            goto fail;
+        }
+    }
 
     const json_t *exp = json_object_get(claims, "exp");
     const json_t *nbf = json_object_get(claims, "nbf");
     const json_t *iss = json_object_get(claims, "iss");
     const json_t *aud = json_object_get(claims, "aud");
-    const json_t *wsq = json_object_get(claims, "wsq");
+    /* with roles, the deployment maps them to rights: a "wsq" claim is not read */
+    const json_t *wsq = opts->roles_claim ? NULL : json_object_get(claims, "wsq");
     if (exp != NULL && !numeric_date(exp, false, &c.exp))
         goto fail;
     if (nbf != NULL && !numeric_date(nbf, true, &c.nbf))

@@ -107,3 +107,50 @@ bool wsq_consumer_valid(const char *name, size_t len)
     }
     return true;
 }
+
+static bool template_name_char(char ch)
+{
+    return cls[(unsigned char)ch] == C_NAME || ch == '.';
+}
+
+bool wsq_topic_template_expand(const char *tmpl, const char *const *names, const char *const *vals,
+                               size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *p = tmpl; *p;) {
+        if (*p == '}')
+            return false;
+        if (*p != '{') {
+            if (o + 1 >= cap)
+                return false;
+            out[o++] = *p++;
+            continue;
+        }
+        const char *name = ++p;
+        while (*p && template_name_char(*p))
+            p++;
+        size_t nl = (size_t)(p - name);
+        if (*p != '}' || nl == 0 || nl > WSQ_TEMPLATE_NAME_MAX)
+            return false;
+        p++;
+        const char *val = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (strlen(names[i]) == nl && memcmp(names[i], name, nl) == 0) {
+                val = vals ? vals[i] : "x";
+                break;
+            }
+        }
+        if (val == NULL || *val == '\0')
+            return false;
+        for (const char *v = val; *v; v++) /* one segment: no separator, no wildcard */
+            if (cls[(unsigned char)*v] != C_NAME)
+                return false;
+        size_t vl = strlen(val);
+        if (o + vl >= cap)
+            return false;
+        memcpy(out + o, val, vl);
+        o += vl;
+    }
+    out[o] = '\0';
+    return wsq_topic_pattern_valid(out, o);
+}

@@ -66,6 +66,13 @@ typedef struct {
     wsq_rights_t rights;
 } wsq_token_conf_t;
 
+/* auth.jwt.roles: a role a provider's roles claim may name, and its rights; its patterns may
+ * hold {claim} templates (wsq/topic.h), expanded per token. */
+typedef struct {
+    char *name;
+    wsq_rights_t rights;
+} wsq_role_conf_t;
+
 typedef enum {
     WSQ_LOG_ERROR = 0,
     WSQ_LOG_WARN,
@@ -138,8 +145,13 @@ typedef struct {
          * algorithms (WSQ_JWT_ALG bits, auth.jwt.algorithms); NULL / 0: no JWT is accepted */
         struct wsq_jwt_keys *jwt_keys;
         unsigned jwt_algs;
-        char *jwt_issuer;   /* required "iss" when set */
-        char *jwt_audience; /* required "aud" when set */
+        char *jwt_identity_claim;   /* NULL: "sub" */
+        char *jwt_roles_claim;      /* NULL: rights from the "wsq" claim */
+        wsq_role_conf_t *jwt_roles; /* auth.jwt.roles */
+        size_t n_jwt_roles;
+        wsq_strlist_t jwt_template_claims; /* every {claim} the roles' patterns use */
+        char *jwt_issuer;                  /* required "iss" when set */
+        char *jwt_audience;                /* required "aud" when set */
         /* browser Origin values allowed ("*": any); empty = only the listener's own origin */
         wsq_strlist_t allowed_origins;
     } auth;

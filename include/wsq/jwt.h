@@ -19,7 +19,8 @@
  *   - a signature of exactly 32 bytes equal to HMAC-SHA256(secret, "<header>.<payload>"), the
  *     parts as they appear in the token (never re-encoded);
  *   - claims (the payload) forming a JSON object, read only after the signature checks out:
- *       "sub"  required: the identity name, 1..WSQ_JWT_SUB_MAX bytes of [A-Za-z0-9._@+-];
+ *       "sub"  required: the identity name, 1..WSQ_JWT_SUB_MAX bytes of printable UTF-8 (no
+ *              control character; wsq_jwt_verify_keys: the opts' identity claim instead);
  *       "exp"  optional NumericDate: refused when now_s >= exp + leeway_s;
  *       "nbf"  optional NumericDate: refused when now_s < nbf - leeway_s;
  *       "iss"  optional string; required and equal to `issuer` when one is expected;
@@ -50,7 +51,8 @@
 #include "wsq/proto.h"
 
 #define WSQ_JWT_TOKEN_MAX 8192   /* bytes of a whole token; larger is "malformed" */
-#define WSQ_JWT_SUB_MAX 63       /* bytes of the "sub" claim */
+#define WSQ_JWT_SUB_MAX 255      /* bytes of the identity claim ("sub" by default) */
+#define WSQ_JWT_ROLES_MAX 256    /* entries of the roles claim */
 #define WSQ_JWT_PATTERNS_MAX 64  /* patterns in each of "pub" and "sub" */
 #define WSQ_JWT_SECRET_MAX 65536 /* bytes of an HS256 secret (keeps the HMAC key length an int) */
 
@@ -154,12 +156,27 @@ wsq_err wsq_jwt_keys_add_jwks(wsq_jwt_keys_t *ks, const void *json, size_t len, 
 
 /* Verified claims. Owned by the caller; release with wsq_jwt_claims_fini. */
 typedef struct {
-    char sub[WSQ_JWT_SUB_MAX + 1]; /* "sub": the identity name, NUL-terminated, validated */
+    char sub[WSQ_JWT_SUB_MAX + 1]; /* the identity ("sub" or opts->identity_claim),
+                                    * NUL-terminated, printable UTF-8 */
     int64_t exp;                   /* "exp" in seconds since the epoch; 0 when absent */
     int64_t nbf;                   /* "nbf" in seconds since the epoch; 0 when absent */
     wsq_rights_t rights;           /* from "wsq": publish <- "pub", subscribe <- "sub", admin;
-                                    * every item a valid pattern, items and strings malloc'd */
+                                    * every item a valid pattern, items and strings malloc'd
+                                    * (empty when opts->roles_claim is set) */
+    wsq_strlist_t roles;  /* opts->roles_claim: its strings (a string, or an array's strings) */
+    wsq_strlist_t values; /* opts->value_claims: the string value of each, in order (NULL for a
+                           * claim that is absent or not a string) */
 } wsq_jwt_claims_t;
+
+/* What a deployment reads from a provider's claims (wsq_jwt_verify_keys). A claim "path" names a
+ * top-level claim, or, when the claims have no member of that exact name, a path of members
+ * separated by '.' ("realm_access.roles"); a namespaced claim such as
+ * "https://example.com/roles" is found under its own name first. */
+typedef struct {
+    const char *identity_claim;        /* the identity; NULL: "sub" */
+    const char *roles_claim;           /* role names; NULL: rights from the "wsq" claim */
+    const wsq_strlist_t *value_claims; /* claims whose string values to hand back; may be NULL */
+} wsq_jwt_opts_t;
 
 /*
  * Verifies token[0..len) as an HS256 JWT and extracts its claims (see the top of this file for
@@ -200,13 +217,16 @@ wsq_err wsq_jwt_verify(const char *token, size_t len, const unsigned char *secre
  * (WSQ_JWT_ALG bits) under a key of ks: the header's "alg" must be in algs (else bad_alg), its
  * optional "kid" a string of at most WSQ_JWT_KID_MAX bytes (else bad_header); the key is the one
  * with that kid, or, without a kid, any key of the algorithm's type (unknown_key when there is
- * none). ES256/ES384 signatures are JOSE's r || s (64 / 96 bytes), EdDSA is Ed25519, PS* use a
- * salt as long as the hash (RFC 7518 section 3.5). WSQ_ERR_INVAL as wsq_jwt_verify, and when ks
- * is NULL or algs is 0.
+ * none). opts (may be NULL) names the identity claim, a roles claim (then "wsq" is not read: the
+ * caller maps the roles to rights) and claims whose values to return (for topic templates); an
+ * identity or roles claim of the wrong type is bad_claims. ES256/ES384 signatures are JOSE's r || s
+ * (64 / 96 bytes), EdDSA is Ed25519, PS* use a salt as long as the hash (RFC 7518 section 3.5).
+ * WSQ_ERR_INVAL as wsq_jwt_verify, and when ks is NULL or algs is 0.
  */
 wsq_err wsq_jwt_verify_keys(const char *token, size_t len, const wsq_jwt_keys_t *ks, unsigned algs,
                             const char *issuer, const char *audience, int64_t now_s,
-                            int64_t leeway_s, wsq_jwt_claims_t *out, const char **reason);
+                            int64_t leeway_s, const wsq_jwt_opts_t *opts, wsq_jwt_claims_t *out,
+                            const char **reason);
 
 /* Frees the rights lists of c and zeroes it. Idempotent; c == NULL is a no-op. Any thread. */
 void wsq_jwt_claims_fini(wsq_jwt_claims_t *c);

@@ -31,6 +31,21 @@ bool wsq_topic_pattern_valid(const char *pattern, size_t plen);
 /* True when the NUL-terminated pattern matches name[0..len). Invalid patterns match nothing. */
 bool wsq_topic_match(const char *pattern, const char *name, size_t len);
 
+/*
+ * Rights templates: a pattern whose segments may hold "{claim}" placeholders, e.g.
+ * "user.{sub}.>". A claim name is 1..WSQ_TEMPLATE_NAME_MAX bytes of [A-Za-z0-9_.-].
+ *
+ * wsq_topic_template_expand writes tmpl into out (cap bytes) with each placeholder replaced by
+ * the value of its name: vals[i] for names[i] (n of them). It returns false, and the template
+ * matches nothing, when a name is not among names, its value is NULL, or the value is not one
+ * valid topic segment (1+ bytes of [A-Za-z0-9_-]: never '.', '/', '*' or '>', so a value cannot
+ * reach into another user's topics), or when the result is not a valid pattern or does not fit.
+ * With vals NULL, every known name reads as "x" (a check of the template's shape).
+ */
+#define WSQ_TEMPLATE_NAME_MAX 64
+bool wsq_topic_template_expand(const char *tmpl, const char *const *names, const char *const *vals,
+                               size_t n, char *out, size_t cap);
+
 /* True when name[0..len) is a valid durable consumer name. name may be NULL (false). */
 bool wsq_consumer_valid(const char *name, size_t len);
 

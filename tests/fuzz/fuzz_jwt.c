@@ -177,8 +177,14 @@ static void verify_keyset(const uint8_t *data, size_t size)
     }
     wsq_jwt_claims_t c;
     const char *why = NULL;
+    /* odd lengths: a provider's claims (identity "uid", roles at a path, a template value) */
+    static char *vals[] = {"tenant", "a.b"};
+    static const wsq_strlist_t value_claims = {vals, 2};
+    static const wsq_jwt_opts_t opts = {"uid", "realm_access.roles", &value_claims};
     wsq_err rc = wsq_jwt_verify_keys((const char *)data, size, ks, (1u << WSQ_JWT_ALG_COUNT) - 1,
-                                     NULL, NULL, 1700000000, 0, &c, &why);
+                                     NULL, NULL, 1700000000, 0, size % 2 ? &opts : NULL, &c, &why);
+    if (rc == WSQ_OK && size % 2)
+        REQUIRE(c.values.n == 2 && c.rights.publish.n == 0 && c.rights.subscribe.n == 0);
     REQUIRE(why != NULL && (strcmp(why, "ok") == 0 || known_reason(why)));
     REQUIRE((rc == WSQ_OK) == (strcmp(why, "ok") == 0));
     REQUIRE(rc == WSQ_OK || rc == WSQ_ERR_UNAUTHORIZED || rc == WSQ_ERR_NOMEM);

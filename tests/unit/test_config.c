@@ -1183,6 +1183,44 @@ static void test_config_jwt_keys(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* auth.jwt.roles: rights per provider role, with {claim} templates; the claims the templates
+ * use are collected once. */
+static void test_config_jwt_roles(void **state)
+{
+    (void)state;
+    wsq_config_t *cfg = parse_ok("auth:\n  jwt:\n    secret: " SECRET_32 "\n"
+                                 "    identity_claim: email\n"
+                                 "    roles_claim: realm_access.roles\n"
+                                 "    roles:\n"
+                                 "      user: {subscribe: [\"user.{sub}.>\"], publish: "
+                                 "[\"inbox.{sub}\", \"t.{tenant}.{sub}\"]}\n"
+                                 "      ops: {subscribe: [\">\"], admin: true}\n");
+    assert_string_equal(cfg->auth.jwt_identity_claim, "email");
+    assert_string_equal(cfg->auth.jwt_roles_claim, "realm_access.roles");
+    assert_int_equal(cfg->auth.n_jwt_roles, 2);
+    assert_string_equal(cfg->auth.jwt_roles[0].name, "user");
+    assert_string_equal(cfg->auth.jwt_roles[0].rights.publish.items[1], "t.{tenant}.{sub}");
+    assert_true(cfg->auth.jwt_roles[1].rights.admin);
+    assert_int_equal(cfg->auth.jwt_template_claims.n, 2);
+    assert_string_equal(cfg->auth.jwt_template_claims.items[0], "sub");
+    assert_string_equal(cfg->auth.jwt_template_claims.items[1], "tenant");
+    wsq_config_free(&cfg);
+
+    expect_bad("auth:\n  jwt:\n    secret: " SECRET_32 "\n    roles_claim: roles\n",
+               "t.yaml:3:5: auth.jwt: ", "roles_claim and roles go together");
+    expect_bad("auth:\n  jwt:\n    secret: " SECRET_32 "\n    roles_claim: r\n    roles:\n"
+               "      u: {subscribe: [\"user.{sub\"]}\n",
+               "t.yaml:6:23: auth.jwt.roles.u.subscribe[0]: ", "{claim} placeholders");
+    expect_bad("auth:\n  jwt:\n    secret: " SECRET_32 "\n    roles_claim: r\n    roles:\n"
+               "      u: {subscribe: [\"a.{sub}x{sub}{sub}{sub}{sub}{sub}{sub}{sub}{sub}\"]}\n",
+               "t.yaml:6:23: auth.jwt.roles.u.subscribe[0]: ", "at most 8");
+    expect_bad("auth:\n  jwt:\n    secret: " SECRET_32 "\n    roles_claim: r\n    roles:\n"
+               "      u: {read: [a]}\n",
+               "t.yaml:6:11: auth.jwt.roles.u.read: ", "unknown key");
+    expect_bad("auth:\n  jwt:\n    secret: " SECRET_32 "\n    roles_claim: r\n    roles: [a]\n",
+               "t.yaml:5:12: auth.jwt.roles: ", "expected a mapping of role names");
+}
+
 static void test_config_yaml_syntax_error(void **state)
 {
     (void)state;
@@ -1679,6 +1717,7 @@ int main(void)
         cmocka_unit_test(test_config_jwt_secret),
         cmocka_unit_test(test_config_jwt_secret_file),
         cmocka_unit_test(test_config_jwt_keys),
+        cmocka_unit_test(test_config_jwt_roles),
         cmocka_unit_test(test_config_yaml_syntax_error),
         cmocka_unit_test(test_config_depth_capped),
         cmocka_unit_test(test_config_top_level),

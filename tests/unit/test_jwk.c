@@ -179,7 +179,8 @@ static const char *verify(const char *token, const wsq_jwt_keys_t *ks, unsigned 
 {
     wsq_jwt_claims_t c;
     const char *why = NULL;
-    wsq_err rc = wsq_jwt_verify_keys(token, strlen(token), ks, algs, NULL, NULL, NOW, 30, &c, &why);
+    wsq_err rc =
+        wsq_jwt_verify_keys(token, strlen(token), ks, algs, NULL, NULL, NOW, 30, NULL, &c, &why);
     if (rc == WSQ_OK)
         assert_string_equal(c.sub, "alice");
     wsq_jwt_claims_fini(&c);
@@ -465,12 +466,101 @@ static void test_jwk_bad_pem(void **state)
     EVP_PKEY_free(rsa);
 }
 
+/* A provider's own claims: the identity from another claim, roles at a path or under a
+ * namespaced name, template values; with roles, "wsq" is not read. */
+static void test_jwk_provider_claims(void **state)
+{
+    (void)state;
+    static const unsigned char sec[] = "0123456789abcdef0123456789abcdef";
+    wsq_jwt_keys_t *ks;
+    assert_int_equal(wsq_jwt_keys_new(&ks), WSQ_OK);
+    assert_int_equal(wsq_jwt_keys_add_secret(ks, NULL, sec, sizeof(sec) - 1), WSQ_OK);
+    static char *vals[] = {"tenant", "sub"};
+    static const wsq_strlist_t value_claims = {vals, 2};
+    const wsq_jwt_opts_t kc = {"email", "realm_access.roles", &value_claims};
+    const wsq_jwt_opts_t a0 = {NULL, "https://wsq.example.com/roles", NULL};
+    struct {
+        const wsq_jwt_opts_t *opts;
+        const char *claims, *reason, *sub, *roles; /* roles: comma-joined */
+    } cases[] = {
+        {&kc,
+         "{\"sub\":\"u1\",\"email\":\"jane@example.com\",\"tenant\":\"acme\","
+         "\"realm_access\":{\"roles\":[\"reader\",7,\"writer\"]},\"wsq\":{\"admin\":true}}",
+         "ok", "jane@example.com", "reader,writer"},
+        {&kc, "{\"email\":\"j\",\"realm_access\":{\"roles\":\"one\"}}", "ok", "j", "one"},
+        {&kc, "{\"email\":\"j\"}", "ok", "j", ""},
+        {&kc, "{\"sub\":\"j\"}", "bad_claims", NULL, NULL},
+        {&kc, "{\"email\":\"j\",\"realm_access\":{\"roles\":{}}}", "bad_claims", NULL, NULL},
+        {&a0, "{\"sub\":\"auth0|64f1c0\",\"https://wsq.example.com/roles\":[\"admin\"]}", "ok",
+         "auth0|64f1c0", "admin"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *t = mint("HS256", NULL, NULL, sec, sizeof(sec) - 1, cases[i].claims);
+        wsq_jwt_claims_t c;
+        const char *why = NULL;
+        wsq_jwt_verify_keys(t, strlen(t), ks, WSQ_JWT_ALG(HS256), NULL, NULL, NOW, 30,
+                            cases[i].opts, &c, &why);
+        if (strcmp(why, cases[i].reason) != 0)
+            fail_msg("case %zu: %s", i, why);
+        if (cases[i].sub != NULL) {
+            assert_string_equal(c.sub, cases[i].sub);
+            char joined[256] = "";
+            for (size_t k = 0; k < c.roles.n; k++)
+                snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined), "%s%s",
+                         k ? "," : "", c.roles.items[k]);
+            assert_string_equal(joined, cases[i].roles);
+            assert_false(c.rights.admin); /* "wsq" is not read */
+        }
+        if (i == 0) {
+            assert_int_equal(c.values.n, 2);
+            assert_string_equal(c.values.items[0], "acme");
+            assert_string_equal(c.values.items[1], "u1");
+        }
+        wsq_jwt_claims_fini(&c);
+        free(t);
+    }
+    wsq_jwt_keys_free(ks);
+}
+
+/* An EC coordinate with its leading zero bytes dropped (PyJWT 2.6 writes them so) is the same
+ * number: taken, and the key verifies. */
+static void test_jwk_short_coordinate(void **state)
+{
+    (void)state;
+    for (int tries = 0; tries < 5000; tries++) {
+        EVP_PKEY *pk = keygen("ES256");
+        BIGNUM *x = NULL;
+        assert_int_equal(EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &x), 1);
+        int nb = BN_num_bytes(x);
+        BN_free(x);
+        if (nb == 32) {
+            EVP_PKEY_free(pk);
+            continue;
+        }
+        char xs[64], ys[64], jwks[512];
+        bn_b64(pk, OSSL_PKEY_PARAM_EC_PUB_X, xs); /* minimal bytes */
+        bn_b64_pad(pk, OSSL_PKEY_PARAM_EC_PUB_Y, 32, ys);
+        snprintf(jwks, sizeof(jwks),
+                 "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}]}", xs,
+                 ys);
+        wsq_jwt_keys_t *ks = keys_jwks(jwks);
+        char *t = mint("ES256", NULL, pk, NULL, 0, CLAIMS);
+        assert_string_equal(verify(t, ks, WSQ_JWT_ALG(ES256)), "ok");
+        free(t);
+        wsq_jwt_keys_free(ks);
+        EVP_PKEY_free(pk);
+        return;
+    }
+    fail_msg("no key with a short x in 5000 tries");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_jwk_each_algorithm), cmocka_unit_test(test_jwk_kid_selection),
-        cmocka_unit_test(test_jwk_confusion),      cmocka_unit_test(test_jwk_hmac),
-        cmocka_unit_test(test_jwk_bad_sets),       cmocka_unit_test(test_jwk_bad_pem),
+        cmocka_unit_test(test_jwk_each_algorithm),  cmocka_unit_test(test_jwk_kid_selection),
+        cmocka_unit_test(test_jwk_confusion),       cmocka_unit_test(test_jwk_hmac),
+        cmocka_unit_test(test_jwk_bad_sets),        cmocka_unit_test(test_jwk_bad_pem),
+        cmocka_unit_test(test_jwk_provider_claims), cmocka_unit_test(test_jwk_short_coordinate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -84,13 +84,48 @@ static void test_topic_match(void **state)
     assert_false(match("chat.*", "bad..name"));
 }
 
+/* Rights templates: a value fills exactly one segment; anything that would reach another
+ * user's topics ('.', '/', '*', '>', empty, absent) makes the template match nothing. */
+static void test_topic_templates(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"sub", "tenant", "a.b"};
+    char out[WSQ_TOPIC_MAX + 1];
+    const char *vals[] = {"alice", "acme", "x1"};
+    assert_true(wsq_topic_template_expand("user.{sub}.>", names, vals, 3, out, sizeof(out)));
+    assert_string_equal(out, "user.alice.>");
+    assert_true(
+        wsq_topic_template_expand("t/{tenant}/u-{sub}/*", names, vals, 3, out, sizeof(out)));
+    assert_string_equal(out, "t/acme/u-alice/*");
+    assert_true(wsq_topic_template_expand("{a.b}", names, vals, 3, out, sizeof(out)));
+    assert_string_equal(out, "x1");
+    assert_true(wsq_topic_template_expand("plain.>", names, vals, 3, out, sizeof(out)));
+    /* injection attempts through the value */
+    static const char *const evil[] = {"a.b", "a/b", ">", "*", "", "bob.>", "a b", "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof(evil) / sizeof(evil[0]); i++) {
+        const char *v[] = {evil[i], "acme", "x1"};
+        if (wsq_topic_template_expand("user.{sub}.>", names, v, 3, out, sizeof(out)))
+            fail_msg("value '%s' expanded to '%s'", evil[i], out);
+    }
+    const char *absent[] = {NULL, "acme", "x1"};
+    assert_false(wsq_topic_template_expand("user.{sub}", names, absent, 3, out, sizeof(out)));
+    /* malformed templates and unknown names */
+    static const char *const bad[] = {"user.{nope}", "user.{sub", "user.sub}",   "user.{}",
+                                      "{sub}..x",    "a.{sub}>",  "user.{s{ub}}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(wsq_topic_template_expand(bad[i], names, vals, 3, out, sizeof(out)));
+    /* the shape check (no values) and a result that does not fit */
+    assert_true(wsq_topic_template_expand("user.{sub}.>", names, NULL, 3, out, sizeof(out)));
+    assert_string_equal(out, "user.x.>");
+    assert_false(wsq_topic_template_expand("user.{sub}", names, vals, 3, out, 8));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_topic_valid_names),
-        cmocka_unit_test(test_topic_invalid_names),
-        cmocka_unit_test(test_topic_patterns),
-        cmocka_unit_test(test_topic_match),
+        cmocka_unit_test(test_topic_valid_names), cmocka_unit_test(test_topic_invalid_names),
+        cmocka_unit_test(test_topic_patterns),    cmocka_unit_test(test_topic_match),
+        cmocka_unit_test(test_topic_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -185,6 +185,68 @@ class JwtKeys(h.WsqdTestCase):
         self.assertIn("auth.jwt.jwks_file", line)
         self.assertEqual(status(d, new), 200)
 
+    def roles_daemon(self, identity_claim=None, roles_claim="realm_access.roles"):
+        d = self.new_wsqd(anonymous=False)
+        self.write_jwks(d, public_jwk(self.ec_pub, "ec1"))
+        jwt_keys = {"jwks_file": "idp.jwks", "algorithms": ["ES256"], "roles_claim": roles_claim}
+        if identity_claim:
+            jwt_keys["identity_claim"] = identity_claim
+        yaml = s.auth_yaml(jwt=jwt_keys) + (
+            "    roles:\n"
+            "      user: {publish: [\"inbox.{sub}\", \"user.{sub}.>\"], "
+            "subscribe: [\"user.{sub}.>\"]}\n"
+            "      ops: {publish: [\"ops.>\"], metrics: true}\n")
+        s.write_config(d, yaml)
+        return d.start()
+
+    def token(self, sub, roles, claim="realm_access", **extra):
+        c = {"sub": sub, "exp": int(time.time()) + 3600}
+        if claim == "realm_access":
+            c["realm_access"] = {"roles": roles}
+        else:
+            c[claim] = roles
+        c.update(extra)
+        return jwt.encode(c, self.ec, algorithm="ES256", headers={"kid": "ec1"})
+
+    def test_keycloak_roles_and_templates(self):
+        d = self.roles_daemon()
+        alice = self.token("alice", ["user", "offline_access"])
+        self.assertEqual(status(d, alice, "user.alice.notes"), 200)
+        self.assertEqual(status(d, alice, "inbox.alice"), 200)
+        self.assertEqual(status(d, alice, "user.bob.notes"), 403)
+        self.assertEqual(status(d, alice, "ops.x"), 403)
+        ops = self.token("carol", ["ops"], wsq={"pub": [">"]})   # "wsq" is not read with roles
+        self.assertEqual(status(d, ops, "ops.x"), 200)
+        self.assertEqual(status(d, ops, "user.carol.x"), 403)
+        self.assertEqual(status(d, self.token("dave", []), "user.dave.x"), 403)
+        # a subscriber gets its own space only
+        ws = h.SocketWS(d, "/?token=" + alice, subprotocol="wsq.v1")
+        ws.send_json({"op": "sub", "topic": "user.bob.notes", "ref": "s"})
+        err = ws.recv_json()
+        self.assertEqual((err["op"], err["code"]), ("err", "forbidden"), err)
+        ws.close()
+
+    def test_template_injection(self):
+        d = self.roles_daemon()
+        # values that are not one topic segment make the template grant nothing
+        for sub in ("bob.x", "bob/x", "*", ">", "a b", "bob.>"):
+            tok = self.token(sub, ["user"])
+            for topic in ("user.bob.x", "user.bob.x.y", "user.eve.z", "inbox.bob"):
+                self.assertEqual(status(d, tok, topic), 403, (sub, topic))
+        # while a plain value works
+        self.assertEqual(status(d, self.token("bob", ["user"]), "user.bob.x"), 200)
+
+    def test_auth0_namespaced_roles_and_identity(self):
+        d = self.roles_daemon(roles_claim="https://wsq.example.com/roles")
+        sub = 'auth0|64f1c0" admin=true'
+        tok = self.token(sub, ["ops"], claim="https://wsq.example.com/roles")
+        self.assertEqual(status(d, tok, "ops.deploy"), 200)
+        ws = h.SocketWS(d, "/?token=" + tok, subprotocol="wsq.v1")
+        ws.close()
+        # the identity is logged quoted, its quote escaped: no field can be forged
+        line = d.wait_log(r"\bconnect\b.*identity=.*").group(0)
+        self.assertIn('identity="auth0|64f1c0\\" admin=true"', line)
+
     def test_public_keys_need_algorithms(self):
         d = self.new_wsqd(anonymous=False)
         s.write_config(d, s.auth_yaml(jwt={"public_key_file": self.rsa_pub}))
