@@ -15,6 +15,8 @@
 #include "wsq/clock.h"
 #include "wsq/jwt.h"
 
+#include "jwks.h"
+
 /* Clock skew tolerated on exp and nbf. */
 #define JWT_LEEWAY_S 30
 
@@ -360,6 +362,18 @@ wsq_err wsq__auth_jwt(wsq_server_t *srv, const char *token, size_t len, wsq_iden
     wsq_err err = wsq_jwt_verify_keys(token, len, cfg->auth.jwt_keys, cfg->auth.jwt_algs,
                                       cfg->auth.jwt_issuer, cfg->auth.jwt_audience, now_ms / 1000,
                                       JWT_LEEWAY_S, &opts, &c, &reason);
+    if (err != WSQ_OK && srv->jwks != NULL && strcmp(reason, "unknown_key") == 0) {
+        /* the configured keys do not have it: the provider's fetched set may */
+        const wsq_jwt_keys_t *fetched = wsq__jwks_keys(srv->jwks);
+        if (fetched != NULL) {
+            wsq_jwt_claims_fini(&c);
+            err = wsq_jwt_verify_keys(token, len, fetched, cfg->auth.jwt_algs, cfg->auth.jwt_issuer,
+                                      cfg->auth.jwt_audience, now_ms / 1000, JWT_LEEWAY_S, &opts,
+                                      &c, &reason);
+        }
+        if (err != WSQ_OK && strcmp(reason, "unknown_key") == 0)
+            wsq__jwks_kick(srv->jwks); /* rotated at the provider? fetch soon */
+    }
     if (err != WSQ_OK) {
         *why = jwt_reason(reason);
         wsq_jwt_claims_fini(&c);

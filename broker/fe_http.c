@@ -26,6 +26,7 @@
 #include "core.h"
 #include "gate.h"
 #include "http.h"
+#include "jwks.h"
 #include "log.h"
 #include "metrics.h"
 #include "req.h"
@@ -314,6 +315,14 @@ static void health(wsq_session_t *s)
         WSQ_BUF_LIT(b, ",\"detail\":\"");
         wsq_json_escape(b, srv->storage_detail, strlen(srv->storage_detail));
         WSQ_BUF_LIT(b, "\"");
+    }
+    wsq_jwks_stats_t js;
+    wsq__jwks_stats(srv->jwks, &js);
+    if (js.configured) { /* the provider's keys: how old (-1: none fetched yet) */
+        n = snprintf(buf, sizeof(buf), ",\"jwks\":{\"age_s\":%lld,\"keys\":%llu}",
+                     (long long)(js.age_ms < 0 ? -1 : js.age_ms / 1000),
+                     (unsigned long long)js.keys);
+        wsq_buf_append(b, buf, (size_t)n);
     }
     WSQ_BUF_LIT(b, "}");
     wsq__http_reply(s, ok ? 200 : 503);

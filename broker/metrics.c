@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "jwks.h"
 #include "metrics.h"
 #include "server.h"
 
@@ -104,6 +105,22 @@ void wsq__metrics_render(wsq_server_t *srv, wsq_buf_t *b)
     metric(b, "wsq_reloads_total", "counter", "Configuration reloads applied.", m->reloads);
     metric(b, "wsq_reload_failures_total", "counter", "Configuration reloads refused.",
            m->reload_failures);
+    wsq_jwks_stats_t js;
+    wsq__jwks_stats(srv->jwks, &js);
+    if (js.configured) {
+        line(b,
+             "# HELP wsq_jwks_age_seconds Seconds since auth.jwt.jwks_url was last fetched "
+             "well (-1: not yet).\n# TYPE wsq_jwks_age_seconds gauge\n"
+             "wsq_jwks_age_seconds %lld\n",
+             (long long)(js.age_ms < 0 ? -1 : js.age_ms / 1000));
+        metric(b, "wsq_jwks_keys", "gauge", "Keys in the last good JWK Set fetched.", js.keys);
+        line(b,
+             "# HELP wsq_jwks_fetches_total Fetches of auth.jwt.jwks_url by result.\n"
+             "# TYPE wsq_jwks_fetches_total counter\n"
+             "wsq_jwks_fetches_total{result=\"ok\"} %llu\n"
+             "wsq_jwks_fetches_total{result=\"failed\"} %llu\n",
+             (unsigned long long)js.ok_total, (unsigned long long)js.failed_total);
+    }
     metric(b, "wsq_writer_queue_messages", "gauge", "Requests waiting for the writer.", qm);
     metric(b, "wsq_writer_queue_bytes", "gauge", "Payload bytes waiting for the writer.", qb);
     uint64_t used, size, max;

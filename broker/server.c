@@ -20,6 +20,7 @@
 #include "core.h"
 #include "gate.h"
 #include "http.h"
+#include "jwks.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -304,6 +305,8 @@ static void reload(wsq_server_t *srv)
         wsq_warn_log("reload", "msg=\"listeners (TLS files included) and storage changes take "
                                "effect at the next restart\"");
     srv->cfg = n;
+    if (wsq__jwks_reconfig(&srv->jwks, n) != WSQ_OK)
+        wsq_err_log("reload", "msg=\"out of memory: auth.jwt.jwks_url is not fetched\"");
     wsq__log_init(n->log.level, n->log.json);
     wsq_store_retention_changed(srv->store);
     wsq__sessions_reauthorize(srv);
@@ -683,7 +686,7 @@ int wsq__server_run(wsq_config_t *cfg, const char *path)
     if (open_store(srv) != WSQ_OK)
         goto out;
     if (wsq__ct_create(srv, &srv->ct) != WSQ_OK || wsq_store_start(srv->store) != WSQ_OK ||
-        wsq__ct_start(srv->ct) != WSQ_OK)
+        wsq__ct_start(srv->ct) != WSQ_OK || wsq__jwks_start(srv->cfg, &srv->jwks) != WSQ_OK)
         goto out;
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
@@ -747,6 +750,7 @@ stop_threads:
     wsq__ct_stop(srv->ct);
     wsq_store_stop(srv->store);
 out:
+    wsq__jwks_stop(&srv->jwks);
     flush_ct_pending(srv);
     wsq__ct_destroy(&srv->ct);
     /* confirms that never reached the service thread */

@@ -32,6 +32,7 @@ struct wsq_server {
     size_t n_old_cfgs;
     wsq_store_t *store;
     wsq_consumers_t *ct;
+    struct wsq_jwks *jwks; /* auth.jwt.jwks_url's fetcher (jwks.c), or NULL */
     struct lws_context *lws;
     wsq_server_lws_t *lx;
     wsq_metrics_t metrics;

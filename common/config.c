@@ -1592,7 +1592,9 @@ static wsq_err parse_algorithms(cfg_ctx_t *c, yaml_node_t *n, const char *path, 
         if (bit == 0)
             return cfg_fail(c, a, path, "algorithms", "unknown algorithm '%s' (one of %s)", name,
                             names);
-        if (!wsq_jwt_keys_serve(cfg->auth.jwt_keys, bit))
+        /* (keys from jwks_url come later: any asymmetric algorithm may be served by them) */
+        if (!wsq_jwt_keys_serve(cfg->auth.jwt_keys, bit) &&
+            !(cfg->auth.jwt_jwks_url != NULL && bit > WSQ_JWT_ALG(HS512)))
             return cfg_fail(c, a, path, "algorithms",
                             "no configured key can verify %s (its key type: %s)", name,
                             bit <= WSQ_JWT_ALG(HS512)   ? "a secret"
@@ -1607,10 +1609,26 @@ static wsq_err parse_algorithms(cfg_ctx_t *c, yaml_node_t *n, const char *path, 
 
 static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
 {
-    enum { J_SECRET, J_FILE, J_ISS, J_AUD, J_ALGS, J_PEM, J_JWKS, J_IDC, J_ROLESC, J_ROLES, J_N };
+    enum {
+        J_SECRET,
+        J_FILE,
+        J_ISS,
+        J_AUD,
+        J_ALGS,
+        J_PEM,
+        J_JWKS,
+        J_IDC,
+        J_ROLESC,
+        J_ROLES,
+        J_URL,
+        J_CA,
+        J_REFRESH,
+        J_N
+    };
     static const char *const keys[] = {
-        "secret",          "secret_file", "issuer",         "audience",    "algorithms",
-        "public_key_file", "jwks_file",   "identity_claim", "roles_claim", "roles"};
+        "secret",          "secret_file",  "issuer",         "audience",    "algorithms",
+        "public_key_file", "jwks_file",    "identity_claim", "roles_claim", "roles",
+        "jwks_url",        "jwks_ca_file", "jwks_refresh"};
     const char *p = "auth.jwt";
     yaml_node_t *v[J_N];
     wsq_err rc;
@@ -1620,10 +1638,11 @@ static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
     if (v[J_SECRET] != NULL && v[J_FILE] != NULL)
         return cfg_fail(c, v[J_FILE], p, "secret_file",
                         "set either secret or secret_file, not both");
-    if (v[J_SECRET] == NULL && v[J_FILE] == NULL && v[J_PEM] == NULL && v[J_JWKS] == NULL)
+    if (v[J_SECRET] == NULL && v[J_FILE] == NULL && v[J_PEM] == NULL && v[J_JWKS] == NULL &&
+        v[J_URL] == NULL)
         return cfg_fail(c, n, p, NULL,
-                        "missing the keys: set secret or secret_file (HS256), public_key_file or "
-                        "jwks_file");
+                        "missing the keys: set secret or secret_file (HS256), public_key_file, "
+                        "jwks_file or jwks_url");
     if (v[J_SECRET] != NULL) {
         yaml_node_t *s = v[J_SECRET];
         /* not echoed: it is a secret */
@@ -1660,10 +1679,42 @@ static wsq_err parse_jwt(cfg_ctx_t *c, yaml_node_t *n, wsq_config_t *cfg)
         return rc;
     if (v[J_JWKS] && (rc = read_key_file(c, v[J_JWKS], p, "jwks_file", true, cfg)) != WSQ_OK)
         return rc;
+    if (v[J_URL] != NULL) {
+        if ((rc = get_str(c, v[J_URL], p, "jwks_url", &cfg->auth.jwt_jwks_url)) != WSQ_OK)
+            return rc;
+        if (strncmp(cfg->auth.jwt_jwks_url, "https://", 8) != 0 ||
+            strlen(cfg->auth.jwt_jwks_url) < 9)
+            return cfg_fail(c, v[J_URL], p, "jwks_url",
+                            "expected an https:// URL (keys fetched in clear could be forged)");
+    }
+    if (v[J_CA] != NULL) {
+        char *file = NULL;
+        if ((rc = get_str(c, v[J_CA], p, "jwks_ca_file", &file)) != WSQ_OK)
+            return rc;
+        /* libcurl reads it at every fetch: resolved and checked readable now */
+        char *buf = NULL, *full = NULL;
+        size_t len = 0;
+        rc = read_conf_file(c, v[J_CA], p, "jwks_ca_file", file, KEY_FILE_MAX, &full, &buf, &len);
+        free(file);
+        free(buf);
+        if (rc != WSQ_OK) {
+            free(full);
+            return rc;
+        }
+        cfg->auth.jwt_jwks_ca_file = full;
+    }
+    cfg->auth.jwt_jwks_refresh_ms = 10 * 60 * 1000;
+    if (v[J_REFRESH] &&
+        (rc = get_duration(c, v[J_REFRESH], p, "jwks_refresh", 10 * 1000, 7 * 24 * 3600 * 1000LL,
+                           &cfg->auth.jwt_jwks_refresh_ms)) != WSQ_OK)
+        return rc;
+    if ((v[J_CA] != NULL || v[J_REFRESH] != NULL) && v[J_URL] == NULL)
+        return cfg_fail(c, v[J_CA] ? v[J_CA] : v[J_REFRESH], p,
+                        v[J_CA] ? "jwks_ca_file" : "jwks_refresh", "needs jwks_url");
     if (v[J_ALGS] != NULL) {
         if ((rc = parse_algorithms(c, v[J_ALGS], p, cfg)) != WSQ_OK)
             return rc;
-    } else if (v[J_PEM] != NULL || v[J_JWKS] != NULL) {
+    } else if (v[J_PEM] != NULL || v[J_JWKS] != NULL || v[J_URL] != NULL) {
         /* the algorithm is the deployment's choice, never the token's */
         return cfg_fail(c, n, p, NULL,
                         "public keys need the list of accepted algorithms: algorithms: [RS256] "
@@ -1932,6 +1983,8 @@ void wsq_config_free(wsq_config_t **cfgp)
         free(cfg->auth.jwt_secret);
     }
     wsq_jwt_keys_free(cfg->auth.jwt_keys);
+    free(cfg->auth.jwt_jwks_url);
+    free(cfg->auth.jwt_jwks_ca_file);
     free(cfg->auth.jwt_identity_claim);
     free(cfg->auth.jwt_roles_claim);
     for (size_t i = 0; i < cfg->auth.n_jwt_roles; i++) {

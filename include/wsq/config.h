@@ -150,6 +150,9 @@ typedef struct {
         wsq_role_conf_t *jwt_roles; /* auth.jwt.roles */
         size_t n_jwt_roles;
         wsq_strlist_t jwt_template_claims; /* every {claim} the roles' patterns use */
+        char *jwt_jwks_url;                /* https:// JWK Set, fetched and refreshed, or NULL */
+        char *jwt_jwks_ca_file;            /* CA bundle for it (NULL: the system's) */
+        int64_t jwt_jwks_refresh_ms;       /* default 10 min */
         char *jwt_issuer;                  /* required "iss" when set */
         char *jwt_audience;                /* required "aud" when set */
         /* browser Origin values allowed ("*": any); empty = only the listener's own origin */

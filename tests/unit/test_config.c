@@ -1140,6 +1140,15 @@ static void test_config_jwt_keys(void **state)
          ":3:16: auth.jwt.jwks_file: ", "not JSON"},
         {"    public_key_file: wsq.yaml\n    algorithms: [ES256]\n",
          ":3:22: auth.jwt.public_key_file: ", "no PEM block"},
+        {"    jwks_url: http://idp.example.com/jwks\n    algorithms: [ES256]\n",
+         ":3:15: auth.jwt.jwks_url: ", "expected an https:// URL"},
+        {"    jwks_url: https://idp.example.com/jwks\n    jwks_refresh: 1s\n"
+         "    algorithms: [ES256]\n",
+         ":4:19: auth.jwt.jwks_refresh: ", "out of range"},
+        {"    public_key_file: idp.pem\n    jwks_ca_file: idp.pem\n    algorithms: [ES256]\n",
+         ":4:19: auth.jwt.jwks_ca_file: ", "needs jwks_url"},
+        {"    jwks_url: https://idp.example.com/jwks\n",
+         ":3:5: auth.jwt: ", "need the list of accepted algorithms"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(yaml, sizeof(yaml), "auth:\n  jwt:\n%s", bad[i].jwt);
@@ -1166,6 +1175,18 @@ static void test_config_jwt_keys(void **state)
     assert_int_equal(cfg->auth.jwt_algs, WSQ_JWT_ALG(ES256) | WSQ_JWT_ALG(HS384));
     assert_int_equal(wsq_jwt_keys_count(cfg->auth.jwt_keys), 2);
     assert_null(cfg->auth.jwt_secret);
+    wsq_config_free(&cfg);
+
+    /* a JWKS URL alone: no keys until fetched, any asymmetric algorithm may be listed */
+    snprintf(yaml, sizeof(yaml),
+             "auth:\n  jwt:\n    jwks_url: https://idp.example.com/jwks\n"
+             "    jwks_ca_file: idp.pem\n    algorithms: [RS256, EdDSA]\n");
+    write_file(conf, yaml, strlen(yaml));
+    assert_int_equal(wsq_config_load(conf, &cfg, err, sizeof(err)), WSQ_OK);
+    assert_string_equal(cfg->auth.jwt_jwks_url, "https://idp.example.com/jwks");
+    assert_string_equal(cfg->auth.jwt_jwks_ca_file, pem);
+    assert_int_equal(cfg->auth.jwt_jwks_refresh_ms, 600000);
+    assert_int_equal(wsq_jwt_keys_count(cfg->auth.jwt_keys), 0);
     wsq_config_free(&cfg);
 
     /* a secret alone: HS256, as before; no auth.jwt: no keys */

@@ -13,10 +13,14 @@ nobody here wrote), keys given to wsqd as a PEM file and as a JWK Set file.
 - a config with public keys and no algorithms list does not start, and says where.
 """
 
+import http.server
 import json
 import os
+import shutil
+import ssl
 import subprocess
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True   # keep the source tree clean
@@ -66,7 +70,8 @@ def status(d, token, topic="jwt.a"):
     return st
 
 
-class JwtKeys(h.WsqdTestCase):
+class Keys(h.WsqdTestCase):
+    """Key pairs of every type, made once per class with the openssl command."""
     START = False
 
     @classmethod
@@ -87,9 +92,10 @@ class JwtKeys(h.WsqdTestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for f in os.listdir(cls.keydir):
-            os.unlink(os.path.join(cls.keydir, f))
-        os.rmdir(cls.keydir)
+        shutil.rmtree(cls.keydir)
+
+
+class JwtKeys(Keys):
 
     def write_jwks(self, d, *keys):
         path = os.path.join(d.dir, "idp.jwks")
@@ -256,6 +262,112 @@ class JwtKeys(h.WsqdTestCase):
         log = d.log_tail()
         self.assertRegex(log, r"wsq\.yaml:\d+:\d+: auth\.jwt: public keys need the list of "
                               r"accepted algorithms")
+
+
+class JwksServer:
+    """A tiny HTTPS server (the test's CA) that serves a JWK Set the test changes at will."""
+
+    def __init__(self, pki):
+        self.status, self.body, self.hits = 200, b"{}", 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.hits += 1
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pki["server_cert"], pki["server_key"])
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = "https://127.0.0.1:%d/jwks" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def keys(self, *jwks):
+        self.status, self.body = 200, json.dumps({"keys": list(jwks)}).encode()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class JwksUrl(Keys):
+    """auth.jwt.jwks_url: fetched over https off the service thread, refetched for an unknown
+    kid, the last good set kept when the provider is down or serves garbage."""
+
+    def setUp(self):
+        super().setUp()
+        self.pki = s.make_pki(os.path.join(self.keydir, "pki-%d" % id(self)))
+        self.srv = JwksServer(self.pki)
+        self.addCleanup(self.srv.close)
+
+    def url_daemon(self):
+        d = self.new_wsqd(anonymous=False)
+        s.write_config(d, s.auth_yaml(jwt={"jwks_url": self.srv.url,
+                                           "jwks_ca_file": self.pki["ca"],
+                                           "jwks_refresh": "10s", "algorithms": ["ES256"]}))
+        return d.start()
+
+    def until(self, what, cond, timeout=20.0):
+        deadline = time.monotonic() + timeout * h.SLOW
+        while not cond():
+            if time.monotonic() > deadline:
+                self.fail("never: " + what)
+            time.sleep(0.1)
+
+    def health(self, d):
+        return d.http_json("GET", "/healthz")[2]
+
+    def test_fetch_and_rotation_by_unknown_kid(self):
+        self.srv.keys(public_jwk(self.ec_pub, "ec1"))
+        d = self.url_daemon()
+        self.until("keys fetched", lambda: self.health(d).get("jwks", {}).get("keys") == 1)
+        ec1 = jwt.encode(claims(), self.ec, algorithm="ES256", headers={"kid": "ec1"})
+        self.assertEqual(status(d, ec1), 200)
+        # the provider rotates: a token with the new kid makes wsqd fetch again at once
+        self.srv.keys(public_jwk(self.ec_pub, "ec1"), public_jwk(self.ec2_pub, "ec2"))
+        ec2 = jwt.encode(claims(), self.ec2, algorithm="ES256", headers={"kid": "ec2"})
+        self.assertEqual(status(d, ec2), 401)
+        self.until("the new kid accepted", lambda: status(d, ec2) == 200, timeout=5.0)
+        self.assertEqual(status(d, ec1), 200)
+        m = d.metrics()
+        self.assertGreaterEqual(m["wsq_jwks_keys"], 2)
+        self.assertEqual(m[s.labeled("wsq_jwks_fetches_total", result="failed")], 0)
+        # made-up kids do not make wsqd hammer the provider (one refetch per 30 s)
+        hits = self.srv.hits
+        for i in range(20):
+            bad = jwt.encode(claims(), self.ec2, algorithm="ES256", headers={"kid": "x%d" % i})
+            self.assertEqual(status(d, bad), 401)
+        time.sleep(0.5)
+        self.assertLessEqual(self.srv.hits - hits, 1)
+
+    def test_provider_down_then_garbage(self):
+        self.srv.status, self.srv.body = 503, b"down"
+        d = self.url_daemon()
+        self.until("a failed fetch", lambda: d.metrics().get(
+            s.labeled("wsq_jwks_fetches_total", result="failed"), 0) >= 1)
+        self.assertEqual(self.health(d)["jwks"], {"age_s": -1, "keys": 0})
+        self.assertEqual(self.health(d)["status"], "ok")   # everything else is served
+        tok = jwt.encode(claims(), self.ec, algorithm="ES256", headers={"kid": "ec1"})
+        self.assertEqual(status(d, tok), 401)
+        # back up: the next try (within the refresh interval) brings the keys
+        self.srv.keys(public_jwk(self.ec_pub, "ec1"))
+        self.until("keys after the outage", lambda: status(d, tok) == 200)
+        # garbage from the provider: counted, and the last good keys stay
+        failed = d.metrics()[s.labeled("wsq_jwks_fetches_total", result="failed")]
+        self.srv.status, self.srv.body = 200, b"{\"keys\": 42}"
+        self.until("a refused set", lambda: d.metrics()[
+            s.labeled("wsq_jwks_fetches_total", result="failed")] > failed)
+        self.assertEqual(status(d, tok), 200)
+        self.assertGreaterEqual(self.health(d)["jwks"]["age_s"], 0)
 
 
 if __name__ == "__main__":
