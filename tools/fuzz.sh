@@ -1,6 +1,6 @@
 #!/bin/sh
 # Fuzzes one target with libFuzzer for a given time (clang, ASan+UBSan).
-# Usage: tools/fuzz.sh TARGET [SECONDS]      TARGET: proto raw_target config http http1 jwt
+# Usage: tools/fuzz.sh TARGET [SECONDS]      TARGET: proto raw_target config http http1 jwt mqtt
 # New interesting inputs go to build-fuzz/work/TARGET (start from the repo corpus each time);
 # crashes go to build-fuzz/crashes/TARGET: fix the bug, then copy the crasher into
 # tests/fuzz/corpus/TARGET so every test run replays it from then on.
