@@ -249,3 +249,221 @@ int wsq_mqtt_props(wsq_mqtt_rd_t *r, unsigned type,
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------------------------------- */
+/* CONNECT / CONNACK */
+
+static int connect_prop(void *arg, const wsq_mqtt_prop_t *p)
+{
+    wsq_mqtt_connect_t *c = arg;
+    switch (p->id) {
+    case 0x11:
+        c->session_expiry = p->num;
+        break;
+    case 0x21:
+        if (p->num == 0)
+            return WSQ_MQTT_RC_PROTOCOL_ERROR;
+        c->receive_maximum = (uint16_t)p->num;
+        break;
+    case 0x27:
+        if (p->num == 0)
+            return WSQ_MQTT_RC_PROTOCOL_ERROR;
+        c->max_packet_size = p->num;
+        break;
+    case 0x22:
+        c->topic_alias_max = (uint16_t)p->num;
+        break;
+    case 0x19:
+    case 0x17:
+        if (p->num > 1)
+            return WSQ_MQTT_RC_PROTOCOL_ERROR;
+        if (p->id == 0x19)
+            c->request_response = p->num == 1;
+        else
+            c->request_problem = p->num == 1;
+        break;
+    case 0x15:
+    case 0x16:
+        return WSQ_MQTT_RC_BAD_AUTH_METHOD; /* enhanced authentication is not offered */
+    case 0x26:
+        c->n_user_props++;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int will_prop(void *arg, const wsq_mqtt_prop_t *p)
+{
+    wsq_mqtt_connect_t *c = arg;
+    switch (p->id) {
+    case 0x18:
+        c->will_delay = p->num;
+        break;
+    case 0x01:
+        if (p->num > 1)
+            return WSQ_MQTT_RC_PROTOCOL_ERROR;
+        c->will_utf8 = p->num == 1;
+        break;
+    case 0x02:
+        c->has_will_expiry = true;
+        c->will_expiry = p->num;
+        break;
+    case 0x03:
+        c->will_content_type = p->str;
+        break;
+    case 0x08:
+        c->will_response_topic = p->str;
+        break;
+    case 0x09:
+        c->will_correlation = p->str;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+int wsq_mqtt_decode_connect(const uint8_t *body, size_t len, wsq_mqtt_connect_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->receive_maximum = 65535;
+    out->request_problem = true;
+    wsq_mqtt_rd_t r;
+    wsq_mqtt_rd_init(&r, body, len);
+    wsq_mqtt_view_t name = wsq_mqtt_rd_str(&r);
+    uint8_t level = wsq_mqtt_rd_u8(&r);
+    if (r.bad)
+        return WSQ_MQTT_RC_MALFORMED;
+    out->version = level;
+    if (name.len != 4 || memcmp(name.p, "MQTT", 4) != 0 || (level != 4 && level != 5))
+        return WSQ_MQTT_RC_UNSUPPORTED_VERSION; /* "MQIsdp" (3.1) included */
+    uint8_t flags = wsq_mqtt_rd_u8(&r);
+    out->keep_alive = wsq_mqtt_rd_u16(&r);
+    if (r.bad || (flags & 0x01))
+        return WSQ_MQTT_RC_MALFORMED; /* the reserved flag must be 0 */
+    out->clean = flags & 0x02;
+    out->will = flags & 0x04;
+    out->will_qos = (flags >> 3) & 3;
+    out->will_retain = flags & 0x20;
+    out->has_password = flags & 0x40;
+    out->has_username = flags & 0x80;
+    if (out->will_qos == 3 || (!out->will && (out->will_qos || out->will_retain)))
+        return WSQ_MQTT_RC_MALFORMED;
+    if (level == 4 && out->has_password && !out->has_username)
+        return WSQ_MQTT_RC_MALFORMED; /* MQTT-3.1.2-22 */
+    int rc;
+    if (level == 5 && (rc = wsq_mqtt_props(&r, WSQ_MQTT_CONNECT, connect_prop, out)) != 0)
+        return rc;
+    out->client_id = wsq_mqtt_rd_str(&r);
+    if (out->will) {
+        if (level == 5 && (rc = wsq_mqtt_props(&r, WSQ_MQTT_WILL_PROPS, will_prop, out)) != 0)
+            return rc;
+        out->will_topic = wsq_mqtt_rd_str(&r);
+        out->will_payload = wsq_mqtt_rd_bin(&r);
+    }
+    if (out->has_username)
+        out->username = wsq_mqtt_rd_str(&r);
+    if (out->has_password)
+        out->password = wsq_mqtt_rd_bin(&r);
+    if (r.bad || wsq_mqtt_rd_left(&r) != 0)
+        return WSQ_MQTT_RC_MALFORMED;
+    return 0;
+}
+
+/* A small writer with a sticky overflow. */
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+} wr_t;
+
+static void w_u8(wr_t *w, uint8_t v)
+{
+    if (w->n < w->cap)
+        w->p[w->n] = v;
+    w->n++;
+}
+
+static void w_u16(wr_t *w, uint16_t v)
+{
+    w_u8(w, (uint8_t)(v >> 8));
+    w_u8(w, (uint8_t)v);
+}
+
+static void w_u32(wr_t *w, uint32_t v)
+{
+    w_u16(w, (uint16_t)(v >> 16));
+    w_u16(w, (uint16_t)v);
+}
+
+size_t wsq_mqtt_encode_connack(uint8_t version, bool session_present, uint8_t code,
+                               const wsq_mqtt_connack_t *ack, uint8_t *out, size_t cap)
+{
+    uint8_t pr[512];
+    wr_t p = {pr, 0, sizeof(pr)};
+    if (version == 5 && code == 0 && ack != NULL) {
+        const wsq_mqtt_connack_t *c = ack;
+        if (c->assigned_client_id.len) {
+            w_u8(&p, 0x12);
+            w_u16(&p, (uint16_t)c->assigned_client_id.len);
+            for (size_t i = 0; i < c->assigned_client_id.len; i++)
+                w_u8(&p, c->assigned_client_id.p[i]);
+        }
+        if (c->send_session_expiry) {
+            w_u8(&p, 0x11);
+            w_u32(&p, c->session_expiry);
+        }
+        if (c->receive_maximum) {
+            w_u8(&p, 0x21);
+            w_u16(&p, c->receive_maximum);
+        }
+        if (c->max_packet_size) {
+            w_u8(&p, 0x27);
+            w_u32(&p, c->max_packet_size);
+        }
+        if (c->topic_alias_max) {
+            w_u8(&p, 0x22);
+            w_u16(&p, c->topic_alias_max);
+        }
+        if (c->server_keep_alive) {
+            w_u8(&p, 0x13);
+            w_u16(&p, c->server_keep_alive);
+        }
+        if (c->max_qos < 2) {
+            w_u8(&p, 0x24);
+            w_u8(&p, c->max_qos);
+        }
+        const struct {
+            bool off;
+            uint8_t id;
+        } avail[] = {{c->no_retain, 0x25},
+                     {c->no_wildcards, 0x28},
+                     {c->no_sub_ids, 0x29},
+                     {c->no_shared, 0x2A}};
+        for (size_t i = 0; i < sizeof(avail) / sizeof(avail[0]); i++) {
+            if (avail[i].off) {
+                w_u8(&p, avail[i].id);
+                w_u8(&p, 0);
+            }
+        }
+    }
+    if (p.n > p.cap)
+        return 0;
+    uint8_t plen[4];
+    size_t pl = version == 5 ? wsq_mqtt_varint_put((uint32_t)p.n, plen) : 0;
+    uint32_t rl = (uint32_t)(2 + pl + p.n);
+    wr_t w = {out, 0, cap};
+    w_u8(&w, WSQ_MQTT_CONNACK << 4);
+    uint8_t rlb[4];
+    size_t rn = wsq_mqtt_varint_put(rl, rlb);
+    for (size_t i = 0; i < rn; i++)
+        w_u8(&w, rlb[i]);
+    w_u8(&w, session_present && code == 0 ? 1 : 0); /* never present with a refusal */
+    w_u8(&w, code);
+    for (size_t i = 0; i < pl; i++)
+        w_u8(&w, plen[i]);
+    for (size_t i = 0; i < p.n; i++)
+        w_u8(&w, pr[i]);
+    return w.n <= cap ? w.n : 0;
+}

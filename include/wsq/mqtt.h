@@ -117,4 +117,64 @@ typedef struct {
 int wsq_mqtt_props(wsq_mqtt_rd_t *r, unsigned type,
                    int (*each)(void *arg, const wsq_mqtt_prop_t *prop), void *arg);
 
+/* ------------------------------------------------------------------------------------------- */
+/* CONNECT (3.1.1 section 3.1, 5.0 section 3.1) */
+
+#define WSQ_MQTT_RC_UNSUPPORTED_VERSION 0x84 /* 3.1.1: CONNACK return code 1 */
+#define WSQ_MQTT_RC_BAD_AUTH_METHOD 0x8C
+
+typedef struct {
+    uint8_t version; /* 4 (3.1.1) or 5 */
+    bool clean;      /* Clean Session (4) / Clean Start (5) */
+    uint16_t keep_alive;
+    wsq_mqtt_view_t client_id;
+    bool will;
+    uint8_t will_qos;
+    bool will_retain;
+    wsq_mqtt_view_t will_topic, will_payload;
+    bool has_username, has_password;
+    wsq_mqtt_view_t username, password;
+    /* 5.0 properties (defaults when absent) */
+    uint32_t session_expiry;  /* 0 */
+    uint16_t receive_maximum; /* 65535 */
+    uint32_t max_packet_size; /* 0: no limit */
+    uint16_t topic_alias_max; /* 0 */
+    bool request_response;    /* Request Response Information, default false */
+    bool request_problem;     /* Request Problem Information, default true */
+    uint32_t n_user_props;    /* User Properties (CONNECT) */
+    /* will properties (5.0) */
+    uint32_t will_delay; /* 0 */
+    bool will_utf8;      /* Payload Format Indicator 1 */
+    bool has_will_expiry;
+    uint32_t will_expiry;
+    wsq_mqtt_view_t will_content_type, will_response_topic, will_correlation;
+} wsq_mqtt_connect_t;
+
+/* Decodes a CONNECT body. Returns 0, or: WSQ_MQTT_RC_UNSUPPORTED_VERSION (a protocol name other
+ * than "MQTT" or a level other than 4 and 5: answer CONNACK return code 1 / reason 0x84, with
+ * the version the client asked for in out->version), WSQ_MQTT_RC_MALFORMED (a reserved flag, a
+ * will QoS of 3, will flags without a will, 3.1.1's password without a user name, a bad field,
+ * bytes left over), WSQ_MQTT_RC_PROTOCOL_ERROR (a property twice or out of place, a Receive
+ * Maximum or Maximum Packet Size of 0, a request flag other than 0 or 1), or
+ * WSQ_MQTT_RC_BAD_AUTH_METHOD (5.0 enhanced authentication, which wsq does not offer). */
+int wsq_mqtt_decode_connect(const uint8_t *body, size_t len, wsq_mqtt_connect_t *out);
+
+/* CONNACK: version 4 takes a return code (0..5), 5 a reason code and, when it is 0, these
+ * properties. Writes the whole packet into out (cap bytes); returns its length, 0 when it does
+ * not fit. */
+typedef struct {
+    wsq_mqtt_view_t assigned_client_id; /* empty: none */
+    uint32_t session_expiry;            /* sent when the server changed it */
+    bool send_session_expiry;
+    uint16_t receive_maximum;                            /* 0: not sent (65535) */
+    uint32_t max_packet_size;                            /* 0: not sent */
+    uint16_t topic_alias_max;                            /* 0: not sent */
+    uint16_t server_keep_alive;                          /* 0: not sent */
+    bool no_retain, no_wildcards, no_sub_ids, no_shared; /* the "available" flags, sent as 0 */
+    uint8_t max_qos;                                     /* 2: not sent */
+} wsq_mqtt_connack_t;
+
+size_t wsq_mqtt_encode_connack(uint8_t version, bool session_present, uint8_t code,
+                               const wsq_mqtt_connack_t *ack, uint8_t *out, size_t cap);
+
 #endif

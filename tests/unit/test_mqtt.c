@@ -190,12 +190,126 @@ static void test_mqtt_properties(void **state)
     assert_int_equal(props(ctype, sizeof(ctype), WSQ_MQTT_PUBLISH, &s), WSQ_MQTT_RC_MALFORMED);
 }
 
+#define MQTT4 0, 4, 'M', 'Q', 'T', 'T', 4
+#define MQTT5 0, 4, 'M', 'Q', 'T', 'T', 5
+
+static int connect(const uint8_t *b, size_t n, wsq_mqtt_connect_t *c)
+{
+    return wsq_mqtt_decode_connect(b, n, c);
+}
+
+static bool view_is(wsq_mqtt_view_t v, const char *s)
+{
+    return v.len == strlen(s) && memcmp(v.p, s, v.len) == 0;
+}
+
+static void test_mqtt_connect(void **state)
+{
+    (void)state;
+    wsq_mqtt_connect_t c;
+    static const uint8_t min4[] = {MQTT4, 0x02, 0, 60, 0, 2, 'c', '1'};
+    assert_int_equal(connect(min4, sizeof(min4), &c), 0);
+    assert_int_equal(c.version, 4);
+    assert_true(c.clean);
+    assert_int_equal(c.keep_alive, 60);
+    assert_true(view_is(c.client_id, "c1"));
+    assert_false(c.will || c.has_username || c.has_password);
+    assert_int_equal(c.receive_maximum, 65535);
+    /* will QoS 1 retained, user name and password */
+    static const uint8_t full4[] = {MQTT4, 0xEE, 0,   10,  0,   1, 'c', 0,   3, 'w', '/', 't',
+                                    0,     3,    'b', 'y', 'e', 0, 1,   'u', 0, 1,   'p'};
+    assert_int_equal(connect(full4, sizeof(full4), &c), 0);
+    assert_true(c.will && c.will_retain);
+    assert_int_equal(c.will_qos, 1);
+    assert_true(view_is(c.will_topic, "w/t") && view_is(c.will_payload, "bye"));
+    assert_true(view_is(c.username, "u") && view_is(c.password, "p"));
+    /* 5.0: Session Expiry 3600, Receive Maximum 10, a User Property; a will with Will Delay 5
+     * and Payload Format 1; an empty client id */
+    static const uint8_t full5[] = {MQTT5, 0x06, 0, 30, 15,   0x11, 0, 0,   0x0E, 0x10, 0x21, 0,
+                                    10,    0x26, 0, 1,  'k',  0,    1, 'v', 0,    0,    7,    0x18,
+                                    0,     0,    0, 5,  0x01, 1,    0, 1,   't',  0,    0};
+    assert_int_equal(connect(full5, sizeof(full5), &c), 0);
+    assert_int_equal(c.version, 5);
+    assert_int_equal(c.session_expiry, 3600);
+    assert_int_equal(c.receive_maximum, 10);
+    assert_int_equal(c.n_user_props, 1);
+    assert_int_equal(c.client_id.len, 0);
+    assert_true(c.will && c.will_utf8);
+    assert_int_equal(c.will_delay, 5);
+    assert_true(view_is(c.will_topic, "t"));
+    assert_int_equal(c.will_payload.len, 0);
+
+    static const struct {
+        uint8_t b[40];
+        size_t n;
+        int rc;
+    } bad[] = {
+        {{MQTT4, 0x03, 0, 0, 0, 0}, 12, WSQ_MQTT_RC_MALFORMED},       /* reserved flag */
+        {{MQTT4, 0x1C, 0, 0, 0, 0}, 12, WSQ_MQTT_RC_MALFORMED},       /* will QoS 3 */
+        {{MQTT4, 0x20, 0, 0, 0, 0}, 12, WSQ_MQTT_RC_MALFORMED},       /* will retain, no will */
+        {{MQTT4, 0x40, 0, 0, 0, 0, 0, 0}, 14, WSQ_MQTT_RC_MALFORMED}, /* password alone (3.1.1) */
+        {{MQTT4, 0x02, 0, 0, 0, 0, 9}, 13, WSQ_MQTT_RC_MALFORMED},    /* a byte left over */
+        {{MQTT4, 0x02, 0, 0, 0, 5, 'a'}, 13, WSQ_MQTT_RC_MALFORMED},  /* client id cut */
+        {{0, 4, 'M', 'Q', 'T', 'T', 3, 0x02, 0, 0, 0, 0}, 12, WSQ_MQTT_RC_UNSUPPORTED_VERSION},
+        {{0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x02, 0, 0, 0, 0},
+         14,
+         WSQ_MQTT_RC_UNSUPPORTED_VERSION},
+        {{MQTT5, 0x02, 0, 0, 3, 0x21, 0, 0, 0, 0}, 16, WSQ_MQTT_RC_PROTOCOL_ERROR}, /* RM 0 */
+        {{MQTT5, 0x02, 0, 0, 2, 0x19, 2, 0, 0}, 15, WSQ_MQTT_RC_PROTOCOL_ERROR},    /* RRI 2 */
+        {{MQTT5, 0x02, 0, 0, 4, 0x15, 0, 1, 'x', 0, 0}, 17, WSQ_MQTT_RC_BAD_AUTH_METHOD},
+        {{MQTT5, 0x02, 0, 0, 3, 0x23, 0, 1, 0, 0}, 16, WSQ_MQTT_RC_PROTOCOL_ERROR}, /* alias */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc = connect(bad[i].b, bad[i].n, &c);
+        if (rc != bad[i].rc)
+            fail_msg("case %zu: %#x, want %#x", i, rc, bad[i].rc);
+    }
+    /* the version a refused client asked for, for the answer in its own version */
+    assert_int_equal(connect(bad[6].b, bad[6].n, &c), WSQ_MQTT_RC_UNSUPPORTED_VERSION);
+    assert_int_equal(c.version, 3);
+}
+
+static void test_mqtt_connack(void **state)
+{
+    (void)state;
+    uint8_t out[64];
+    static const uint8_t v4[] = {0x20, 2, 1, 0};
+    assert_int_equal(wsq_mqtt_encode_connack(4, true, 0, NULL, out, sizeof(out)), 4);
+    assert_memory_equal(out, v4, 4);
+    static const uint8_t v4no[] = {0x20, 2, 0, 5};
+    assert_int_equal(wsq_mqtt_encode_connack(4, true, 5, NULL, out, sizeof(out)), 4);
+    assert_memory_equal(out, v4no, 4);
+    static const uint8_t v5no[] = {0x20, 3, 0, 0x84, 0};
+    assert_int_equal(wsq_mqtt_encode_connack(5, false, 0x84, NULL, out, sizeof(out)), 5);
+    assert_memory_equal(out, v5no, 5);
+    wsq_mqtt_connack_t a = {.assigned_client_id = {(const uint8_t *)"x", 1},
+                            .receive_maximum = 10,
+                            .max_qos = 2,
+                            .no_shared = true};
+    static const uint8_t v5ok[] = {0x20, 12, 0, 0, 9, 0x12, 0, 1, 'x', 0x21, 0, 10, 0x2A, 0};
+    size_t n = wsq_mqtt_encode_connack(5, false, 0, &a, out, sizeof(out));
+    assert_int_equal(n, sizeof(v5ok));
+    assert_memory_equal(out, v5ok, sizeof(v5ok));
+    /* it reads back as a CONNACK with these properties */
+    wsq_mqtt_fixed_t f;
+    assert_int_equal(wsq_mqtt_frame(out, n, 5, 0, &f), WSQ_MQTT_OK);
+    assert_int_equal(f.type, WSQ_MQTT_CONNACK);
+    wsq_mqtt_rd_t r;
+    wsq_mqtt_rd_init(&r, out + f.hdr_len + 2, f.body_len - 2);
+    seen_t s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(wsq_mqtt_props(&r, WSQ_MQTT_CONNACK, collect, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_int_equal(wsq_mqtt_encode_connack(5, false, 0, &a, out, 10), 0); /* no room */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mqtt_frame_prefixes), cmocka_unit_test(test_mqtt_frame_refusals),
         cmocka_unit_test(test_mqtt_varint),         cmocka_unit_test(test_mqtt_strings),
-        cmocka_unit_test(test_mqtt_properties),
+        cmocka_unit_test(test_mqtt_properties),     cmocka_unit_test(test_mqtt_connect),
+        cmocka_unit_test(test_mqtt_connack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
